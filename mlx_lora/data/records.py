@@ -1,0 +1,146 @@
+"""The three record formats mlx-lm trains on, and the checks one record must pass.
+
+- chat: ``{"messages": [{"role": ..., "content": ...}, ...], "tools": [...]}``
+  (``tools`` optional; roles system/user/assistant/tool; an assistant message may
+  carry ``tool_calls`` instead of text);
+- completion: ``{"prompt": ..., "completion": ...}``;
+- text: ``{"text": ...}``.
+
+Keys other than these are allowed and ignored, as mlx-lm ignores them. This
+module knows nothing about files or lines: :mod:`mlx_lora.data.validate` adds
+those. Every check returns reasons as plain sentences, so the same words reach
+the CLI, the app and a :class:`~mlx_lora.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+CHAT, COMPLETION, TEXT = "chat", "completion", "text"
+FORMATS = (CHAT, COMPLETION, TEXT)
+ROLES = ("system", "user", "assistant", "tool")
+
+# what each format needs, for "missing keys" messages
+FORMAT_KEYS = {CHAT: "'messages'", COMPLETION: "'prompt' and 'completion'", TEXT: "'text'"}
+
+
+def record_format(record: dict[str, Any]) -> str | None:
+    """The format a record is written in, judged by its keys; None when no key fits.
+
+    The order follows mlx-lm's ``create_dataset`` (prompt and completion first),
+    except that one of the pair is enough when there is no ``messages``: a record
+    missing half of it is reported as an incomplete completion record rather
+    than as an unknown one.
+    """
+    if "prompt" in record and "completion" in record:
+        return COMPLETION
+    if "messages" in record:
+        return CHAT
+    if "prompt" in record or "completion" in record:
+        return COMPLETION
+    if "text" in record:
+        return TEXT
+    return None
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _check_text_field(record: dict[str, Any], key: str) -> list[str]:
+    if key not in record:
+        return [f"missing key '{key}'"]
+    value = record[key]
+    if not isinstance(value, str):
+        return [f"'{key}' must be a string, got {_type_name(value)}"]
+    if not value.strip():
+        return [f"'{key}' is empty"]
+    return []
+
+
+def _check_tool_calls(calls: Any, where: str) -> list[str]:
+    if not isinstance(calls, list) or not calls:
+        return [f"{where}: 'tool_calls' must be a non-empty list, got {_type_name(calls)}"]
+    problems = []
+    for j, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            problems.append(f"{where}: tool_calls[{j}] must be an object with "
+                            "'function': {'name': ..., 'arguments': ...}")
+    return problems
+
+
+def _check_message(message: Any, i: int) -> list[str]:
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        return [f"{where} must be an object, got {_type_name(message)}"]
+    role = message.get("role")
+    if role is None:
+        return [f"{where}: missing key 'role'"]
+    if role not in ROLES:
+        return [f"{where}: unknown role {role!r} (expected one of {', '.join(ROLES)})"]
+    problems = []
+    has_tool_calls = role == "assistant" and message.get("tool_calls") is not None
+    if has_tool_calls:
+        problems += _check_tool_calls(message["tool_calls"], where)
+    content = message.get("content")
+    if "content" not in message and not has_tool_calls:
+        problems.append(f"{where}: missing key 'content'")
+    elif content is None or content == "":
+        # an assistant turn that only calls tools has no text, as in OpenAI's format
+        if not has_tool_calls:
+            problems.append(f"{where}: empty content")
+    elif not isinstance(content, str):
+        problems.append(f"{where}: 'content' must be a string, got {_type_name(content)}")
+    elif not content.strip() and not has_tool_calls:
+        problems.append(f"{where}: empty content (only whitespace)")
+    return problems
+
+
+def check_chat(record: dict[str, Any]) -> list[str]:
+    if "messages" not in record:
+        return ["missing key 'messages'"]
+    messages = record["messages"]
+    if not isinstance(messages, list):
+        return [f"'messages' must be a list, got {_type_name(messages)}"]
+    if not messages:
+        return ["'messages' is empty"]
+    problems = []
+    for i, message in enumerate(messages):
+        problems += _check_message(message, i)
+    tools = record.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        problems.append(f"'tools' must be a list of objects, got {_type_name(tools)}")
+    last = messages[-1]
+    if isinstance(last, dict) and last.get("role") in ROLES and last.get("role") != "assistant":
+        # mlx-lm trains on what follows the last non-assistant turn: nothing here
+        problems.append(f"the conversation ends with a '{last['role']}' turn; "
+                        "it must end with an 'assistant' turn (the reply to learn)")
+    return problems
+
+
+def check_completion(record: dict[str, Any]) -> list[str]:
+    return _check_text_field(record, "prompt") + _check_text_field(record, "completion")
+
+
+def check_text(record: dict[str, Any]) -> list[str]:
+    return _check_text_field(record, "text")
+
+
+CHECKS = {CHAT: check_chat, COMPLETION: check_completion, TEXT: check_text}
+
+
+def check_record(record: Any) -> tuple[str | None, list[str]]:
+    """(the record's format or None, reasons it is invalid); no reasons means valid."""
+    if not isinstance(record, dict):
+        hint = " (JSONL wants one JSON object per line, not one array)" if isinstance(record, list) else ""
+        return None, [f"expected a JSON object, got {_type_name(record)}{hint}"]
+    fmt = record_format(record)
+    if fmt is None:
+        keys = ", ".join(repr(k) for k in list(record)[:8]) or "none"
+        return None, ["missing keys: a record needs 'messages' (chat), 'prompt' and "
+                      f"'completion' (completion) or 'text' (text); found keys: {keys}"]
+    return fmt, CHECKS[fmt](record)

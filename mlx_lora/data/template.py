@@ -1,0 +1,83 @@
+"""Rendering chat templates safely, with errors a person can act on.
+
+A chat template is Jinja code that came with a downloaded model: untrusted. It
+is only ever rendered in jinja2's ``ImmutableSandboxedEnvironment``, which is
+what transformers compiles templates into (``apply_chat_template``); we reuse
+transformers' renderer rather than a Jinja setup of our own so that the
+training render is byte-for-byte the chat render (same filters such as
+``tojson``, same ``raise_exception``, same trimming). A template that reaches
+for Python internals raises jinja2's ``SecurityError``; that, and any other
+template failure, becomes a :class:`~mlx_lora.errors.UserError`.
+
+:func:`render_chat` renders a template string; :func:`apply_template` renders
+through a tokenizer (mlx-lm's ``TokenizerWrapper`` or a Hugging Face tokenizer),
+which also covers mlx-lm's Python chat renderers for models without a template.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+from mlx_lora.errors import UserError
+
+
+def _template_error(exc: Exception) -> UserError:
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return UserError(f"the model's chat template tried something unsafe and was stopped by the sandbox: {exc}")
+    if isinstance(exc, jinja2.exceptions.TemplateSyntaxError):
+        return UserError(f"the chat template has a syntax error at line {exc.lineno}: {exc.message}")
+    return UserError(f"the model's chat template failed on this conversation: {type(exc).__name__}: {exc}")
+
+
+def render_chat(
+    template: str,
+    messages: list[dict[str, Any]],
+    add_generation_prompt: bool = False,
+    tools: list[dict[str, Any]] | None = None,
+    bos_token: str = "",
+    eos_token: str = "",
+) -> str:
+    """Render ``messages`` with a Jinja chat template, in the sandbox."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    try:
+        rendered, _ = render_jinja_template(
+            conversations=[messages],
+            tools=tools,
+            chat_template=template,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token,
+            eos_token=eos_token,
+        )
+    except Exception as exc:  # anything a template raises is about the template or the data
+        raise _template_error(exc) from exc
+    return rendered[0]
+
+
+def has_chat_template(tokenizer) -> bool:
+    """Whether the tokenizer can render chats (a Jinja template or mlx-lm's own renderer)."""
+    known = getattr(tokenizer, "has_chat_template", None)  # TokenizerWrapper
+    if isinstance(known, bool):
+        return known
+    return getattr(tokenizer, "chat_template", None) is not None
+
+
+def apply_template(
+    tokenizer,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+    add_generation_prompt: bool = False,
+) -> str:
+    """The chat as text, exactly as ``tokenizer.apply_chat_template(..., tokenize=False)``
+    renders it, with template failures turned into :class:`UserError`."""
+    if not has_chat_template(tokenizer):
+        raise UserError("the model's tokenizer has no chat template, so it cannot render chat records; "
+                        "use a model with a chat template, or write the data as completion or text records")
+    try:
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+    except Exception as exc:
+        raise _template_error(exc) from exc
