@@ -19,15 +19,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import mlx_lora  # noqa: F401  (OpenBLAS preload before anything imports mlx.core)
+    import mlx_lora  # (OpenBLAS preload before anything imports mlx.core)
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    from app import settings_store
     from app.main_window import MainWindow
 
+    # Before huggingface_hub is imported anywhere: it reads HF_HUB_CACHE once.
+    settings_store.apply_to_environment()
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])
     qt_app.setApplicationName("MLX LoRA Studio")
     qt_app.setOrganizationName("MLX LoRA Studio")
+    qt_app.setApplicationVersion(mlx_lora.__version__)
     window = MainWindow(demo=args.demo)
     window.show()
     if args.quit_after_show:

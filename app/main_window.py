@@ -1,41 +1,300 @@
-"""The main window: a sidebar of pages (Models, Data, Train, Chat, Export, Runs)."""
+"""The main window: a sidebar of pages, the page's title, menus, shortcuts and a
+status bar. It builds the pages, hands each its controller, and remembers its
+geometry and last page (QSettings in the app's home folder).
+
+MLX is not imported here: the status bar's device facts are loaded in a worker
+after the window shows.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+import html
+import sys
+
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
-    QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QVBoxLayout, QWidget,
+    QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QStackedWidget,
+    QVBoxLayout, QWidget,
 )
 
 import mlx_lora
+from app import theme, workers
+from app.controllers import AppContext
+from app.pages import chat_page, data_page, export_page, models_page, runs_page, train_page
 
 PAGE_NAMES = ("Models", "Data", "Train", "Chat", "Export", "Runs")
+PAGE_ICONS = ("models", "data", "train", "chat", "export", "runs")
 
 
-class _PlaceholderPage(QWidget):
-    def __init__(self, title: str) -> None:
-        super().__init__()
-        layout = QVBoxLayout(self)
-        label = QLabel(f"<h2>{title}</h2>")
-        label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        layout.addWidget(label)
+def app_settings() -> QSettings:
+    """The window's own preferences (geometry, last page, appearance), in the app's home
+    folder so tests, which point ``MLX_LORA_HOME`` elsewhere, never see the user's."""
+    from mlx_lora import paths
+
+    return QSettings(str(paths.home() / "studio.ini"), QSettings.Format.IniFormat)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, demo: bool = False) -> None:
+    def __init__(self, demo: bool = False, context: AppContext | None = None,
+                 theme_manager: theme.ThemeManager | None = None) -> None:
         super().__init__()
-        self.setWindowTitle(f"MLX LoRA Studio {mlx_lora.__version__}")
-        self.resize(1200, 800)
+        self.context = context or AppContext()
+        self.settings = app_settings()
+        app = QApplication.instance()
+        self.theme_manager = theme_manager or theme.ThemeManager(app, str(self.settings.value("appearance", "system")))
+        self.setWindowTitle("MLX LoRA Studio")
+        self.setMinimumSize(QSize(960, 640))
+        self._closing_after_stop = False
+
+        ctx = self.context
+        self.models_page = models_page.ModelsPage(ctx.models)
+        self.data_page = data_page.DataPage(ctx.data)
+        self.train_page = train_page.TrainPage(ctx.training)
+        self.page_modules = (models_page, data_page, train_page, chat_page, export_page, runs_page)
+        page_widgets = (self.models_page, self.data_page, self.train_page,
+                        chat_page.ChatPage(), export_page.ExportPage(), runs_page.RunsPage())
+
+        # -- sidebar -------------------------------------------------------------------
+        sidebar_panel = QWidget()
+        sidebar_panel.setObjectName("sidebarPanel")
+        sidebar_panel.setFixedWidth(188)
+        side = QVBoxLayout(sidebar_panel)
+        side.setContentsMargins(0, 0, 0, 0)
+        app_name = QLabel("MLX LoRA Studio")
+        app_name.setObjectName("appName")
+        side.addWidget(app_name)
         self.sidebar = QListWidget()
-        self.sidebar.setFixedWidth(160)
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setIconSize(QSize(18, 18))
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        side.addWidget(self.sidebar, 1)
+
+        # -- pages ----------------------------------------------------------------------
         self.pages = QStackedWidget()
-        for name in PAGE_NAMES:
-            self.sidebar.addItem(name)
-            self.pages.addWidget(_PlaceholderPage(name))
-        self.sidebar.currentRowChanged.connect(self.pages.setCurrentIndex)
-        self.sidebar.setCurrentRow(0)
+        for name, widget in zip(PAGE_NAMES, page_widgets):
+            self.sidebar.addItem(QListWidgetItem(name))
+            self.pages.addWidget(widget)
+        self.page_title = QLabel()
+        self.page_title.setObjectName("pageTitle")
+        self.page_subtitle = QLabel()
+        self.page_subtitle.setObjectName("pageSubtitle")
+        self.page_subtitle.setWordWrap(True)
+        content = QWidget()
+        content_layout = QVBoxLayout(content)
+        content_layout.setContentsMargins(24, 18, 24, 16)
+        content_layout.setSpacing(4)
+        content_layout.addWidget(self.page_title)
+        content_layout.addWidget(self.page_subtitle)
+        content_layout.addSpacing(10)
+        content_layout.addWidget(self.pages, 1)
+
         central = QWidget()
         layout = QHBoxLayout(central)
-        layout.addWidget(self.sidebar)
-        layout.addWidget(self.pages, 1)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(sidebar_panel)
+        layout.addWidget(content, 1)
         self.setCentralWidget(central)
+
+        self._build_status_bar()
+        self._build_menus()
+
+        self.sidebar.currentRowChanged.connect(self._on_page_chosen)
+        self.theme_manager.scheme_changed.connect(self._on_scheme_changed)
+        ctx.system.facts_loaded.connect(self._on_facts_loaded)
+        ctx.system.facts_failed.connect(lambda message: self.backend_label.setText("MLX: unavailable"))
+        ctx.training.step_reported.connect(self._on_step_reported)
+        ctx.training.run_ended.connect(self._on_run_ended)
+        ctx.training.running_changed.connect(self._on_training_running_changed)
+        for controller in (ctx.models, ctx.data):
+            controller.failed.connect(self._on_job_failed)
+        ctx.state.model_selected.connect(
+            lambda _spec: self.statusBar().showMessage(f"Model: {ctx.state.model_label}", 4000))
+
+        self._on_scheme_changed(self.theme_manager.current())
+        self._restore_state()
+        if demo:
+            self._preselect_demo()
+        # After the first paint: ask MLX about the device (imports mlx.core in a worker).
+        QTimer.singleShot(200, ctx.system.load_facts)
+
+    # -- construction helpers -------------------------------------------------------------
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        bar.setSizeGripEnabled(False)
+        self.training_label = QLabel()
+        self.backend_label = QLabel("MLX: loading…")
+        self.memory_label = QLabel()
+        for label in (self.training_label, self.backend_label, self.memory_label):
+            bar.addPermanentWidget(label)
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self._action(file_menu, "Open Dataset…", QKeySequence.StandardKey.Open,
+                     lambda: (self.show_page(1), self.data_page._on_open_file_clicked()))
+        self._action(file_menu, "Open Model Folder…", None,
+                     lambda: (self.show_page(0), self.models_page._on_open_clicked()))
+        self._action(file_menu, "Import GGUF…", None,
+                     lambda: (self.show_page(0), self.models_page._on_import_clicked()))
+        file_menu.addSeparator()
+        settings = self._action(file_menu, "Settings…", QKeySequence("Ctrl+,"), self.open_settings)
+        settings.setMenuRole(QAction.MenuRole.PreferencesRole)
+        file_menu.addSeparator()
+        quit_action = self._action(file_menu, "Quit", QKeySequence("Ctrl+Q"), self.close)
+        quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+
+        edit_menu = menu.addMenu("&Edit")
+        self._action(edit_menu, "Copy", QKeySequence.StandardKey.Copy, lambda: self._on_focus_call("copy"))
+        self._action(edit_menu, "Select All", QKeySequence.StandardKey.SelectAll,
+                     lambda: self._on_focus_call("selectAll"))
+        edit_menu.addSeparator()
+        self._action(edit_menu, "Copy Training Command", None, self.train_page._on_copy_clicked)
+
+        view_menu = menu.addMenu("&View")
+        self.page_actions = []
+        for k, name in enumerate(PAGE_NAMES):
+            self.page_actions.append(
+                self._action(view_menu, name, QKeySequence(f"Ctrl+{k + 1}"), lambda k=k: self.show_page(k)))
+        view_menu.addSeparator()
+        appearance = view_menu.addMenu("Appearance")
+        group = QActionGroup(self)
+        self.appearance_actions = {}
+        for key, label in (("system", "Same as the System"), ("light", "Light"), ("dark", "Dark")):
+            action = appearance.addAction(label)
+            action.setCheckable(True)
+            action.setChecked(key == self.theme_manager.preference)
+            action.triggered.connect(lambda _checked=False, key=key: self.set_appearance(key))
+            group.addAction(action)
+            self.appearance_actions[key] = action
+
+        help_menu = menu.addMenu("&Help")
+        about = self._action(help_menu, "About MLX LoRA Studio", None, self.show_about)
+        about.setMenuRole(QAction.MenuRole.AboutRole)
+        self._action(help_menu, "About Qt", None, QApplication.aboutQt).setMenuRole(QAction.MenuRole.AboutQtRole)
+
+    def _action(self, menu, text, shortcut, slot) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(shortcut)
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work even when the menu bar is hidden (offscreen, full screen)
+        return action
+
+    def _restore_state(self) -> None:
+        geometry = self.settings.value("geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 820)
+        try:
+            page = int(self.settings.value("page", 0))
+        except (TypeError, ValueError):
+            page = 0
+        self.show_page(page if 0 <= page < len(PAGE_NAMES) else 0)
+
+    def _preselect_demo(self) -> None:
+        from mlx_lora import paths
+
+        samples = sorted(paths.sample_datasets_dir().glob("*.jsonl")) + sorted(
+            p for p in paths.sample_datasets_dir().glob("*") if (p / "train.jsonl").is_file())
+        self.context.state.select_model("demo", "SmolLM2-135M-Instruct (demo)")
+        if samples:
+            self.data_page.open(str(samples[0]))
+
+    # -- public ----------------------------------------------------------------------------
+    def show_page(self, index: int) -> None:
+        self.sidebar.setCurrentRow(index)
+
+    def current_page_name(self) -> str:
+        return PAGE_NAMES[self.pages.currentIndex()]
+
+    def set_appearance(self, preference: str) -> None:
+        self.settings.setValue("appearance", preference)
+        self.theme_manager.set_preference(preference)
+        self.appearance_actions[preference].setChecked(True)
+
+    def open_settings(self) -> None:
+        from app.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.theme_manager.preference, self)
+        if dialog.exec():
+            self.set_appearance(dialog.chosen_appearance)
+            from app import settings_store
+
+            settings_store.apply_to_environment()
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About MLX LoRA Studio", (
+            f"<h3>MLX LoRA Studio {mlx_lora.__version__}</h3>"
+            "<p>Fine-tune open language models with LoRA on your own computer, with MLX.</p>"
+            f"<p style='color:gray'>Python {sys.version.split()[0]} · Qt {__import__('PySide6').__version__}<br>"
+            "Apache-2.0</p>"))
+
+    # -- slots -------------------------------------------------------------------------------
+    def _on_page_chosen(self, index: int) -> None:
+        if index < 0:
+            return
+        self.pages.setCurrentIndex(index)
+        module = self.page_modules[index]
+        self.page_title.setText(module.TITLE)
+        self.page_subtitle.setText(module.SUBTITLE)
+
+    def _on_scheme_changed(self, _scheme: str) -> None:
+        color = theme.ThemeManager.colors()["text"]
+        for k, name in enumerate(PAGE_ICONS):
+            self.sidebar.item(k).setIcon(theme.icon(name, color))
+        for page in (self.data_page, self.train_page):
+            page.apply_theme()
+
+    def _on_focus_call(self, method: str) -> None:
+        widget = QApplication.focusWidget()
+        if widget is not None and hasattr(widget, method):
+            getattr(widget, method)()
+
+    def _on_facts_loaded(self, facts: dict) -> None:
+        where = facts["device"] if facts["backend"] == "cpu" else f"{facts['device']} ({facts['backend'].capitalize()})"
+        blas = f" · {facts['blas']}" if facts["backend"] == "cpu" else ""  # BLAS only matters on the CPU
+        self.backend_label.setText(f"MLX on {where}{blas}")
+        self.memory_label.setText(f"{facts['memory_gib']:.0f} GB memory")
+
+    def _on_step_reported(self, event: dict) -> None:
+        total = self.context.training.history.total_steps
+        step = event.get("step", 0)
+        memory = f" · peak {event['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in event else ""
+        self.training_label.setText(f"Training: step {step}{f' / {total}' if total else ''}{memory}")
+
+    def _on_run_ended(self, outcome: str, message: str) -> None:
+        self.training_label.setText(f"Training {outcome}")
+        self.statusBar().showMessage(message, 10_000)
+
+    def _on_training_running_changed(self, running: bool) -> None:
+        if not running and self._closing_after_stop:
+            QTimer.singleShot(0, self.close)
+
+    def _on_job_failed(self, message: str) -> None:
+        QMessageBox.warning(self, "MLX LoRA Studio", html.escape(message))
+
+    # -- closing ------------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:
+        training = self.context.training
+        if training.is_running() and not self._closing_after_stop:
+            answer = QMessageBox.question(
+                self, "Training is running",
+                "Stop training and quit? A checkpoint is saved first, so you can resume later.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self._closing_after_stop = True
+            self.statusBar().showMessage("Saving a checkpoint before quitting…")
+            training.stop()
+            event.ignore()
+            return
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("page", self.pages.currentIndex())
+        self.settings.sync()
+        workers.cancel_all_and_wait(2000)
+        super().closeEvent(event)

@@ -1,0 +1,187 @@
+"""The Models page's controller: the local model list, opening a folder, importing
+a GGUF file, and the Hugging Face Hub (search, download, cache) when
+``mlx_lora.models.hub`` is there. Every engine call runs in a :class:`Job`."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from app.controllers.app_state import AppState
+from app.workers import Job
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model the user can pick. ``spec`` is what the engine resolves (see models.local)."""
+
+    name: str
+    spec: str
+    source: str  # "demo", "imported", "folder" or "hub"
+    size_bytes: int = 0
+    path: str = ""
+    note: str = ""
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def hub_available() -> bool:
+    return importlib.util.find_spec("mlx_lora.models.hub") is not None
+
+
+def list_local_models(reporter, should_stop) -> list[ModelEntry]:
+    """The demo model, the imported models and the Hub cache."""
+    from mlx_lora import paths
+    from mlx_lora.models import demo
+
+    entries = []
+    demo_folder = paths.models_dir() / demo.DEMO_NAME
+    if (demo_folder / "config.json").exists():
+        entries.append(ModelEntry("SmolLM2-135M-Instruct (demo)", "demo", "demo", _folder_size(demo_folder),
+                                  str(demo_folder), "built in · works offline"))
+    else:
+        entries.append(ModelEntry("SmolLM2-135M-Instruct (demo)", "demo", "demo", 0, "",
+                                  "built in · imported on first use"))
+    for folder in sorted(paths.models_dir().iterdir()):
+        if folder.name == demo.DEMO_NAME or not (folder / "config.json").is_file():
+            continue
+        entries.append(ModelEntry(folder.name, str(folder), "imported", _folder_size(folder), str(folder)))
+    if hub_available():
+        from mlx_lora.models import hub
+
+        for cached in hub.list_cached():
+            entries.append(ModelEntry(cached.repo_id, cached.repo_id, "hub", cached.size_bytes,
+                                      str(getattr(cached, "path", ""))))
+    return entries
+
+
+def _open_folder(reporter, should_stop, folder: str) -> ModelEntry:
+    from mlx_lora.models.local import check_model_folder
+
+    path = check_model_folder(Path(folder))
+    return ModelEntry(path.name, str(path), "folder", _folder_size(path), str(path))
+
+
+def _import_gguf(reporter, should_stop, gguf: str) -> ModelEntry:
+    from mlx_lora.models.local import resolve_model
+
+    folder = resolve_model(gguf, reporter=reporter)
+    return ModelEntry(folder.name, str(folder), "imported", _folder_size(folder), str(folder))
+
+
+def _search(reporter, should_stop, query: str, sort: str, limit: int):
+    from mlx_lora.models import hub
+
+    return query, hub.search_models(query, sort=sort, limit=limit)
+
+
+def _details(reporter, should_stop, repo_id: str):
+    from mlx_lora.models import hub
+
+    return hub.model_details(repo_id)
+
+
+def _download(reporter, should_stop, repo_id: str):
+    from mlx_lora.models import hub
+
+    return hub.download_model(repo_id, reporter=reporter, should_stop=should_stop)
+
+
+def _delete_cached(reporter, should_stop, repo_id: str):
+    from mlx_lora.models import hub
+
+    hub.delete_cached(repo_id)
+    return repo_id
+
+
+class ModelsController(QObject):
+    models_listed = Signal(list)  # [ModelEntry]
+    model_opened = Signal(object)  # ModelEntry
+    progressed = Signal(str, float, float)  # message, done, total (total 0 = unknown)
+    search_finished = Signal(str, list)  # query, [ModelSummary]
+    details_loaded = Signal(object)
+    download_finished = Signal(str)  # repo id
+    busy_changed = Signal(bool)
+    failed = Signal(str)
+
+    def __init__(self, state: AppState) -> None:
+        super().__init__()
+        self.state = state
+        self._jobs: dict[str, Job] = {}  # one per kind of work; a newer search replaces the older
+
+    @property
+    def hub_available(self) -> bool:
+        return hub_available()
+
+    def is_busy(self, kind: str) -> bool:
+        return kind in self._jobs
+
+    def _run(self, kind: str, function, *args, on_finished=None) -> Job:
+        old = self._jobs.pop(kind, None)
+        if old is not None:
+            old.cancel()
+        job = Job(function, *args, name=kind)
+        job.event_emitted.connect(self._on_job_event)
+        if on_finished is not None:
+            job.finished.connect(on_finished)
+        job.failed.connect(self.failed)
+        job.done.connect(lambda: self._on_job_done(kind, job))
+        self._jobs[kind] = job
+        self.busy_changed.emit(True)
+        job.start()
+        return job
+
+    def _on_job_done(self, kind: str, job: Job) -> None:
+        if self._jobs.get(kind) is job:
+            del self._jobs[kind]
+        self.busy_changed.emit(bool(self._jobs))
+
+    def _on_job_event(self, event) -> None:
+        kind = getattr(event, "kind", "")
+        if kind == "progress":
+            self.progressed.emit(event.message, float(event.done), float(event.total))
+        elif kind == "download_progress":
+            self.progressed.emit(f"{event.repo_id}: {event.filename}", float(event.bytes_done),
+                                 float(event.bytes_total))
+
+    # -- actions -------------------------------------------------------------------
+    def refresh(self) -> None:
+        self._run("list", list_local_models, on_finished=self.models_listed.emit)
+
+    def select(self, entry: ModelEntry) -> None:
+        self.state.select_model(entry.spec, entry.name)
+
+    def open_folder(self, folder: str) -> None:
+        self._run("open", _open_folder, folder, on_finished=self._on_model_opened)
+
+    def import_gguf(self, gguf: str) -> None:
+        self._run("import", _import_gguf, gguf, on_finished=self._on_model_opened)
+
+    def cancel(self, kind: str) -> None:
+        job = self._jobs.get(kind)
+        if job is not None:
+            job.cancel()
+
+    def search(self, query: str, sort: str = "downloads", limit: int = 50) -> None:
+        self._run("search", _search, query, sort, limit,
+                  on_finished=lambda result: self.search_finished.emit(result[0], list(result[1])))
+
+    def load_details(self, repo_id: str) -> None:
+        self._run("details", _details, repo_id, on_finished=self.details_loaded.emit)
+
+    def download(self, repo_id: str) -> None:
+        self._run("download", _download, repo_id,
+                  on_finished=lambda _path: (self.download_finished.emit(repo_id), self.refresh()))
+
+    def delete_cached(self, repo_id: str) -> None:
+        self._run("delete", _delete_cached, repo_id, on_finished=lambda _r: self.refresh())
+
+    def _on_model_opened(self, entry: ModelEntry) -> None:
+        self.model_opened.emit(entry)
+        self.select(entry)
+        self.refresh()

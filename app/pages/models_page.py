@@ -1,0 +1,261 @@
+"""Models: choose the model to fine-tune.
+
+The local list (the embedded demo model first, imported GGUF conversions,
+folders, the Hub cache), "Open folder…", "Import GGUF…" with progress, and the
+Hugging Face Hub: search as you type (debounced 300 ms, in a worker), results
+with an MLX badge, a details pane, download with progress and cancel. The page
+only talks to its :class:`ModelsController`.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
+    QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from app.controllers.models import ModelEntry, ModelsController
+from app.widgets.common import Card, human_bytes, human_count, muted, notice
+
+TITLE = "Models"
+SUBTITLE = "Pick the base model to fine-tune: the built-in demo model, a folder, a GGUF file or the Hugging Face Hub."
+SEARCH_DEBOUNCE_MS = 300
+
+
+def _item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
+    item = QTableWidgetItem(text)
+    item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+    if data is not None:
+        item.setData(Qt.ItemDataRole.UserRole, data)
+    if align_right:
+        item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    return item
+
+
+class ModelsPage(QWidget):
+    def __init__(self, controller: ModelsController, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self._entries: list[ModelEntry] = []
+        self._results: list = []
+
+        # -- local models ----------------------------------------------------------
+        local = Card("On this computer")
+        self.local_table = QTableWidget(0, 3)
+        self.local_table.setHorizontalHeaderLabels(["Model", "Size", ""])
+        self._setup_table(self.local_table, stretch=0)
+        local.body.addWidget(self.local_table)
+        buttons = QHBoxLayout()
+        self.open_button = QPushButton("Open folder…")
+        self.import_button = QPushButton("Import GGUF…")
+        self.use_button = QPushButton("Use this model")
+        self.use_button.setObjectName("primary")
+        self.delete_button = QPushButton("Delete from cache")
+        self.delete_button.setObjectName("danger")
+        for b in (self.open_button, self.import_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.delete_button)
+        buttons.addWidget(self.use_button)
+        local.body.addLayout(buttons)
+        self.selected_label = muted()
+        local.body.addWidget(self.selected_label)
+
+        # -- hub ---------------------------------------------------------------------
+        hub = Card("Hugging Face Hub")
+        self.search_box = QLineEdit()
+        self.search_box.setPlaceholderText("Search models, e.g. “qwen 0.5b instruct”")
+        self.search_box.setClearButtonEnabled(True)
+        hub.body.addWidget(self.search_box)
+        self.hub_note = notice("Hub search arrives with the engine's Hub module; meanwhile open a "
+                               "downloaded folder or import a GGUF file.")
+        hub.body.addWidget(self.hub_note)
+        self.results_table = QTableWidget(0, 6)
+        self.results_table.setHorizontalHeaderLabels(["Repository", "Params", "Size", "License", "Downloads", ""])
+        self._setup_table(self.results_table, stretch=0)
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setMinimumWidth(220)
+        split = QSplitter()
+        split.addWidget(self.results_table)
+        split.addWidget(self.details)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        hub.body.addWidget(split, 1)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.progress_label = muted()
+        self.download_button = QPushButton("Download")
+        self.download_button.setObjectName("primary")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setVisible(False)
+        row.addWidget(self.progress_label, 1)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        row.addWidget(self.download_button)
+        hub.body.addLayout(row)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(local)
+        splitter.addWidget(hub)
+        splitter.setStretchFactor(1, 2)
+        layout.addWidget(splitter)
+
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(SEARCH_DEBOUNCE_MS)
+
+        # -- wiring --------------------------------------------------------------------
+        self.open_button.clicked.connect(self._on_open_clicked)
+        self.import_button.clicked.connect(self._on_import_clicked)
+        self.use_button.clicked.connect(self._on_use_clicked)
+        self.delete_button.clicked.connect(self._on_delete_clicked)
+        self.local_table.itemSelectionChanged.connect(self._update_buttons)
+        self.local_table.itemDoubleClicked.connect(lambda _item: self._on_use_clicked())
+        self.search_box.textChanged.connect(lambda _text: self._debounce.start())
+        self._debounce.timeout.connect(self._on_search_due)
+        self.results_table.itemSelectionChanged.connect(self._on_result_selected)
+        self.download_button.clicked.connect(self._on_download_clicked)
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        c = controller
+        c.models_listed.connect(self._on_models_listed)
+        c.progressed.connect(self._on_progressed)
+        c.search_finished.connect(self._on_search_finished)
+        c.details_loaded.connect(self._on_details_loaded)
+        c.busy_changed.connect(self._on_busy_changed)
+        c.state.model_selected.connect(lambda _spec: self._show_selected())
+
+        hub_ready = c.hub_available
+        self.search_box.setEnabled(hub_ready)
+        self.hub_note.setVisible(not hub_ready)
+        self.results_table.setVisible(hub_ready)
+        self.details.setVisible(hub_ready)
+        self.download_button.setVisible(hub_ready)
+        self._show_selected()
+        self._update_buttons()
+        c.refresh()
+
+    @staticmethod
+    def _setup_table(table: QTableWidget, stretch: int) -> None:
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        table.verticalHeader().setVisible(False)
+        table.setShowGrid(False)
+        table.setAlternatingRowColors(True)
+        header = table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+
+    def _selected_entry(self) -> ModelEntry | None:
+        rows = self.local_table.selectionModel().selectedRows()
+        return self._entries[rows[0].row()] if rows else None
+
+    def _show_selected(self) -> None:
+        self.selected_label.setText(f"Selected for training: <b>{self.controller.state.model_label}</b>")
+
+    def _update_buttons(self) -> None:
+        entry = self._selected_entry()
+        self.use_button.setEnabled(entry is not None)
+        self.delete_button.setVisible(entry is not None and entry.source == "hub")
+
+    # -- slots ---------------------------------------------------------------------------
+    def _on_models_listed(self, entries: list) -> None:
+        self._entries = entries
+        self.local_table.setRowCount(len(entries))
+        for row, entry in enumerate(entries):
+            self.local_table.setItem(row, 0, _item(entry.name))
+            self.local_table.setItem(row, 1, _item(human_bytes(entry.size_bytes), align_right=True))
+            self.local_table.setItem(row, 2, _item(entry.note or entry.source))
+        self._update_buttons()
+
+    def _on_open_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a model folder (config.json + safetensors)")
+        if folder:
+            self.controller.open_folder(folder)
+
+    def _on_import_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF models (*.gguf)")
+        if path:
+            self.progress_label.setText("Importing…")
+            self.controller.import_gguf(path)
+
+    def _on_use_clicked(self) -> None:
+        entry = self._selected_entry()
+        if entry is not None:
+            self.controller.select(entry)
+
+    def _on_delete_clicked(self) -> None:
+        entry = self._selected_entry()
+        if entry is not None and entry.source == "hub":
+            self.controller.delete_cached(entry.spec)
+
+    def _on_search_due(self) -> None:
+        query = self.search_box.text().strip()
+        if len(query) >= 2:
+            self.progress_label.setText(f"Searching “{query}”…")
+            self.controller.search(query)
+
+    def _on_search_finished(self, query: str, results: list) -> None:
+        if query != self.search_box.text().strip():
+            return  # an older search finishing late
+        self._results = results
+        self.progress_label.setText(f"{len(results)} models" if results else "No models found")
+        self.results_table.setRowCount(len(results))
+        for row, r in enumerate(results):
+            self.results_table.setItem(row, 0, _item(r.repo_id + ("  🔒" if r.gated else "")))
+            self.results_table.setItem(row, 1, _item(human_count(r.params), align_right=True))
+            self.results_table.setItem(row, 2, _item(human_bytes(r.size_bytes or 0), align_right=True))
+            self.results_table.setItem(row, 3, _item(r.license or "—"))
+            self.results_table.setItem(row, 4, _item(human_count(r.downloads), align_right=True))
+            self.results_table.setItem(row, 5, _item("MLX" if r.is_mlx else ""))
+
+    def _selected_result(self):
+        rows = self.results_table.selectionModel().selectedRows()
+        return self._results[rows[0].row()] if rows else None
+
+    def _on_result_selected(self) -> None:
+        result = self._selected_result()
+        if result is not None:
+            self.details.setText(f"<b>{result.repo_id}</b><br>Loading details…")
+            self.controller.load_details(result.repo_id)
+
+    def _on_details_loaded(self, details) -> None:
+        fields = getattr(details, "__dict__", {}) or {}
+        lines = [f"<b>{getattr(details, 'repo_id', '')}</b>"]
+        for key, value in fields.items():
+            if key != "repo_id" and value not in (None, "", [], {}):
+                lines.append(f"<span style='color:gray'>{key.replace('_', ' ')}</span>: {value}")
+        self.details.setText("<br>".join(lines))
+
+    def _on_download_clicked(self) -> None:
+        result = self._selected_result()
+        if result is not None:
+            self.controller.download(result.repo_id)
+
+    def _on_cancel_clicked(self) -> None:
+        for kind in ("download", "import"):
+            self.controller.cancel(kind)
+
+    def _on_progressed(self, message: str, done: float, total: float) -> None:
+        self.progress.setVisible(True)
+        self.cancel_button.setVisible(True)
+        self.progress_label.setText(message)
+        if total > 0:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total))
+        else:
+            self.progress.setRange(0, 0)  # busy indicator
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        long_job = any(self.controller.is_busy(k) for k in ("download", "import"))
+        self.progress.setVisible(long_job)
+        self.cancel_button.setVisible(long_job)
+        if not busy:
+            self.progress_label.setText("")

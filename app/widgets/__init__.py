@@ -1,0 +1,1 @@
+"""Small reusable widgets: cards, metric tiles, notices, charts."""

@@ -1,0 +1,107 @@
+"""pyqtgraph charts: the live training curves and the token-length histogram.
+
+pyqtgraph is imported here only, when a page that draws a chart is built, so it
+does not slow the window's first show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QWidget
+
+from app.theme import ThemeManager
+
+pg.setConfigOptions(antialias=True)
+
+
+def _style_plot(plot: pg.PlotWidget, title: str, left: str) -> None:
+    c = ThemeManager.colors()
+    plot.setBackground(c["base"])
+    item = plot.getPlotItem()
+    item.setTitle(title, color=c["text"], size="10pt")
+    for axis in ("left", "bottom"):
+        ax = item.getAxis(axis)
+        ax.setPen(pg.mkPen(c["border"]))
+        ax.setTextPen(pg.mkPen(c["secondary"]))
+    item.setLabel("left", left, color=c["secondary"])
+    item.showGrid(x=True, y=True, alpha=0.15)
+
+
+class TrainingCharts(QWidget):
+    """Loss (raw + smoothed, validation points) and learning rate, sharing the step axis."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from PySide6.QtWidgets import QHBoxLayout
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.loss_plot = pg.PlotWidget()
+        self.lr_plot = pg.PlotWidget()
+        self.lr_plot.setXLink(self.loss_plot)
+        layout.addWidget(self.loss_plot, 3)
+        layout.addWidget(self.lr_plot, 2)
+        self.legend = self.loss_plot.getPlotItem().addLegend(offset=(-10, 10))
+        self.raw = self.loss_plot.plot(name="train loss")
+        self.smooth = self.loss_plot.plot(name="smoothed")
+        self.valid = self.loss_plot.plot(name="validation", pen=None, symbol="o", symbolSize=7)
+        self.lr = self.lr_plot.plot()
+        self.apply_theme()
+
+    def apply_theme(self) -> None:
+        c = ThemeManager.colors()
+        _style_plot(self.loss_plot, "Loss", "")
+        _style_plot(self.lr_plot, "Learning rate", "")
+        self.loss_plot.getPlotItem().setLabel("bottom", "step", color=c["secondary"])
+        self.lr_plot.getPlotItem().setLabel("bottom", "step", color=c["secondary"])
+        self.raw.setPen(pg.mkPen(c["series_3"], width=1))
+        self.smooth.setPen(pg.mkPen(c["series_1"], width=2.2))
+        self.valid.setSymbolBrush(pg.mkBrush(c["series_2"]))
+        self.valid.setSymbolPen(pg.mkPen(c["base"], width=1.5))
+        self.lr.setPen(pg.mkPen(c["series_4"], width=2))
+        self.legend.setLabelTextColor(c["secondary"])
+
+    def set_history(self, steps, losses, smoothed_losses, val_steps, val_losses, learning_rates) -> None:
+        self.raw.setData(np.asarray(steps, float), np.asarray(losses, float))
+        self.smooth.setData(np.asarray(steps, float), np.asarray(smoothed_losses, float))
+        self.valid.setData(np.asarray(val_steps, float), np.asarray(val_losses, float))
+        self.lr.setData(np.asarray(steps, float), np.asarray(learning_rates, float))
+
+    def clear(self) -> None:
+        self.set_history([], [], [], [], [], [])
+
+
+class LengthHistogram(pg.PlotWidget):
+    """Tokens per example as bars, with the max-sequence-length cut-off as a dashed line."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bars: pg.BarGraphItem | None = None
+        self.cutoff = pg.InfiniteLine(angle=90, movable=False)
+        self.addItem(self.cutoff)
+        self.cutoff.hide()
+        self.apply_theme()
+
+    def apply_theme(self) -> None:
+        c = ThemeManager.colors()
+        _style_plot(self, "Tokens per example", "examples")
+        self.getPlotItem().setLabel("bottom", "tokens", color=c["secondary"])
+        self.cutoff.setPen(pg.mkPen(c["danger"], width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
+        if self.bars is not None:
+            self.bars.setOpts(brush=pg.mkBrush(c["series_1"]), pen=pg.mkPen(c["base"]))
+
+    def set_lengths(self, lengths: list[int], max_seq_length: int) -> None:
+        c = ThemeManager.colors()
+        if self.bars is not None:
+            self.removeItem(self.bars)
+            self.bars = None
+        if lengths:
+            top = max(max(lengths), max_seq_length)
+            counts, edges = np.histogram(lengths, bins=min(40, max(5, len(set(lengths)))), range=(0, top * 1.02))
+            width = edges[1] - edges[0]
+            self.bars = pg.BarGraphItem(x0=edges[:-1], height=counts, width=width * 0.92,
+                                        brush=pg.mkBrush(c["series_1"]), pen=pg.mkPen(c["base"]))
+            self.addItem(self.bars)
+        self.cutoff.setValue(max_seq_length)
+        self.cutoff.setVisible(bool(lengths))
