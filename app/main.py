@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     if args.quit_after_show:
         QTimer.singleShot(0, qt_app.quit)
-    return qt_app.exec()
+    status = qt_app.exec()
+    from app import workers
+
+    workers.cancel_all_and_wait(3000)  # let running jobs end before the interpreter does
+    return status
 
 
 if __name__ == "__main__":

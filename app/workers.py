@@ -38,7 +38,10 @@ class _SignalReporter:
         self._job = job
 
     def emit(self, event: Any) -> None:
-        self._job.event_emitted.emit(event)
+        try:
+            self._job.event_emitted.emit(event)
+        except RuntimeError:  # the app quit while the job ran
+            pass
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -113,23 +116,26 @@ class Job(QObject):
         try:
             result = self._function(_SignalReporter(self), self.should_stop, *self._args, **self._kwargs)
         except Cancelled:
-            self.cancelled.emit()
+            outcome = (self.cancelled, ())
         except BaseException as exc:  # noqa: BLE001 — report every failure, never kill the pool thread
             if self._stop.is_set() and not _is_user_error(exc):
-                self.cancelled.emit()
+                outcome = (self.cancelled, ())
             else:
                 if not _is_user_error(exc):
                     log.error("job %s failed:\n%s", self.name, traceback.format_exc())
-                self.failed.emit(describe_exception(exc))
+                outcome = (self.failed, (describe_exception(exc),))
         else:
-            if self._stop.is_set() and result is None:
-                self.cancelled.emit()
-            else:
-                self.finished.emit(result)
+            outcome = (self.cancelled, ()) if self._stop.is_set() and result is None else (self.finished, (result,))
         finally:
             self._finished_flag.set()
-            self.done.emit()
             _running.discard(self)
+        try:
+            signal, args = outcome
+            signal.emit(*args)
+            self.done.emit()
+        except RuntimeError:
+            # The Job's C++ side is gone: the app quit while this job ran. Nobody is listening.
+            log.debug("job %s ended after its receiver was deleted", self.name)
 
 
 def _is_user_error(exc: BaseException) -> bool:

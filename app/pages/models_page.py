@@ -9,13 +9,17 @@ only talks to its :class:`ModelsController`.
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from app.controllers.models import ModelEntry, ModelsController
+from app.theme import ThemeManager
 from app.widgets.common import Card, human_bytes, human_count, muted, notice
 
 TITLE = "Models"
@@ -79,6 +83,7 @@ class ModelsPage(QWidget):
         self.details.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.details.setMinimumWidth(220)
+        self.details.setText("<span style='color:gray'>Select a result to see its details.</span>")
         split = QSplitter()
         split.addWidget(self.results_table)
         split.addWidget(self.details)
@@ -137,6 +142,7 @@ class ModelsPage(QWidget):
         self.results_table.setVisible(hub_ready)
         self.details.setVisible(hub_ready)
         self.download_button.setVisible(hub_ready)
+        self.download_button.setEnabled(False)
         self._show_selected()
         self._update_buttons()
         c.refresh()
@@ -215,6 +221,8 @@ class ModelsPage(QWidget):
             self.results_table.setItem(row, 3, _item(r.license or "—"))
             self.results_table.setItem(row, 4, _item(human_count(r.downloads), align_right=True))
             self.results_table.setItem(row, 5, _item("MLX" if r.is_mlx else ""))
+            if r.is_mlx:
+                self.results_table.item(row, 5).setForeground(QColor(ThemeManager.colors()["accent"]))
 
     def _selected_result(self):
         rows = self.results_table.selectionModel().selectedRows()
@@ -222,17 +230,30 @@ class ModelsPage(QWidget):
 
     def _on_result_selected(self) -> None:
         result = self._selected_result()
+        self.download_button.setEnabled(False)  # until the details say the repo can be used
         if result is not None:
-            self.details.setText(f"<b>{result.repo_id}</b><br>Loading details…")
+            self.details.setText(f"<b>{html.escape(result.repo_id)}</b><br>Loading details…")
             self.controller.load_details(result.repo_id)
 
     def _on_details_loaded(self, details) -> None:
-        fields = getattr(details, "__dict__", {}) or {}
-        lines = [f"<b>{getattr(details, 'repo_id', '')}</b>"]
-        for key, value in fields.items():
-            if key != "repo_id" and value not in (None, "", [], {}):
-                lines.append(f"<span style='color:gray'>{key.replace('_', ' ')}</span>: {value}")
-        self.details.setText("<br>".join(lines))
+        if details.repo_id != getattr(self._selected_result(), "repo_id", None):
+            return  # the user has moved on to another result
+        rows = [
+            ("License", details.license or "not stated"),
+            ("Parameters", human_count(details.params)),
+            ("Download", human_bytes(details.download_bytes)),
+            ("Format", "MLX" if details.is_mlx else "safetensors (converted when loaded)"),
+            ("Access", "gated: accept the terms on the Hub and add a token in Settings" if details.gated else "open"),
+        ]
+        text = [f"<b>{html.escape(details.repo_id)}</b><table cellspacing=3>"]
+        text += [f"<tr><td style='color:gray'>{k}</td><td>{html.escape(str(v))}</td></tr>" for k, v in rows]
+        text.append("</table>")
+        if details.problems:
+            text.append("<p><b>Cannot be used:</b><br>" + "<br>".join(html.escape(p) for p in details.problems) + "</p>")
+        if details.card_summary:
+            text.append(f"<p>{html.escape(details.card_summary)}</p>")
+        self.details.setText("".join(text))
+        self.download_button.setEnabled(not details.problems)
 
     def _on_download_clicked(self) -> None:
         result = self._selected_result()

@@ -1,0 +1,99 @@
+"""The main window: pages and titles, shortcuts, remembered geometry and page,
+theme switching, the status bar's lazily loaded device facts, the About box,
+and a start that does not import MLX."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+import mlx_lora
+from app.main_window import PAGE_NAMES, MainWindow
+
+
+def make_window(qtbot) -> MainWindow:
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def test_every_page_has_a_title_and_an_icon(qtbot):
+    window = make_window(qtbot)
+    for k, name in enumerate(PAGE_NAMES):
+        window.show_page(k)
+        assert window.page_title.text() == name
+        assert window.page_subtitle.text()
+        assert not window.sidebar.item(k).icon().isNull()
+
+
+def test_ctrl_number_switches_pages(qtbot):
+    window = make_window(qtbot)
+    window.show_page(0)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=5000)
+    qtbot.keyClick(window, Qt.Key.Key_3, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page_name() == "Train"
+    qtbot.keyClick(window, Qt.Key.Key_2, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page_name() == "Data"
+    shortcuts = {a.text(): a.shortcut().toString() for a in window.actions()}
+    assert shortcuts["Quit"] == "Ctrl+Q" and shortcuts["Settings…"] == "Ctrl+,"
+    assert [shortcuts[name] for name in PAGE_NAMES] == [f"Ctrl+{k}" for k in range(1, 7)]
+
+
+def test_geometry_and_last_page_are_remembered(qtbot):
+    window = make_window(qtbot)
+    window.resize(1000, 700)  # the offscreen screen (800 px wide) clamps the width on restore
+    window.show_page(4)
+    window.close()
+    assert not window.settings.value("geometry").isEmpty()
+    again = make_window(qtbot)
+    assert again.current_page_name() == "Export"
+    assert again.height() == 700
+    again.show_page(0)
+    again.close()
+
+
+def test_dark_and_light_appearance(qtbot):
+    window = make_window(qtbot)
+    window.set_appearance("dark")
+    dark = QApplication.instance().palette().color(QPalette.ColorRole.Window).lightness()
+    assert dark < 80
+    assert "#1c1c1e" in QApplication.instance().styleSheet()
+    window.set_appearance("light")
+    assert QApplication.instance().palette().color(QPalette.ColorRole.Window).lightness() > 200
+    window.set_appearance("system")
+
+
+def test_status_bar_shows_the_device_once_mlx_is_loaded(qtbot):
+    window = make_window(qtbot)
+    qtbot.waitUntil(lambda: window.backend_label.text().startswith("MLX on"), timeout=30_000)
+    assert "GB memory" in window.memory_label.text()
+
+
+def test_about_box_shows_the_version(qtbot, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "about", lambda parent, title, text: shown.append(text))
+    window = make_window(qtbot)
+    window.show_about()
+    assert mlx_lora.__version__ in shown[0]
+
+
+def test_window_creation_does_not_import_mlx():
+    code = ("import sys, mlx_lora\n"
+            "from PySide6.QtWidgets import QApplication\n"
+            "app = QApplication([])\n"
+            "from app.main_window import MainWindow\n"
+            "w = MainWindow(); w.show(); app.processEvents()\n"
+            "print('mlx.core' in sys.modules, 'pyqtgraph' in sys.modules)\n"
+            "w.close()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]

@@ -1,0 +1,84 @@
+"""The Models page: the demo model is always listed (offline), a model folder
+opens and becomes the selected model, a GGUF file imports with progress, and
+— where the engine's Hub module is present — search as you type, details and
+download against the stand-in Hub (no network)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from app.controllers.app_state import AppState
+from app.controllers.models import ModelsController
+from app.pages.models_page import ModelsPage
+
+HAS_HUB = importlib.util.find_spec("mlx_lora.models.hub") is not None
+if HAS_HUB:
+    from tests.hubserver import hub  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def page(qtbot):
+    controller = ModelsController(AppState())
+    with qtbot.waitSignal(controller.models_listed, timeout=30_000):
+        page = ModelsPage(controller)
+    qtbot.addWidget(page)
+    page.resize(1100, 750)
+    page.show()
+    return page
+
+
+def names(page) -> list[str]:
+    return [page.local_table.item(r, 0).text() for r in range(page.local_table.rowCount())]
+
+
+def test_demo_model_is_listed_and_selected_by_default(page):
+    assert names(page)[0] == "SmolLM2-135M-Instruct (demo)"
+    assert page.controller.state.model == "demo"
+    assert "demo" in page.selected_label.text()
+
+
+def test_opening_a_folder_selects_it(qtbot, page, tiny_model):
+    with qtbot.waitSignal(page.controller.state.model_selected, timeout=30_000) as selected:
+        page.controller.open_folder(str(tiny_model))
+    assert selected.args == [str(tiny_model)]
+    assert "tiny-llama" in page.selected_label.text()
+
+
+def test_a_bad_folder_fails_with_a_clear_message(qtbot, page, tmp_path):
+    with qtbot.waitSignal(page.controller.failed, timeout=30_000) as failed:
+        page.controller.open_folder(str(tmp_path))
+    assert "no config.json" in failed.args[0]
+
+
+def test_gguf_import_reports_progress_and_lists_the_model(qtbot, page, demo_model):
+    from mlx_lora.models.demo import demo_gguf_path
+
+    progress = []
+    page.controller.progressed.connect(lambda message, done, total: progress.append((done, total)))
+    with qtbot.waitSignal(page.controller.model_opened, timeout=300_000):
+        page.controller.import_gguf(str(demo_gguf_path()))
+    assert progress and progress[-1] == (3.0, 3.0)
+    qtbot.waitUntil(lambda: any(n.startswith("SmolLM2-135M-Instruct.Q4_1") for n in names(page)), timeout=30_000)
+
+
+@pytest.mark.skipif(not HAS_HUB, reason="mlx_lora.models.hub has not landed")
+def test_search_as_you_type_details_and_download(qtbot, page, hub):  # noqa: F811
+    assert page.search_box.isEnabled() and not page.hub_note.isVisible()
+    with qtbot.waitSignal(page.controller.search_finished, timeout=30_000) as searched:
+        page.search_box.setText("tin")
+        page.search_box.setText("tiny")  # one search, 300 ms after the last keystroke
+    assert searched.args[0] == "tiny"
+    searches = [r for r in hub.requests if r.path == "/api/models"]
+    assert len(searches) == 1
+    repos = [page.results_table.item(r, 0).text() for r in range(page.results_table.rowCount())]
+    assert "org/tiny" in repos
+    row = repos.index("org/tiny")
+    with qtbot.waitSignal(page.controller.details_loaded, timeout=30_000):
+        page.results_table.selectRow(row)
+    assert "apache-2.0" in page.details.text()
+    assert page.download_button.isEnabled()
+    with qtbot.waitSignal(page.controller.download_finished, timeout=120_000):
+        page.download_button.click()
+    qtbot.waitUntil(lambda: "org/tiny" in names(page), timeout=30_000)
