@@ -7,11 +7,12 @@ folder is a QLoRA-ready base that ``mlx_lm.load`` opens) or dequantise it on
 request (float16/float32, for LoRA on a full-precision base and for CPU).
 
 Two llama.cpp conventions are undone here:
-- attn_q / attn_k rows are permuted for llama.cpp's rotary layout
+- llama-family attn_q / attn_k rows are permuted for llama.cpp's rotary layout
   (``convert_hf_to_gguf.py``: ``w.reshape(n_head, 2, d/2, ...).swapaxes(1, 2)``);
-  the inverse is ``reshape(n_head, d/2, 2, ...).swapaxes(1, 2)``. Measured on the
-  demo model: loss on an English sentence 1.38 un-permuted, 2.55 left as stored. Quantisation is along rows' columns, so weight,
-  scales and biases rows move together.
+  the inverse is ``reshape(n_head, d/2, 2, ...).swapaxes(1, 2)``. Quantisation
+  runs along each row, so weight, scales and biases rows move together.
+  Measured on the demo model: loss on an English sentence 1.38 un-permuted,
+  2.55 left as stored, 4.88 permuted twice (the test checks the answer, Paris).
 - the tokenizer is stored as vocabulary + merges + a pre-tokenizer name; we
   build a Hugging Face ``tokenizer.json`` with the ``tokenizers`` library.
 
@@ -166,6 +167,8 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
     quant: dict = {}
     n_heads = config["num_attention_heads"]
     n_kv = config["num_key_value_heads"]
+    # llama.cpp's converter permutes q/k only for the llama family (LlamaModel), not qwen2
+    permuted = config["model_type"] == "llama"
     for name, tensor in weights.items():
         stem, _, suffix = name.rpartition(".")  # suffix: weight | scales | biases | bias
         parts = stem.split(".")
@@ -175,9 +178,9 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
                 log.debug("skipping GGUF tensor %s", name)
                 continue
             module = f"model.layers.{layer}.{_LAYER_NAMES[kind]}"
-            if kind == "attn_q":
+            if permuted and kind == "attn_q":
                 tensor = _unpermute(tensor, n_heads)
-            elif kind == "attn_k":
+            elif permuted and kind == "attn_k":
                 tensor = _unpermute(tensor, n_kv)
         elif stem in _TOP_NAMES:
             module = _TOP_NAMES[stem]
