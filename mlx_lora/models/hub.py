@@ -500,19 +500,25 @@ class _DownloadJob:
         self.sizes = {f.name: f.size or 0 for f in files}
         self.total = sum(self.sizes.values())
         self.finished = 0  # bytes of files already in place
+        self._last: DownloadProgress | None = None
 
     def check_stop(self) -> None:
         if self.should_stop():
             raise Cancelled(f"download of {self.repo_id} cancelled")
 
+    def _emit(self, event: DownloadProgress) -> None:
+        if event != self._last:
+            self._last = event
+            self.reporter.emit(event)
+
     def file_bytes(self, filename: str, done: int, total: int | None) -> None:
         total = total or self.sizes.get(filename, 0)
-        self.reporter.emit(DownloadProgress(self.repo_id, filename, done, total, self.finished + done, self.total))
+        self._emit(DownloadProgress(self.repo_id, filename, done, total, self.finished + done, self.total))
 
     def file_done(self, filename: str) -> None:
         size = self.sizes[filename]
+        self._emit(DownloadProgress(self.repo_id, filename, size, size, self.finished + size, self.total))
         self.finished += size
-        self.reporter.emit(DownloadProgress(self.repo_id, filename, size, size, self.finished, self.total))
 
 
 def _free_bytes(folder: Path) -> int:

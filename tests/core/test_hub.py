@@ -135,6 +135,7 @@ def test_download_lands_in_the_hf_cache_and_loads(hub: StandInHub, tmp_path, tin
     assert events[-1].repo_bytes_done == events[-1].repo_bytes_total == total
     done = [e.repo_bytes_done for e in events]
     assert done == sorted(done)  # never goes back
+    assert len({(e.filename, e.bytes_done) for e in events}) == len(events)  # no repeats
     weights = [e for e in events if e.filename == "model.safetensors"]
     assert len(weights) > 3  # per-chunk updates, not just start and end
     assert weights[-1].bytes_done == weights[-1].bytes_total == (tiny_model / "model.safetensors").stat().st_size
@@ -275,6 +276,31 @@ def test_a_snapshot_without_config_is_not_a_model(hub: StandInHub, tmp_path):
     (path / "config.json").unlink()  # as a download interrupted before its last file leaves it
     with pytest.raises(UserError, match="not downloaded"):
         hubmod.cached_model_path("org/tiny")
+
+
+def test_a_sharded_snapshot_is_complete_only_with_every_shard(tmp_path):
+    folder = tmp_path / "snapshot"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": shards[0], "b": shards[1]}}))
+    (folder / shards[0]).write_bytes(b"x")
+    assert not hubmod._snapshot_complete(folder)
+    (folder / shards[1]).symlink_to(tmp_path / "missing-blob")  # a link whose blob is gone
+    assert not hubmod._snapshot_complete(folder)
+    (folder / shards[1]).unlink()
+    (folder / shards[1]).write_bytes(b"y")
+    assert hubmod._snapshot_complete(folder)
+
+
+def test_the_stand_in_serves_snapshot_download_too(hub: StandInHub, tmp_path):
+    """Other code (mlx-lm's own loader) uses snapshot_download: repo info, tree, resolve."""
+    from huggingface_hub import snapshot_download
+
+    folder = Path(snapshot_download("org/tiny", allow_patterns=["*.json", "model*.safetensors"],
+                                    cache_dir=tmp_path / "other-cache", endpoint=hub.url))
+    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    assert any("/tree/" in r.path for r in hub.requests)
 
 
 # ---- offline and unreachable ------------------------------------------------------
