@@ -109,7 +109,8 @@ def _scan_file(path: Path, keep_records: bool) -> tuple[ValidationReport, list[d
                     blank += 1
                     continue
                 try:
-                    text = raw.decode("utf-8")
+                    # without the line end, JSON error columns count within this line
+                    text = raw.rstrip(b"\r\n").decode("utf-8")
                 except UnicodeDecodeError as exc:
                     entries.append((lines, None, [f"invalid UTF-8 at byte {exc.start + 1} of the line"], None))
                     continue
