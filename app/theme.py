@@ -27,7 +27,7 @@ COLORS = {
         "window": "#f5f5f7", "base": "#ffffff", "alt_base": "#fafafc", "text": "#1d1d1f",
         "secondary": "#6e6e73", "disabled": "#a1a1a6", "sidebar": "#ebebef", "border": "#d8d8dd",
         "hover": "#e2e2e7", "pressed": "#d4d4da", "button": "#ffffff", "track": "#e3e3e8",
-        "accent": "#0a6cff", "accent_hover": "#2a80ff", "accent_disabled": "#9cc2ff",
+        "accent": "#0a6cff", "accent_hover": "#2a80ff", "accent_disabled": "#b9d3fb", "primary_disabled_text": "#ffffff",
         "accent_soft": "#d9e7ff", "accent_text": "#0050c8", "danger": "#d70015",
         "notice_bg": "#fff8e1", "notice_border": "#f0dca0",
         # charts and token preview
@@ -38,7 +38,7 @@ COLORS = {
         "window": "#1c1c1e", "base": "#262628", "alt_base": "#2b2b2e", "text": "#f2f2f7",
         "secondary": "#a1a1a6", "disabled": "#636366", "sidebar": "#232325", "border": "#3a3a3d",
         "hover": "#323236", "pressed": "#3c3c40", "button": "#2f2f32", "track": "#3a3a3d",
-        "accent": "#0a84ff", "accent_hover": "#409cff", "accent_disabled": "#20466e",
+        "accent": "#0a84ff", "accent_hover": "#409cff", "accent_disabled": "#34373d", "primary_disabled_text": "#76767b",
         "accent_soft": "#203a5c", "accent_text": "#8cc4ff", "danger": "#ff453a",
         "notice_bg": "#3a3320", "notice_border": "#5a4d26",
         "series_1": "#409cff", "series_2": "#ff9f0a", "series_3": "#8e8e93", "series_4": "#30d158",

@@ -27,6 +27,12 @@ TITLE = "Data"
 SUBTITLE = "Check a dataset line by line and see exactly which tokens the model is trained on."
 
 
+def _monospace_family() -> str:
+    from PySide6.QtGui import QFontDatabase
+
+    return QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont).family()
+
+
 def spans_to_html(spans: list, colors: dict[str, str]) -> str:
     """Trained text on a green tint, masked text grey; whitespace and newlines kept."""
     parts = []
@@ -36,7 +42,7 @@ def spans_to_html(spans: list, colors: dict[str, str]) -> str:
             parts.append(f"<span style='background:{colors['trained_bg']}; color:{colors['text']}'>{text}</span>")
         else:
             parts.append(f"<span style='color:{colors['masked_fg']}'>{text}</span>")
-    return ("<pre style='white-space:pre-wrap; font-family:Menlo,Consolas,monospace; font-size:11pt'>"
+    return (f"<pre style='white-space:pre-wrap; font-family:\"{_monospace_family()}\"; font-size:11pt'>"
             + "".join(parts) + "</pre>")
 
 
@@ -66,6 +72,8 @@ class DataPage(QWidget):
         source.body.addWidget(self.summary)
         problems = Card("Problems")
         self.problem_list = QListWidget()
+        self.problem_list.setWordWrap(True)
+        self.problem_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.line_view = QPlainTextEdit()
         self.line_view.setReadOnly(True)
         self.line_view.setPlaceholderText("Click a problem to see its line.")
@@ -93,6 +101,7 @@ class DataPage(QWidget):
         # -- statistics and preview (right) --------------------------------------------
         stats = Card("Token statistics")
         tiles = QGridLayout()
+        tiles.setHorizontalSpacing(18)
         self.tiles = {key: MetricTile(name) for key, name in (
             ("examples", "examples"), ("tokens", "tokens (trained)"), ("p50", "median length"),
             ("p90", "90th percentile"), ("max", "longest"), ("over", "over the limit"))}

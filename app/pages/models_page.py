@@ -147,6 +147,12 @@ class ModelsPage(QWidget):
         self._update_buttons()
         c.refresh()
 
+    def showEvent(self, event) -> None:
+        # Other pages may have added models (the demo is imported on first use).
+        if not self.controller.is_busy("list"):
+            self.controller.refresh()
+        super().showEvent(event)
+
     @staticmethod
     def _setup_table(table: QTableWidget, stretch: int) -> None:
         table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)

@@ -78,6 +78,7 @@ class TrainPage(QWidget):
         self.banner.setVisible(False)
         run.body.addWidget(self.banner)
         tiles = QHBoxLayout()
+        tiles.setSpacing(18)
         self.tiles = {key: MetricTile(name) for key, name in (
             ("step", "step"), ("loss", "train loss"), ("val", "validation loss"), ("speed", "tokens / s"),
             ("memory", "peak memory"), ("elapsed", "elapsed"), ("eta", "remaining"))}

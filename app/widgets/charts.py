@@ -81,6 +81,9 @@ class LengthHistogram(pg.PlotWidget):
         self.cutoff = pg.InfiniteLine(angle=90, movable=False)
         self.addItem(self.cutoff)
         self.cutoff.hide()
+        self.cutoff_note = pg.LabelItem("", justify="right")
+        self.cutoff_note.setParentItem(self.getPlotItem().vb)
+        self.cutoff_note.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-8, 4))
         self.apply_theme()
 
     def apply_theme(self) -> None:
@@ -90,18 +93,32 @@ class LengthHistogram(pg.PlotWidget):
         self.cutoff.setPen(pg.mkPen(c["danger"], width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
         if self.bars is not None:
             self.bars.setOpts(brush=pg.mkBrush(c["series_1"]), pen=pg.mkPen(c["base"]))
+        if self.cutoff_note.text:
+            self.cutoff_note.setText(self.cutoff_note.text, color=c["danger"])
 
     def set_lengths(self, lengths: list[int], max_seq_length: int) -> None:
+        """Bins span the data; the cut-off line is drawn where it falls, or named in the
+        corner when it lies far beyond the longest example (it would squash the bars)."""
         c = ThemeManager.colors()
         if self.bars is not None:
             self.removeItem(self.bars)
             self.bars = None
-        if lengths:
-            top = max(max(lengths), max_seq_length)
-            counts, edges = np.histogram(lengths, bins=min(40, max(5, len(set(lengths)))), range=(0, top * 1.02))
-            width = edges[1] - edges[0]
-            self.bars = pg.BarGraphItem(x0=edges[:-1], height=counts, width=width * 0.92,
-                                        brush=pg.mkBrush(c["series_1"]), pen=pg.mkPen(c["base"]))
-            self.addItem(self.bars)
+        self.cutoff_note.setText("")
+        if not lengths:
+            self.cutoff.hide()
+            return
+        longest = max(lengths)
+        show_cutoff = max_seq_length <= 1.5 * longest
+        top = max(longest, max_seq_length) if show_cutoff else longest
+        bins = min(40, max(5, len(set(lengths))))
+        counts, edges = np.histogram(lengths, bins=bins, range=(0, top * 1.02))
+        width = edges[1] - edges[0]
+        self.bars = pg.BarGraphItem(x0=edges[:-1], height=counts, width=width * 0.92,
+                                    brush=pg.mkBrush(c["series_1"]), pen=pg.mkPen(c["base"]))
+        self.addItem(self.bars)
         self.cutoff.setValue(max_seq_length)
-        self.cutoff.setVisible(bool(lengths))
+        self.cutoff.setVisible(show_cutoff)
+        if not show_cutoff:
+            self.cutoff_note.setText(f"limit {max_seq_length:,} tokens →", color=c["danger"])
+        self.setXRange(0, top * 1.05, padding=0)
+        self.setYRange(0, max(counts) * 1.1, padding=0)

@@ -93,18 +93,20 @@ class ComingSoon(QWidget):
     def __init__(self, headline: str, points: list[str], meanwhile: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 24, 0, 0)
+        layout.setContentsMargins(0, 8, 0, 0)
         card = Card()
         title = QLabel(headline)
         title.setObjectName("comingTitle")
         card.body.addWidget(title)
         card.body.addWidget(muted("Coming in a next version. It will let you:"))
         for point in points:
-            card.body.addWidget(QLabel(f"•  {point}"))
+            label = QLabel(f"•  {point}")
+            label.setWordWrap(True)
+            card.body.addWidget(label)
         if meanwhile:
             card.body.addSpacing(6)
             card.body.addWidget(muted(meanwhile))
-        card.setMaximumWidth(620)
+        card.setFixedWidth(640)  # a fixed width lets the wrapped labels get their full height
         layout.addWidget(card, 0, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         layout.addStretch(1)
 
