@@ -62,10 +62,6 @@ LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl", ".gguf",
 STALL_AFTER = 3 * 1024 * 1024  # bytes sent before a "stall" file goes quiet: > 2 client chunks of 1 MiB
 STALL_SECONDS = 10  # how long it stays quiet (first GET only) unless the server stops first
 
-# bytes per element of each safetensors dtype, to fill the Hub's `safetensors.parameters`
-_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
-                "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
 
 @functools.lru_cache(maxsize=256)  # bytes cache their hash: a lookup is O(1) after the first
 def git_blob_id(data: bytes) -> str:

@@ -239,7 +239,6 @@ def _offline_error(what: str) -> UserError:
 def _hub_errors(repo_id: str | None, api: HfApi) -> Iterator[None]:
     """Turn huggingface_hub and network exceptions into UserErrors that say what
     to do. Messages never include the token."""
-    token = _token_of(api)
     endpoint = api.endpoint
     name = repo_id or "the Hub"
     login = "log in with `hf auth login` or set HF_TOKEN"
@@ -259,7 +258,8 @@ def _hub_errors(repo_id: str | None, api: HfApi) -> Iterator[None]:
     except RevisionNotFoundError:
         raise UserError(f"{repo_id}: the Hub has no such revision (branch, tag or commit)") from None
     except RemoteEntryNotFoundError as exc:
-        raise UserError(f"{repo_id}: a listed file is missing on the Hub ({_scrub(str(exc).splitlines()[-1], token)})") from None
+        detail = _scrub(str(exc).splitlines()[-1], _token_of(api))
+        raise UserError(f"{repo_id}: a listed file is missing on the Hub ({detail})") from None
     except OfflineModeIsEnabled:
         raise _offline_error(f"{name}") from None
     except LocalEntryNotFoundError as exc:
@@ -284,7 +284,7 @@ def _hub_errors(repo_id: str | None, api: HfApi) -> Iterator[None]:
         ) from None
     except OSError as exc:
         # e.g. huggingface_hub's size check after a broken transfer, or a full disk
-        raise UserError(f"downloading {name} failed: {_scrub(str(exc), token)}") from None
+        raise UserError(f"downloading {name} failed: {_scrub(str(exc), _token_of(api))}") from None
 
 
 # ---- search and details --------------------------------------------------
