@@ -1,0 +1,503 @@
+"""The one training configuration: a tree of dataclasses that the YAML file, the
+CLI flags and the app's form are all views of.
+
+Each section (``model``, ``data``, ``adapter``, ``optimizer``, ``schedule``,
+``evaluation``, ``run``) is a frozen dataclass whose fields carry their help
+text, choices and bounds in ``field.metadata``; ``__post_init__`` checks every
+field against that metadata (and coerces YAML's loose scalars, e.g. ``"1e-4"``)
+and raises :class:`~mlx_lora.errors.UserError` naming the setting. A setting
+has one spelling everywhere: the YAML key, the dataclass field and the flag
+minus its dashes (``learning_rate`` ↔ ``--learning-rate``), so field names are
+unique across the whole tree. Where mlx-lm's ``mlx_lm.lora`` has the same
+concept we use its name (``iters``, ``batch_size``, ``num_layers``,
+``steps_per_eval``, ``save_every``, ``grad_checkpoint``, ``mask_prompt``…).
+
+YAML is written nested by section; it is read nested or flat (mlx-lm's style),
+because every key names exactly one field. Flags override the YAML, which
+overrides the defaults (:func:`config_from_args`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from mlx_lora.errors import UserError
+
+TARGET_PRESETS = ("all-linear", "attention", "mlp", "q", "k", "v", "o")
+
+
+def setting(default: Any, help: str, *, choices: tuple | None = None, presets: tuple | None = None,
+            min: float | None = None, max: float | None = None, min_exclusive: bool = False,
+            label: str | None = None, advanced: bool = False, hidden: bool = False) -> Any:
+    """A dataclass field with the metadata the CLI, the YAML reader and the app's form use.
+
+    Metadata keys (absent when not set): ``help``; ``choices`` (the only values
+    allowed); ``presets`` (named values a list setting suggests, besides free
+    names); ``min``/``max`` (inclusive unless ``min_exclusive``); ``label``;
+    ``advanced`` (the form folds it away); ``hidden`` (not in the form).
+    """
+    metadata = {"help": help, "choices": choices, "presets": presets, "min": min, "max": max,
+                "min_exclusive": min_exclusive or None, "label": label, "advanced": advanced or None,
+                "hidden": hidden or None}
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return dataclasses.field(default_factory=lambda: value, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _field_type(field: dataclasses.Field) -> type:
+    """The scalar type of a field: str, int, float, bool or tuple (of str)."""
+    annotation = field.type if isinstance(field.type, str) else field.type.__name__
+    return {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}[annotation]
+
+
+class Section:
+    """Validation shared by every section: types, choices and bounds from the metadata."""
+
+    section_name = ""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = _coerce(self, field, getattr(self, field.name))
+            object.__setattr__(self, field.name, value)
+            _check_bounds(self, field, value)
+        self.check()
+
+    def check(self) -> None:
+        """Checks that involve more than one field of the section."""
+
+    def fail(self, name: str, message: str) -> None:
+        raise UserError(f"{name} ({self.section_name}.{name}, --{name.replace('_', '-')}): {message}")
+
+
+def _coerce(section: Section, field: dataclasses.Field, value: Any) -> Any:
+    kind = _field_type(field)
+    name = field.name
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        section.fail(name, f"must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            section.fail(name, f"must be a whole number, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        if not isinstance(value, int):
+            section.fail(name, f"must be a whole number, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool):
+            section.fail(name, f"must be a number, got {value!r}")
+        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value.strip())
+            except ValueError:
+                section.fail(name, f"must be a number, got {value!r}")
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            section.fail(name, f"must be a finite number, got {value!r}")
+        return float(value)
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+            section.fail(name, f"must be a list of names, got {value!r}")
+        return tuple(value)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        if isinstance(value, Path):
+            return str(value)
+        section.fail(name, f"must be text, got {value!r}")
+    return value
+
+
+def _check_bounds(section: Section, field: dataclasses.Field, value: Any) -> None:
+    meta = field.metadata
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        section.fail(field.name, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None:
+        if meta.get("min_exclusive") and not value > low:
+            section.fail(field.name, f"must be greater than {low}, got {value}")
+        if not meta.get("min_exclusive") and value < low:
+            section.fail(field.name, f"must be at least {low}, got {value}")
+    if high is not None and value > high:
+        section.fail(field.name, f"must be at most {high}, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Section):
+    """The base model and how it is held in memory."""
+
+    section_name = "model"
+    model: str = setting("demo", "The base model: 'demo' (the embedded SmolLM2-135M-Instruct), a local "
+                                 "model folder, a .gguf file or a Hugging Face repo id (org/name).")
+    quantize_bits: int = setting(0, "Quantise the base to this many bits when it is loaded (QLoRA); 0 keeps "
+                                    "the model as stored (an already-quantised model stays quantised).",
+                                 choices=(0, 4, 8), label="quantise base")
+    quantize_group_size: int = setting(64, "Group size of the quantisation (with quantize_bits).",
+                                       choices=(32, 64, 128), advanced=True)
+    compute_dtype: str = setting("auto", "The dtype of the computation. auto: float32 on CPU (a quantised base "
+                                         "is dequantised for the run, because quantised and bfloat16 matmuls on "
+                                         "CPU do not use BLAS), the model's own dtype on a GPU.",
+                                 choices=("auto", "float32", "bfloat16", "float16"), advanced=True)
+    grad_checkpoint: bool = setting(False, "Recompute each layer's activations in the backward pass: less "
+                                           "memory, about a third more time.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(Section):
+    """The dataset and how its examples become batches."""
+
+    section_name = "data"
+    data: str = setting("", "The dataset: a folder with train.jsonl (and optionally valid.jsonl, test.jsonl) "
+                            "or a single .jsonl file.")
+    valid_ratio: float = setting(0.1, "Share of train.jsonl split off for validation when there is no "
+                                      "valid.jsonl.", min=0.0, max=0.5, advanced=True)
+    test_ratio: float = setting(0.0, "Share of train.jsonl split off for testing when there is no test.jsonl.",
+                                min=0.0, max=0.5, advanced=True)
+    batch_size: int = setting(4, "Examples per batch (per micro-batch with grad_accumulation_steps).",
+                              min=1, max=1024)
+    max_seq_length: int = setting(2048, "Longest example in tokens; longer ones follow too_long.",
+                                  min=8, max=1_048_576)
+    too_long: str = setting("truncate", "What to do with an example longer than max_seq_length: truncate its "
+                                        "end (the run reports how many) or drop it.",
+                            choices=("truncate", "drop"), advanced=True)
+    mask_prompt: bool = setting(True, "Take the loss on the assistant's turns only (every one of them, with "
+                                      "its end-of-turn token), not on the system and user text.")
+
+    def check(self) -> None:
+        if self.valid_ratio + self.test_ratio >= 1:
+            self.fail("test_ratio", "valid_ratio + test_ratio must be less than 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterConfig(Section):
+    """What is trained: LoRA, DoRA or all weights, and where."""
+
+    section_name = "adapter"
+    fine_tune_type: str = setting("lora", "lora: low-rank adapters (QLoRA on a quantised base); dora: "
+                                          "weight-decomposed LoRA; full: every weight of the chosen layers.",
+                                  choices=("lora", "dora", "full"))
+    num_layers: int = setting(16, "How many of the last transformer layers to adapt; -1 for all.", min=-1)
+    targets: tuple[str, ...] = setting(("all-linear",), "Which linear layers get adapters: all-linear, "
+                                                        "attention (q/k/v/o), mlp, q, k, v, o, or module names "
+                                                        "such as self_attn.q_proj or down_proj.",
+                                       presets=TARGET_PRESETS)
+    rank: int = setting(8, "LoRA rank r: size of the low-rank update.", min=1, max=4096)
+    alpha: float = setting(16.0, "LoRA alpha: the update is scaled by alpha/rank (alpha/sqrt(rank) with "
+                                 "rslora).", min=0.0, min_exclusive=True, max=100_000.0)
+    rslora: bool = setting(False, "Rank-stabilised LoRA: scale by alpha/sqrt(rank), so higher ranks keep "
+                                  "learning.", advanced=True)
+    dropout: float = setting(0.0, "Dropout on the adapter's input.", min=0.0, max=0.9, advanced=True)
+    lora_plus_ratio: float = setting(1.0, "LoRA+: the B matrices learn this many times faster than the A "
+                                          "matrices (1 = plain LoRA; the LoRA+ paper suggests 16).",
+                                     min=1.0, max=1000.0, advanced=True)
+
+    def check(self) -> None:
+        if self.num_layers == 0:
+            self.fail("num_layers", "must be -1 (all layers) or at least 1")
+        if not self.targets:
+            self.fail("targets", "name at least one target")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig(Section):
+    """The optimiser and what it does to each gradient."""
+
+    section_name = "optimizer"
+    optimizer: str = setting("adam", "adam, or adamw (Adam with decoupled weight decay).",
+                             choices=("adam", "adamw"))
+    learning_rate: float = setting(1e-4, "Peak learning rate (after warm-up).", min=0.0, min_exclusive=True,
+                                   max=1e6)
+    weight_decay: float = setting(0.0, "Decoupled weight decay (adamw only).", min=0.0, max=1.0, advanced=True)
+    beta1: float = setting(0.9, "Adam's first-moment decay.", min=0.0, max=0.9999, advanced=True)
+    beta2: float = setting(0.999, "Adam's second-moment decay.", min=0.0, max=0.99999, advanced=True)
+    max_grad_norm: float = setting(1.0, "Clip the gradient's global norm to this; 0 turns clipping off.",
+                                   min=0.0, advanced=True)
+    grad_accumulation_steps: int = setting(1, "Micro-batches whose gradients are summed into one optimiser "
+                                              "step (a larger effective batch in the same memory).",
+                                           min=1, max=1024, advanced=True)
+
+    def check(self) -> None:
+        if self.weight_decay > 0 and self.optimizer != "adamw":
+            self.fail("weight_decay", "weight decay needs --optimizer adamw")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig(Section):
+    """How long to train and how the learning rate moves."""
+
+    section_name = "schedule"
+    iters: int = setting(100, "Optimiser steps to train for (ignored when epochs is set).", min=1,
+                         max=10_000_000)
+    epochs: int = setting(0, "Passes over the training set; when above 0 it sets the number of steps "
+                             "instead of iters.", min=0, max=100_000)
+    lr_schedule: str = setting("cosine", "How the learning rate moves after warm-up: constant, linear decay or "
+                                         "cosine decay (to learning_rate × min_lr_ratio).",
+                               choices=("constant", "linear", "cosine"))
+    warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to the learning rate.", min=0)
+    min_lr_ratio: float = setting(0.0, "The learning rate a decay ends at, as a share of the peak.",
+                                  min=0.0, max=1.0, advanced=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig(Section):
+    """Validation loss, the best checkpoint and early stopping."""
+
+    section_name = "evaluation"
+    steps_per_eval: int = setting(50, "Compute the validation loss every this many steps (and at the end).",
+                                  min=1)
+    val_batches: int = setting(25, "Validation batches per evaluation; -1 uses the whole validation set.",
+                               min=-1, advanced=True)
+    early_stopping_patience: int = setting(0, "Stop when the validation loss has not improved for this many "
+                                              "evaluations in a row; 0 never stops early.", min=0)
+    early_stopping_min_delta: float = setting(0.0, "How much the validation loss must fall to count as an "
+                                                   "improvement.", min=0.0, advanced=True)
+
+    def check(self) -> None:
+        if self.val_batches == 0:
+            self.fail("val_batches", "must be -1 (all) or at least 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(Section):
+    """Where the run is written, how often, and its seed."""
+
+    section_name = "run"
+    run_dir: str = setting("", "The run folder; empty: <app runs folder>/<time>-<model>-<dataset>.")
+    resume: str = setting("", "A run folder to continue exactly where its last checkpoint left off.", hidden=True)
+    seed: int = setting(0, "Seed of the adapter's initialisation, the data order, the split and dropout.",
+                        min=0, max=2**31 - 1, advanced=True)
+    steps_per_report: int = setting(10, "Report the training loss every this many steps.", min=1, advanced=True)
+    save_every: int = setting(50, "Save a checkpoint every this many steps (and at the end).", min=1)
+    keep_checkpoints: int = setting(3, "How many of the latest checkpoints to keep; 0 keeps them all. The best "
+                                       "one is kept apart in best/.", min=0, advanced=True)
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "adapter": AdapterConfig,
+    "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig,
+    "evaluation": EvaluationConfig,
+    "run": RunConfig,
+}
+
+# Settings a resumed run may change: they change how long it runs and how it is
+# watched, not what the steps already taken mean.
+RESUMABLE_CHANGES = frozenset({
+    "iters", "epochs", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
+    "keep_checkpoints", "early_stopping_patience", "early_stopping_min_delta", "run_dir", "resume",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; ``TrainConfig()`` is a valid default run on the demo model
+    (once ``data`` is set)."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    adapter: AdapterConfig = dataclasses.field(default_factory=AdapterConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        if self.adapter.fine_tune_type == "full" and self.model.quantize_bits:
+            raise UserError("quantize_bits (model.quantize_bits, --quantize-bits): full fine-tuning trains "
+                            "every weight, so the base cannot be quantised; use --fine-tune-type lora for QLoRA")
+
+    # -- views -------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested by section, tuples as lists: the YAML form."""
+        return {name: {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in dataclasses.asdict(getattr(self, name)).items()}
+                for name in SECTIONS}
+
+    def flat(self) -> dict[str, Any]:
+        return {k: v for section in self.to_dict().values() for k, v in section.items()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | Path) -> None:
+        from mlx_lora.atomic import write_text
+
+        write_text(path, self.to_yaml())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "TrainConfig":
+        return cls().replace(**flatten_settings(data, source=source))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+    def replace(self, **settings: Any) -> "TrainConfig":
+        """A copy with settings changed by their (flat) names, validated."""
+        unknown = [k for k in settings if k not in FIELD_SECTION]
+        if unknown:
+            raise UserError(_unknown_message(unknown[0], "setting"))
+        sections = {}
+        for name, cls in SECTIONS.items():
+            changes = {k: v for k, v in settings.items() if FIELD_SECTION[k] == name}
+            sections[name] = dataclasses.replace(getattr(self, name), **changes) if changes else getattr(self, name)
+        return TrainConfig(**sections)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        mine, theirs = self.flat(), other.flat()
+        return [k for k in mine if mine[k] != theirs[k]]
+
+
+def iter_fields() -> Iterator[tuple[str, dataclasses.Field]]:
+    """(section name, field) for every setting, in form order."""
+    for name, cls in SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            yield name, field
+
+
+FIELD_SECTION: dict[str, str] = {}
+for _section, _field in iter_fields():
+    if _field.name in FIELD_SECTION or (_field.name in SECTIONS and _field.name != _section):
+        raise RuntimeError(f"setting name {_field.name!r} is not unique")  # one spelling per setting
+    FIELD_SECTION[_field.name] = _section
+
+
+def field_info(name: str) -> dict[str, Any]:
+    """What the app's form needs for one setting: section, type, default, help, choices, bounds."""
+    section = FIELD_SECTION[name]
+    field = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
+    default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+    return {"name": name, "section": section, "type": _field_type(field).__name__, "default": default,
+            "flag": "--" + name.replace("_", "-"), "choices": None, "min": None, "max": None, **field.metadata}
+
+
+def _unknown_message(key: str, what: str) -> str:
+    close = difflib.get_close_matches(key, list(FIELD_SECTION) + list(SECTIONS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {what} {key!r}{hint}"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config file must be a mapping of settings")
+    return data
+
+
+def flatten_settings(data: dict[str, Any], *, source: str = "config") -> dict[str, Any]:
+    """Settings from a nested (by section) or flat mapping, by their flat names.
+
+    ``model``, ``data`` and ``optimizer`` are both a section and a setting: a
+    mapping is the section, anything else the setting (so mlx-lm's flat
+    ``model: path`` works).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS and isinstance(value, dict):
+            for inner, inner_value in value.items():
+                if FIELD_SECTION.get(inner) != key:
+                    raise UserError(f"{source}: {_unknown_message(inner, f'setting in section {key!r}')}")
+                flat[inner] = inner_value
+        elif key in FIELD_SECTION:
+            flat[key] = value
+        else:
+            raise UserError(f"{source}: {_unknown_message(key, 'setting')}")
+    return flat
+
+
+# -- command-line flags ------------------------------------------------------------
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, generated from the dataclasses; unset flags are absent from the
+    parsed namespace, so they never override the YAML."""
+    parser.add_argument("--config", metavar="FILE", help="a YAML file of settings (flags override it)")
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} settings")
+        for field in dataclasses.fields(cls):
+            info = field_info(field.name)
+            kind = _field_type(field)
+            help_text = info["help"] + f" (default: {_show(info['default'])})"
+            kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
+            if kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif kind is tuple:
+                kwargs.update(nargs="+", metavar="NAME")
+            else:
+                kwargs["type"] = kind
+                if info["choices"]:
+                    kwargs["choices"] = info["choices"]
+                else:
+                    kwargs["metavar"] = "RUN_DIR" if field.name == "resume" else field.name.upper()
+            group.add_argument(info["flag"], **kwargs)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(value)
+    return repr(value) if value == "" else str(value)
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (only those the user typed)."""
+    settings = {k: v for k, v in vars(args).items() if k in FIELD_SECTION}
+    if "targets" in settings:  # --targets q_proj,v_proj and --targets q_proj v_proj both work
+        settings["targets"] = tuple(p.strip() for item in settings["targets"] for p in item.split(",") if p.strip())
+    return settings
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the YAML (``--config``), then the flags. With ``--resume RUN_DIR`` the run's
+    own config.yaml is the base, and only :data:`RESUMABLE_CHANGES` may differ from it."""
+    flags = flag_settings(args)
+    yaml_settings = flatten_settings(read_yaml(args.config), source=args.config) if getattr(args, "config", None) else {}
+    resume = flags.get("resume") or yaml_settings.get("resume")
+    if resume:
+        return resume_config(resume, {**yaml_settings, **flags})
+    return TrainConfig().replace(**{**yaml_settings, **flags})
+
+
+def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -> TrainConfig:
+    """The config to continue ``run_dir`` with: its saved config.yaml plus allowed changes."""
+    run_dir = Path(run_dir).expanduser()
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no config.yaml), so it cannot be resumed")
+    saved = TrainConfig.from_yaml(saved_path)
+    changes = dict(changes or {})
+    changes["resume"] = str(run_dir)
+    changes["run_dir"] = str(run_dir)
+    wanted = saved.replace(**changes)
+    fixed = [k for k in wanted.differences(saved) if k not in RESUMABLE_CHANGES]
+    if fixed:
+        raise UserError(f"{', '.join(fixed)}: cannot change when resuming {run_dir} (an exact resume runs "
+                        f"with the run's own settings; only {', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'run_dir'}))} "
+                        "may change). Start a new run to change it.")
+    return wanted

@@ -1,0 +1,26 @@
+"""Training: ``train(config, reporter, should_stop) -> RunResult`` and its events.
+
+- :mod:`~mlx_lora.train.loop`: the run (data, model, run folder, loop, endings);
+- :mod:`~mlx_lora.train.methods`: LoRA / QLoRA / DoRA / full on mlx-lm's layers;
+- :mod:`~mlx_lora.train.batches`: encoding, max_seq_length, length-bucketed batches;
+- :mod:`~mlx_lora.train.optim`: Adam/AdamW, LoRA+, the learning-rate schedule;
+- :mod:`~mlx_lora.train.evaluate`: the masked loss, validation, ``mlx-lora eval``;
+- :mod:`~mlx_lora.train.run_folder`: checkpoints, best/, latest, metrics.jsonl;
+- :mod:`~mlx_lora.train.events`: the typed events a run reports.
+"""
+
+from mlx_lora.train.events import (
+    CheckpointSaved,
+    EvalReport,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    RunStopped,
+    StepReport,
+)
+from mlx_lora.train.loop import RunResult, train
+
+__all__ = [
+    "train", "RunResult", "RunStarted", "StepReport", "EvalReport", "CheckpointSaved", "RunFinished",
+    "RunStopped", "RunFailed",
+]

@@ -1,0 +1,99 @@
+"""The events a training run reports, in the order they come.
+
+``RunStarted`` once, then ``StepReport`` every ``steps_per_report`` steps,
+``EvalReport`` every ``steps_per_eval`` steps, ``CheckpointSaved`` after each
+complete checkpoint, and exactly one of ``RunFinished`` / ``RunStopped`` /
+``RunFailed`` at the end. Every event has a ``step`` (the optimiser steps done
+when it was emitted), so ``metrics.jsonl`` can be cut back to a checkpoint on
+resume. Times are seconds, memory is GB (10^9 bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mlx_lora.events import Event
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStarted(Event):
+    step: int  # 0, or the checkpoint's step when resuming
+    run_dir: str
+    model: str
+    fine_tune_type: str
+    total_steps: int
+    steps_per_epoch: float
+    trainable_parameters: int
+    total_parameters: int
+    train_examples: int
+    valid_examples: int
+    test_examples: int
+    train_tokens: int  # tokens of the training examples after max_seq_length
+    trained_tokens_per_epoch: int  # of those, the tokens that carry the loss
+    truncated_examples: int
+    dropped_examples: int
+    padding_fraction: float  # padding share of the tokens in an epoch's batches
+    device: str
+    compute_dtype: str
+    resumed: bool
+    notes: tuple[str, ...] = ()  # things a person should know, e.g. "dequantised 4-bit base to float32 for CPU"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepReport(Event):
+    step: int
+    total_steps: int
+    epoch: float  # epochs done, fractional
+    loss: float  # mean loss per trained token since the last report
+    learning_rate: float  # of the A matrices / every weight; B matrices get lora_plus_ratio times this
+    tokens_per_second: float  # non-padding tokens processed per second since the last report
+    trained_tokens: int  # tokens that carried the loss, since the run began
+    peak_memory_gb: float
+    elapsed_s: float  # since the run began, across resumes
+    eta_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalReport(Event):
+    step: int
+    val_loss: float
+    best: bool  # the best validation loss so far (step 0, the untrained baseline, never is)
+    best_val_loss: float | None
+    best_step: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSaved(Event):
+    step: int
+    path: str
+    best: bool  # also written to best/
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFinished(Event):
+    step: int
+    run_dir: str
+    reason: str  # "completed" or why it stopped early
+    final_loss: float | None
+    best_val_loss: float | None
+    best_step: int | None
+    elapsed_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStopped(Event):
+    step: int
+    run_dir: str
+    checkpoint: str | None  # where it can be resumed from
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFailed(Event):
+    step: int
+    run_dir: str
+    checkpoint: str | None  # the last good checkpoint, if any
+    reason: str  # what went wrong and what to do about it
+
+
+TERMINAL_EVENTS = (RunFinished, RunStopped, RunFailed)
