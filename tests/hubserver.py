@@ -551,7 +551,8 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 def hub(tiny_model, tmp_path, monkeypatch) -> Iterator[StandInHub]:
     """The stand-in Hub with the standard repos, and an environment pointing at
     it: HF_ENDPOINT, a fresh HF_HOME under tmp_path, no token, online, and a
-    guard that fails any connection to a host other than this machine."""
+    guard that fails any connection to a host other than this machine.
+    tests/conftest.py imports it, so any test can ask for it by name."""
     from huggingface_hub import constants
 
     server = StandInHub().start()

@@ -14,8 +14,6 @@ from app.controllers.models import ModelsController
 from app.pages.models_page import ModelsPage
 
 HAS_HUB = importlib.util.find_spec("mlx_lora.models.hub") is not None
-if HAS_HUB:
-    from tests.hubserver import hub  # noqa: F401  (fixture)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlx_lora.cli.main import main
-from tests.hubserver import StandInHub, hub  # noqa: F401  (fixture)
+from tests.hubserver import StandInHub
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
