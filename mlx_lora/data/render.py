@@ -74,7 +74,8 @@ def hf_tokenizer(tokenizer):
 def end_token_ids(tokenizer) -> set[int]:
     """Tokens that end a reply: the EOS and, with mlx-lm, the model's other stop tokens
     (such as Llama 3's ``<|eot_id|>``, from generation_config.json)."""
-    ids = set(getattr(tokenizer, "eos_token_ids", None) or ())
+    extra = getattr(tokenizer, "eos_token_ids", None)  # a set with mlx-lm; HF tokenizers may give an int
+    ids = {extra} if isinstance(extra, int) else set(extra or ())
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids

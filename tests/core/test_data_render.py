@@ -1,0 +1,182 @@
+"""Records → tokens and loss masks, with the demo model's tokenizer (SmolLM2, ChatML:
+``<|im_start|>role\\n...<|im_end|>\\n``); chat templates rendered in the sandbox."""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+
+from mlx_lora.data.render import Span, encode_example, preview
+from mlx_lora.data.template import render_chat
+from mlx_lora.errors import UserError
+
+IM_END = "<|im_end|>"
+
+MULTI_TURN = [
+    {"role": "system", "content": "You are a pirate."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Arr! Paris, matey."},
+    {"role": "user", "content": "And of Spain?"},
+    {"role": "assistant", "content": "Arr! Madrid, me hearty."},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(demo_model):
+    """mlx-lm's TokenizerWrapper, as training and chat use it."""
+    from mlx_lm.tokenizer_utils import load
+
+    return load(demo_model)
+
+
+def hf_with_template(demo_model, template: str | None):
+    """A fresh Hugging Face tokenizer of the demo model with another chat template."""
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(demo_model)
+    hf.chat_template = template
+    return hf
+
+
+def trained_runs(tokenizer, example) -> list[str]:
+    """The decoded text of each run of consecutive trained tokens."""
+    runs, current = [], []
+    for token, trained in zip(example.tokens, example.trained):
+        if trained:
+            current.append(token)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return [tokenizer.decode(run) for run in runs]
+
+
+def test_every_assistant_turn_is_trained_and_everything_else_masked(tokenizer):
+    example = encode_example(tokenizer, {"messages": MULTI_TURN})
+
+    assert trained_runs(tokenizer, example) == [f"Arr! Paris, matey.{IM_END}", f"Arr! Madrid, me hearty.{IM_END}"]
+    # the headers, system and user turns and the newline after the last <|im_end|> are masked
+    masked = tokenizer.decode([t for t, m in zip(example.tokens, example.trained) if not m])
+    assert masked.count("<|im_start|>assistant\n") == 2
+    assert "capital of France" in masked and "You are a pirate." in masked and "Paris" not in masked
+    last_trained = max(i for i, m in enumerate(example.trained) if m)
+    assert tokenizer.decode([example.tokens[last_trained]]) == IM_END
+    assert not example.appended_eos and example.missing_eos_turns == 0
+
+
+def test_the_training_render_is_the_chat_render(tokenizer):
+    tool_chat = [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": "Let me look."},
+        {"role": "tool", "content": '{"celsius": 3}'},
+        {"role": "assistant", "content": "It is 3 °C. 🌧️"},
+    ]
+    for messages in (MULTI_TURN, MULTI_TURN[1:3], tool_chat):
+        example = encode_example(tokenizer, {"messages": messages})
+        assert example.tokens == tokenizer.apply_chat_template(messages)
+        assert len(example.trained) == len(example.tokens)
+
+
+def test_a_raw_hugging_face_tokenizer_gives_the_same_example(tokenizer, demo_model):
+    hf = hf_with_template(demo_model, tokenizer.chat_template)
+    a = encode_example(tokenizer, {"messages": MULTI_TURN})
+    b = encode_example(hf, {"messages": MULTI_TURN})
+    assert (a.tokens, a.trained) == (b.tokens, b.trained)
+
+
+def test_without_prompt_masking_every_token_is_trained(tokenizer):
+    example = encode_example(tokenizer, {"messages": MULTI_TURN}, mask_prompt=False)
+    assert all(example.trained)
+    assert example.tokens == tokenizer.apply_chat_template(MULTI_TURN)
+
+
+def test_a_completion_record_is_a_one_turn_chat(tokenizer):
+    record = {"prompt": "Write a haiku about rain.", "completion": "Soft rain on the roof"}
+    messages = [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["completion"]}]
+    example = encode_example(tokenizer, record)
+    assert example.tokens == tokenizer.apply_chat_template(messages)
+    assert trained_runs(tokenizer, example) == [f"Soft rain on the roof{IM_END}"]
+
+
+def test_a_text_record_is_trained_whole_and_ends_with_eos(tokenizer):
+    example = encode_example(tokenizer, {"text": "Arr, the sea."})
+    assert example.tokens == tokenizer.encode("Arr, the sea.") + [tokenizer.eos_token_id]
+    assert all(example.trained) and example.appended_eos
+    already = encode_example(tokenizer, {"text": f"Arr, the sea.{IM_END}"})
+    assert already.tokens == example.tokens and not already.appended_eos
+
+
+def test_without_a_chat_template_a_completion_is_prompt_plus_completion(demo_model):
+    hf = hf_with_template(demo_model, None)
+    example = encode_example(hf, {"prompt": "Q: 2+2?\nA:", "completion": " 4"})
+    assert example.tokens[-1] == hf.eos_token_id
+    assert hf.decode(example.tokens) == f"Q: 2+2?\nA: 4{IM_END}"
+    assert trained_runs(hf, example) == [f" 4{IM_END}"]
+    with pytest.raises(UserError, match="no chat template"):
+        encode_example(hf, {"messages": MULTI_TURN[1:3]})
+
+
+def test_a_template_that_leaves_out_the_end_of_turn_gets_eos_appended(demo_model):
+    # each turn is "role: content\n" - no <|im_end|> anywhere
+    hf = hf_with_template(demo_model, "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                                      "{% if add_generation_prompt %}assistant: {% endif %}")
+    example = encode_example(hf, {"messages": MULTI_TURN})
+    assert example.appended_eos and example.missing_eos_turns == 2
+    assert example.tokens == hf.apply_chat_template(MULTI_TURN, return_dict=False) + [hf.eos_token_id]
+    assert example.trained[-1]
+    # the first reply token carries the space after "assistant:" (BPE merges it), so it overlaps the turn
+    assert trained_runs(hf, example) == [" Arr! Paris, matey.\n", f" Arr! Madrid, me hearty.\n{IM_END}"]
+
+
+def test_a_template_that_is_not_prefix_stable_is_still_masked_right(demo_model):
+    # the message count up front changes every prefix render, so turns are found by their content
+    template = ("{{ messages | length }}\n{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+                "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    hf = hf_with_template(demo_model, template)
+    example = encode_example(hf, {"messages": MULTI_TURN})
+    assert example.tokens == hf.apply_chat_template(MULTI_TURN, return_dict=False)
+    assert trained_runs(hf, example) == [f"Arr! Paris, matey.{IM_END}", f"Arr! Madrid, me hearty.{IM_END}"]
+
+
+EVIL = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+
+
+def test_templates_reaching_python_internals_are_stopped_by_the_sandbox(demo_model):
+    with pytest.raises(UserError, match="sandbox") as info:
+        render_chat(EVIL, MULTI_TURN)
+    assert isinstance(info.value.__cause__, jinja2.exceptions.SecurityError)
+
+    hf = hf_with_template(demo_model, EVIL)
+    with pytest.raises(UserError, match="sandbox") as info:
+        encode_example(hf, {"messages": MULTI_TURN})
+    assert isinstance(info.value.__cause__, jinja2.exceptions.SecurityError)
+
+
+def test_render_chat_matches_the_tokenizer_render(tokenizer):
+    for generation_prompt in (False, True):
+        ours = render_chat(tokenizer.chat_template, MULTI_TURN, generation_prompt,
+                           bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token)
+        assert ours == tokenizer.apply_chat_template(MULTI_TURN, add_generation_prompt=generation_prompt,
+                                                     tokenize=False)
+    with pytest.raises(UserError, match="syntax error"):
+        render_chat("{% for %}", MULTI_TURN)
+
+
+def test_preview_merges_tokens_into_trained_and_masked_spans(tokenizer):
+    record = {"messages": MULTI_TURN}
+    spans = preview(tokenizer, record)
+    example = encode_example(tokenizer, record)
+
+    assert [s.trained for s in spans] == [False, True, False, True, False]
+    assert spans[1] == Span(f"Arr! Paris, matey.{IM_END}", True, spans[1].token_count)
+    assert spans[3].text == f"Arr! Madrid, me hearty.{IM_END}"
+    assert spans[4].text == "\n"
+    assert "".join(s.text for s in spans) == example.text
+    assert sum(s.token_count for s in spans) == len(example.tokens)
+    assert spans[3].token_count == sum(example.trained[len(example.tokens) - 1 - spans[3].token_count:])
+
+
+def test_an_invalid_record_is_a_user_error(tokenizer):
+    with pytest.raises(UserError, match="ends with a 'user' turn"):
+        encode_example(tokenizer, {"messages": MULTI_TURN[:2]})
