@@ -114,8 +114,12 @@ class StopFlag:
         return self.requested
 
     def install(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def uninstall(self) -> None:
+        for sig, handler in getattr(self, "_previous", {}).items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
     def _on_signal(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
@@ -128,19 +132,21 @@ def _train(args: argparse.Namespace) -> int:
     from mlx_lora.config import config_from_args
     from mlx_lora.train import train
 
+    stdout = sys.stdout
     if args.json_events:
         # stdout is the event channel: everything else anyone prints goes to stderr
-        reporter = JsonLinesReporter(sys.stdout)
+        reporter = JsonLinesReporter(stdout)
         sys.stdout = sys.stderr
     else:
-        reporter = ProgressPrinter(sys.stdout)
+        reporter = ProgressPrinter(stdout)
+    stop = StopFlag()
     try:
         config = config_from_args(args)
-        stop = StopFlag()
         stop.install()
         result = train(config, reporter, stop)
     finally:
-        sys.stdout = sys.__stdout__
+        sys.stdout = stdout
+        stop.uninstall()
     return 0 if result.status in ("finished", "stopped") else 1
 
 
@@ -161,8 +167,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     stop = StopFlag()
     stop.install()
-    result = run_demo(reporter=ProgressPrinter(sys.stderr), should_stop=stop, iters=args.iters or DEFAULT_STEPS,
-                      prompt=args.prompt, run_dir=args.run_dir)
+    try:
+        result = run_demo(reporter=ProgressPrinter(sys.stderr), should_stop=stop,
+                          iters=args.iters or DEFAULT_STEPS, prompt=args.prompt, run_dir=args.run_dir)
+    finally:
+        stop.uninstall()
     print(f"\nQ: {result.prompt}")
     print(f"before: {result.before}")
     print(f"after:  {result.after}")

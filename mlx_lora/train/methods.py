@@ -153,7 +153,7 @@ def resolve_targets(layers: list[nn.Module], targets: tuple[str, ...]) -> list[s
             raise UserError(f"targets (adapter.targets, --targets): {target!r} matches no linear layer of this "
                             f"model; its layers have {', '.join(names)}")
         chosen.update(match)
-    return [n for n in names if n in chosen]
+    return sorted(chosen)
 
 
 def apply_method(model: nn.Module, adapter: AdapterConfig) -> dict[str, Any]:
