@@ -29,10 +29,14 @@ def load_tokenizer(spec: str):
     from mlx_lm.tokenizer_utils import load
     from mlx_lm.utils import load_config
 
+    from mlx_lora.errors import UserError
     from mlx_lora.models.local import resolve_model
 
     folder = resolve_model(spec)
-    return load(folder, eos_token_ids=load_config(folder).get("eos_token_id"))
+    try:
+        return load(folder, eos_token_ids=load_config(folder).get("eos_token_id"))
+    except (OSError, ValueError) as exc:  # a broken tokenizer.json or config is the model's problem
+        raise UserError(f"{folder}: cannot load the tokenizer: {exc}") from exc
 
 
 def _token_stats(tokenizer, records: dict, max_seq_length: int) -> dict:
@@ -50,10 +54,10 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _print_text(report, tokens: dict | None) -> None:
+def _print_text(report, notes: list[str], tokens: dict | None) -> None:
     from mlx_lora.data.validate import format_problems
 
-    for note in report.notes:
+    for note in notes:
         print(f"note: {note}")
     for line in format_problems(report.problems):
         print(line)
@@ -83,21 +87,23 @@ def run_check(args) -> int:
     from mlx_lora.data.validate import scan_dataset, validate_dataset
 
     tokens = None
+    notes = []
     if args.model:
         report, records = scan_dataset(args.path)  # keeps the records for the statistics
         if report.ok:
             tokens = _token_stats(load_tokenizer(args.model), records, args.max_seq_length)
         else:
-            report.notes.append("no token statistics: fix the problems first")
+            notes.append("no token statistics until the problems are fixed")
     else:
         report = validate_dataset(args.path)
+    notes = report.notes + notes
     if args.json:
         out = {
             "path": report.path,
             "ok": report.ok,
             "format": report.format,
             "count": report.count,
-            "notes": report.notes,
+            "notes": notes,
             "problems": [str(p) for p in report.problems],
             "files": [{"file": r.file, "format": r.format, "count": r.count, "lines": r.lines,
                        "blank_lines": r.blank_lines, "problems": len(r.problems)} for r in report.files],
@@ -106,5 +112,5 @@ def run_check(args) -> int:
             out["tokens"] = tokens
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
-        _print_text(report, tokens)
+        _print_text(report, notes, tokens)
     return 0 if report.ok else 2

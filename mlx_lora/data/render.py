@@ -141,9 +141,12 @@ def _assistant_spans(tokenizer, messages, tools, full: str) -> list[tuple[int, i
     for i, message in enumerate(messages):
         if message.get("role") != "assistant":
             continue
-        before = apply_template(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
-        through = apply_template(tokenizer, messages[: i + 1], tools)
-        if i and before and through.startswith(before) and full.startswith(through) and len(through) > len(before):
+        try:
+            before = apply_template(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
+            through = apply_template(tokenizer, messages[: i + 1], tools)
+        except UserError:  # some templates refuse a cut conversation (say, "must end with a user turn")
+            before = through = ""
+        if before and through.startswith(before) and full.startswith(through) and len(through) > len(before):
             start, end = len(before), len(through)
         else:
             start, end = _find_turn(full, message, cursor, ends, i)

@@ -17,7 +17,7 @@ import math
 from typing import Any, Callable
 
 from mlx_lora.data.render import encode_example
-from mlx_lora.errors import Cancelled
+from mlx_lora.errors import Cancelled, UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,10 @@ def dataset_stats(
                 raise Cancelled("token statistics stopped")
             if progress is not None:
                 progress(i, len(records))
-        example = encode_example(tokenizer, record, mask_prompt)
+        try:
+            example = encode_example(tokenizer, record, mask_prompt)
+        except UserError as exc:
+            raise UserError(f"example {i + 1}: {exc}") from exc
         n = len(example.tokens)
         lengths.append(n)
         trained_total += example.trained_count

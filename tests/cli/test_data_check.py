@@ -129,3 +129,17 @@ def test_the_sample_datasets_are_clean(capsys, demo_model, name):
     assert 10 <= report["tokens"]["files"]["valid.jsonl"]["examples"] <= 20
     for f in folder.glob("*.jsonl"):
         assert f.stat().st_size < 200_000
+
+
+def test_a_model_with_a_broken_tokenizer_is_one_error_line(tmp_path, capsys, tiny_model):
+    import shutil
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    (broken / "tokenizer.json").write_text("{ not json")
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(jl(GOOD))
+    code, out, err = check(capsys, data, "--model", broken)
+    assert code == 2
+    assert err.startswith(f"error: {broken}: cannot load the tokenizer")
+    assert "Traceback" not in err

@@ -180,3 +180,13 @@ def test_preview_merges_tokens_into_trained_and_masked_spans(tokenizer):
 def test_an_invalid_record_is_a_user_error(tokenizer):
     with pytest.raises(UserError, match="ends with a 'user' turn"):
         encode_example(tokenizer, {"messages": MULTI_TURN[:2]})
+
+
+def test_a_template_that_refuses_cut_conversations_falls_back_to_finding_the_turns(demo_model):
+    # renders only whole conversations, as some templates insist on a final assistant turn
+    template = ("{% if messages[-1].role != 'assistant' %}{{ raise_exception('must end with assistant') }}{% endif %}"
+                "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}")
+    hf = hf_with_template(demo_model, template)
+    example = encode_example(hf, {"messages": MULTI_TURN})
+    assert example.tokens == hf.apply_chat_template(MULTI_TURN, return_dict=False)
+    assert trained_runs(hf, example) == [f"Arr! Paris, matey.{IM_END}", f"Arr! Madrid, me hearty.{IM_END}"]

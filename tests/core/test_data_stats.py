@@ -89,3 +89,15 @@ def test_statistics_can_be_stopped_and_report_progress():
     assert seen[0] == (0, 250) and seen[-1] == (250, 250)
     with pytest.raises(Cancelled):
         dataset_stats(CharTokenizer(), RECORDS, should_stop=lambda: True)
+
+
+def test_a_failing_template_names_the_example(demo_model):
+    from transformers import AutoTokenizer
+
+    from mlx_lora.errors import UserError
+
+    hf = AutoTokenizer.from_pretrained(demo_model)
+    hf.chat_template = "{{ raise_exception('no ' + messages[0].content) }}"
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Arr!"}]}
+    with pytest.raises(UserError, match=r"example 2: the model's chat template failed.*no hi"):
+        dataset_stats(hf, [{"text": "fine"}, chat])
