@@ -149,7 +149,7 @@ class ModelConfig(Section):
     model: str = setting("demo", "The base model: 'demo' (the embedded SmolLM2-135M-Instruct), a local "
                                  "model folder, a .gguf file or a Hugging Face repo id (org/name).")
     quantize_bits: int = setting(0, "Quantise the base to this many bits when it is loaded (QLoRA); 0 keeps "
-                                    "the model as stored (an already-quantised model stays quantised).",
+                                    "the model as stored (an already-quantised model keeps its quantisation).",
                                  choices=(0, 4, 8), label="quantise base")
     quantize_group_size: int = setting(64, "Group size of the quantisation (with quantize_bits).",
                                        choices=(32, 64, 128), advanced=True)

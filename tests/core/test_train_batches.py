@@ -92,3 +92,31 @@ def test_the_loss_counts_trained_positions_only_and_both_paths_agree(tiny_model)
     changed[1] = mx.where(batch[2] > 0, batch[1], mx.zeros_like(batch[1]) + 5)
     assert fast(model, *changed)[0].item() == pytest.approx(loss_fast.item(), rel=1e-6)
     assert full(model, *changed)[0].item() == pytest.approx(loss_full.item(), rel=1e-6)
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch(tiny_model):
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten, tree_map
+
+    model = prepare_model(TrainConfig().replace(model=str(tiny_model), targets=("q", "down_proj"))).model
+    for layer in model.layers:  # non-zero B so every adapter matrix has a gradient
+        layer.self_attn.q_proj.lora_b = mx.full(layer.self_attn.q_proj.lora_b.shape, 0.01)
+    loss = MaskedLoss()
+    loss.check(model, mx.array([list(range(3, 20))]))
+    rng = np.random.default_rng(0)
+    examples = [Example(tuple(int(t) for t in rng.integers(3, 40000, size=n)), (False,) * 4 + (True,) * (n - 4))
+                for n in (9, 23, 14, 30)]  # different lengths and trained-token counts
+    value_and_grad = nn.value_and_grad(model, loss)
+
+    def summed(indices):
+        (total, tokens), grads = value_and_grad(model, *map(mx.array, make_batch(examples, indices)))
+        return total, tokens, grads
+
+    whole_total, whole_tokens, whole = summed([0, 1, 2, 3])
+    t1, n1, g1 = summed([0, 1])
+    t2, n2, g2 = summed([2, 3])
+    accumulated = tree_map(lambda a, b: (a + b) / (n1 + n2), g1, g2)
+    assert (n1 + n2).item() == whole_tokens.item()
+    assert (t1 + t2).item() == pytest.approx(whole_total.item(), rel=1e-5)
+    for (name, a), (_, b) in zip(tree_flatten(accumulated), tree_flatten(tree_map(lambda g: g / whole_tokens, whole))):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-8, err_msg=name)

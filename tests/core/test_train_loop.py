@@ -204,7 +204,7 @@ def test_epochs_set_the_number_of_steps_and_an_immediate_stop_saves_nothing(tiny
 
 
 @pytest.mark.parametrize("settings, kind", [
-    ({"fine_tune_type": "dora"}, "DoRALinear"),
+    ({"fine_tune_type": "dora", "optimizer": "adamw", "weight_decay": 0.01}, "DoRALinear"),
     ({"fine_tune_type": "full", "num_layers": 1}, "Linear"),
     ({"quantize_bits": 8, "quantize_group_size": 32, "lora_plus_ratio": 16.0, "rslora": True}, "LoRALinear"),
 ])
@@ -215,6 +215,15 @@ def test_every_method_trains_and_loads_in_mlx_lm(tiny_model, dataset, tmp_path, 
     assert result.status == "finished"
     model, _ = mlx_lm.load(str(tiny_model), adapter_path=str(result.run_dir))
     assert type(model.layers[-1].self_attn.q_proj).__name__ == kind
+
+
+def test_the_default_run_folder_is_named_after_time_model_and_dataset(tiny_model, dataset):
+    from mlx_lora import paths
+    from mlx_lora.train.run_folder import default_run_dir
+
+    folder = default_run_dir(tiny_config(tiny_model, dataset, Path("unused")).replace(run_dir=""))
+    assert folder.parent == paths.runs_dir()
+    assert folder.name.endswith("-tiny-llama-persona") and folder.name[:8].isdigit()
 
 
 def test_a_used_run_folder_or_a_broken_dataset_is_refused_with_a_run_failed_event(tiny_model, dataset, tmp_path):
@@ -229,3 +238,12 @@ def test_a_used_run_folder_or_a_broken_dataset_is_refused_with_a_run_failed_even
     broken.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
     with pytest.raises(UserError, match="broken.jsonl"):
         train(tiny_config(tiny_model, broken, tmp_path / "run2"), RecordingReporter())
+
+
+def test_only_the_latest_checkpoints_are_kept(tiny_model, dataset, tmp_path):
+    result = train(tiny_config(tiny_model, dataset, tmp_path / "run", iters=5, save_every=1, keep_checkpoints=2,
+                               steps_per_eval=100))
+    run = RunFolder(result.run_dir)
+    assert run.checkpoint_steps() == [4, 5]
+    assert run.latest_checkpoint().name == "step-5"
+    assert json.loads((run.best / "trainer_state.json").read_text())["step"] == 5

@@ -79,6 +79,7 @@ def test_qlora_quantises_the_base_and_trains_the_same_adapter(tiny_model):
     assert trained_base.dtype == mx.float32
 
 
+@pytest.mark.demo
 def test_an_already_quantised_model_is_dequantised_for_cpu(demo_model):
     p = prepare_model(TrainConfig().replace(model=str(demo_model), num_layers=1, targets=("q",)))
     assert any("dequantised the 4/8-bit base to float32" in n for n in p.notes)
@@ -151,3 +152,15 @@ def test_grad_checkpoint_gives_the_same_loss_and_gradients(tiny_model):
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     for name, grad in results[0][1].items():
         np.testing.assert_allclose(grad, results[1][1][name], rtol=1e-4, atol=1e-7)
+
+
+def test_the_learning_rate_schedule_warms_up_then_decays():
+    config = TrainConfig().replace(learning_rate=1e-3, warmup_steps=4, lr_schedule="cosine", min_lr_ratio=0.1)
+    at = [learning_rate_at(step, config, total_steps=14) for step in range(1, 15)]
+    assert at[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])  # no update is wasted at 0
+    assert at[4] == pytest.approx(1e-3)  # decay starts at the peak
+    assert at[9] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 5 / 10)))
+    assert all(a >= b for a, b in zip(at[4:], at[5:])) and at[-1] > 1e-4
+    linear = config.replace(lr_schedule="linear")
+    assert learning_rate_at(10, linear, 14) == pytest.approx(1e-3 - 0.9e-3 * 5 / 10)
+    assert learning_rate_at(9, config.replace(lr_schedule="constant"), 14) == 1e-3
