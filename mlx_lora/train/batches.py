@@ -23,6 +23,7 @@ int32 are the flat indices of those ones.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import Iterator
 
@@ -49,6 +50,7 @@ class EncodedSplit:
     examples: list[Example]
     truncated: int = 0
     dropped: int = 0
+    _fingerprint: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def tokens(self) -> int:
@@ -57,6 +59,16 @@ class EncodedSplit:
     @property
     def trained_tokens(self) -> int:
         return sum(e.trained_targets for e in self.examples)
+
+    def fingerprint(self) -> str:
+        """A hash of the examples' tokens and masks: a resume can tell whether its data changed."""
+        if self._fingerprint is None:
+            digest = hashlib.sha1()
+            for example in self.examples:
+                digest.update(np.asarray(example.tokens, np.int64).tobytes())
+                digest.update(np.packbits(np.asarray(example.trained, bool)).tobytes())
+            object.__setattr__(self, "_fingerprint", digest.hexdigest()[:16])
+        return self._fingerprint
 
 
 def fit_examples(encoded: list[tuple[list[int], list[bool]]], max_seq_length: int, too_long: str) -> EncodedSplit:

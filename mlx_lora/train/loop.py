@@ -79,10 +79,11 @@ class _Progress:
     evals_since_best: int = 0
     last_eval_step: int = -1
 
-    def to_dict(self, seed: int, learning_rate: float) -> dict:
+    def to_dict(self, seed: int, learning_rate: float, data_fingerprint: str) -> dict:
         return {
             "step": self.step,
-            "data": {"epoch": self.cursor.epoch, "batch": self.cursor.index, "seed": seed},
+            "data": {"epoch": self.cursor.epoch, "batch": self.cursor.index, "seed": seed,
+                     "fingerprint": data_fingerprint},
             "schedule": {"step": self.step, "learning_rate": learning_rate},
             "rng": {"scheme": "mx.random.seed(step_seed(seed, step)) before each step", "seed": seed},
             "trained_tokens": self.trained_tokens,
@@ -233,6 +234,7 @@ class _Trainer:
         mx.eval(model.parameters(), state)
         self.progress = _Progress.from_dict(checkpoint.state)
         self.last_checkpoint, self.last_checkpoint_step = checkpoint.path, self.progress.step
+        self.data_changed = checkpoint.state["data"].get("fingerprint") != self.train_set.fingerprint()
 
     # -- the run -----------------------------------------------------------
     def run(self) -> RunResult:
@@ -253,6 +255,9 @@ class _Trainer:
                          "the dequantised model, not the quantised one")
         if resumed:
             notes.append(f"resumed from {self.last_checkpoint.relative_to(self.folder.path)}")
+            if self.data_changed:
+                notes.append("the training data changed since the checkpoint: the run continues, but not in "
+                             "the order the original data would have given")
         self.out.emit(RunStarted(
             step=progress.step, run_dir=str(self.folder.path), model=config.model.model,
             fine_tune_type=config.adapter.fine_tune_type, total_steps=self.total_steps,
@@ -397,7 +402,8 @@ class _Trainer:
         optimizer_state = dict(tree_flatten(self.optimizer.state))
         learning_rate = learning_rate_at(max(progress.step, 1), self.config, self.total_steps)
         path = self.folder.save_checkpoint(progress.step, weights, self.prepared.adapter_config, optimizer_state,
-                                        progress.to_dict(self.config.run.seed, learning_rate), best,
+                                        progress.to_dict(self.config.run.seed, learning_rate,
+                                                         self.train_set.fingerprint()), best,
                                         self.config.run.keep_checkpoints)
         self.last_checkpoint, self.last_checkpoint_step = path, progress.step
         self.out.emit(CheckpointSaved(progress.step, str(path), best))
