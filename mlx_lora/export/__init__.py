@@ -1,0 +1,20 @@
+"""Export a run's adapter — fused into its base (mlx, hf, gguf) or as an adapter (peft,
+mlx-lm) — with every export checked against base+adapter before it is written.
+
+    from mlx_lora.export import export_run
+
+    result = export_run("runs/my-run", "exports/my-model", format="gguf", quantize=8)
+    result.checks  # ExportVerified: top-1 agreement, logit differences, adapter effect
+"""
+
+from mlx_lora.export.run import (
+    FORMATS,
+    ExportFinished,
+    ExportResult,
+    ExportVerificationFailed,
+    export_run,
+)
+from mlx_lora.export.verify import PROMPTS, ExportVerified
+
+__all__ = ["FORMATS", "PROMPTS", "ExportFinished", "ExportResult", "ExportVerificationFailed", "ExportVerified",
+           "export_run"]

@@ -1,0 +1,133 @@
+"""The model card (README.md) of an export: what it is, how it was made, how well it
+trained, and what the export check measured — in the Hub's format (YAML front matter)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlx_lora import __version__
+
+LIBRARY = {"mlx": "mlx", "hf": "transformers", "gguf": "gguf", "peft": "peft", "adapter": "mlx"}
+USAGE = {
+    "mlx": "```python\nfrom mlx_lm import load, generate\nmodel, tokenizer = load(\"{repo}\")\n```",
+    "hf": "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
+          "model = AutoModelForCausalLM.from_pretrained(\"{repo}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{repo}\")\n```",
+    "gguf": "```sh\nllama-cli -m {file} -cnv\n```",
+    "peft": "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
+            "base = AutoModelForCausalLM.from_pretrained(\"{base}\")\nmodel = PeftModel.from_pretrained(base, \"{repo}\")\n```",
+    "adapter": "```python\nfrom mlx_lm import load\nmodel, tokenizer = load(\"{base}\", adapter_path=\"{repo}\")\n```",
+}
+
+
+def read_metrics(run_dir: Path | None) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl events (empty when there is none; bad lines skipped)."""
+    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
+        return []
+    events = []
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def _losses(events: list[dict[str, Any]]) -> list[str]:
+    steps = [e for e in events if e.get("event") == "step_report" and "loss" in e]
+    evals = [e for e in events if e.get("event") == "eval_report" and e.get("val_loss") is not None]
+    if not steps and not evals:
+        return ["No training metrics were found with this run."]
+    lines = []
+    if steps:
+        lines.append(f"Training loss: {steps[0]['loss']:.3f} at step {steps[0]['step']} → "
+                     f"{steps[-1]['loss']:.3f} at step {steps[-1]['step']}.")
+    if evals:
+        best = min(evals, key=lambda e: e["val_loss"])
+        lines.append(f"Validation loss: {evals[0]['val_loss']:.3f} at step {evals[0]['step']}, best "
+                     f"{best['val_loss']:.3f} at step {best['step']}, last {evals[-1]['val_loss']:.3f}.")
+        lines += ["", "| step | validation loss |", "|---:|---:|"]
+        lines += [f"| {e['step']} | {e['val_loss']:.4f} |" for e in evals]
+    return lines
+
+
+def _dataset(run_config: dict, events: list[dict[str, Any]]) -> list[str]:
+    data = run_config.get("data") or {}
+    started = next((e for e in events if e.get("event") == "run_started"), {})
+    lines = []
+    if data.get("data"):
+        lines.append(f"- data: `{data['data']}`")
+    for key, label in (("train_examples", "training examples"), ("valid_examples", "validation examples"),
+                       ("train_tokens", "training tokens")):
+        if started.get(key) is not None:
+            lines.append(f"- {label}: {started[key]:,}")
+    if "mask_prompt" in data:
+        lines.append(f"- loss on: {'assistant turns only' if data['mask_prompt'] else 'every token'}")
+    return lines or ["- not recorded with this adapter"]
+
+
+def _config_rows(adapter_config: dict, run_config: dict) -> list[str]:
+    lora = adapter_config.get("lora_parameters") or {}
+    rows = [("fine-tune type", adapter_config.get("fine_tune_type", "lora")),
+            ("layers adapted", adapter_config.get("num_layers")),
+            ("rank", lora.get("rank")), ("scale (alpha / rank)", lora.get("scale")),
+            ("targets", ", ".join(lora.get("keys") or []) or None), ("dropout", lora.get("dropout"))]
+    optimizer, schedule = run_config.get("optimizer") or {}, run_config.get("schedule") or {}
+    rows += [("learning rate", optimizer.get("learning_rate")), ("optimizer", optimizer.get("optimizer")),
+             ("iterations", schedule.get("iters")), ("epochs", schedule.get("epochs") or None),
+             ("batch size", (run_config.get("data") or {}).get("batch_size")),
+             ("base quantisation", f"{(run_config.get('model') or {}).get('quantize_bits')} bits"
+              if (run_config.get("model") or {}).get("quantize_bits") else None)]
+    return ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows if v not in (None, "")]
+
+
+def _verification(checks: list[dict[str, Any]]) -> list[str]:
+    lines = ["Every export is checked against the base model with the adapter on it, on 32 fixed prompts "
+             "(every position's logits, float32):", "",
+             "| check | result | top-1 agreement | max abs logit diff | mean abs diff | adapter effect |",
+             "|---|---|---:|---:|---:|---:|"]
+    for c in checks:
+        if c.get("status") == "not run":
+            lines.append(f"| {c['check']} | not run: {'; '.join(c.get('problems') or ())} | | | | |")
+            continue
+        lines.append(f"| {c['check']} | {'passed' if c['passed'] else 'FAILED'} | {c['top1_agreement']:.2%} | "
+                     f"{c['max_abs_logit_diff']:.4g} | {c['mean_abs_logit_diff']:.4g} | {c['adapter_effect']:.4g} |")
+    return lines
+
+
+def model_card(*, fmt: str, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
+               checks: list[dict[str, Any]], files: list[str], quantize: int | None, repo: str | None,
+               notes: list[str]) -> str:
+    events = read_metrics(run_dir)
+    front = {"base_model": base_model, "library_name": LIBRARY[fmt],
+             "tags": ["mlx-lora-studio", "lora" if fmt in ("peft", "adapter") else "fine-tuned", fmt],
+             "pipeline_tag": "text-generation"}
+    what = {
+        "mlx": "the adapter fused into the base model (MLX safetensors)",
+        "hf": "the adapter fused into the base model (transformers safetensors)",
+        "gguf": "the adapter fused into the base model, as a GGUF file for llama.cpp",
+        "peft": "the LoRA adapter in PEFT's format",
+        "adapter": "the LoRA adapter in mlx-lm's format",
+    }[fmt]
+    gguf_file = next((f for f in files if f.endswith(".gguf")), "model.gguf")
+    usage = USAGE[fmt].format(repo=repo or ".", base=base_model, file=gguf_file)
+    lines = [
+        "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
+        f"# {repo.split('/')[-1] if repo else 'Fine-tuned ' + base_model.split('/')[-1]}", "",
+        f"This is {what}{f', quantised to {quantize} bits' if quantize else ''}, made with MLX LoRA Studio "
+        f"{__version__}.", "",
+        f"- base model: `{base_model}`", f"- files: {', '.join(f'`{f}`' for f in files)}", "",
+        "## Usage", "", usage, "",
+        "## Training data", "", *_dataset(run_config, events), "",
+        "## Training settings", "", *_config_rows(adapter_config, run_config), "",
+        "## Losses", "", *_losses(events), "",
+        "## Verification", "", *_verification(checks), "",
+    ]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    return "\n".join(lines)
