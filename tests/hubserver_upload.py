@@ -4,6 +4,8 @@
 - ``POST /api/repos/create`` — body ``{name, organization, visibility, type}``;
   answers ``{"url": …}``, or 409 with the same body when the repo exists (the
   client's ``exist_ok`` reads the URL from it);
+- ``POST /api/validate-yaml`` — the client sends README.md's front matter here first;
+  like the Hub, a ``base_model`` that is not a repo id (a local path) is an error;
 - ``POST /api/models/{org}/{name}/preupload/{rev}`` — body ``{files: [{path,
   sample, size}]}``; answers each file's ``uploadMode``. Every file is "regular"
   (its bytes travel base64 in the commit): with ``hf_xet`` installed, the client
@@ -73,6 +75,8 @@ class _UploadHandler(_Handler):
             repo_id = m["repo"]
         self.stand_in.record(Request("POST", path, {}, headers, repo_id))
         try:
+            if path == "/api/validate-yaml":
+                return self._validate_yaml(json.loads(body))
             if not self._may_write():
                 return
             if path == "/api/repos/create":
@@ -96,6 +100,17 @@ class _UploadHandler(_Handler):
             self._error(403, None, "You don't have the rights to write to this namespace")
             return False
         return True
+
+    def _validate_yaml(self, payload: dict) -> None:
+        import yaml
+
+        content = payload.get("content", "")
+        front = yaml.safe_load(content.split("---")[1]) if content.startswith("---") else {}
+        base = (front or {}).get("base_model")
+        if base is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(base)):
+            self._json({"errors": [{"message": f'"base_model" must be a model id on the Hub, not {base!r}'}]}, 400)
+            return
+        self._json({"warnings": []})
 
     def _create(self, payload: dict) -> None:
         repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]

@@ -4,6 +4,7 @@ trained, and what the export check measured — in the Hub's format (YAML front 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,12 @@ def model_card(*, fmt: str, base_model: str, adapter_config: dict, run_config: d
                checks: list[dict[str, Any]], files: list[str], quantize: int | None, repo: str | None,
                notes: list[str]) -> str:
     events = read_metrics(run_dir)
-    front = {"base_model": base_model, "library_name": LIBRARY[fmt],
-             "tags": ["mlx-lora-studio", "lora" if fmt in ("peft", "adapter") else "fine-tuned", fmt],
-             "pipeline_tag": "text-generation"}
+    front: dict[str, Any] = {}
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):  # the Hub refuses a card whose base_model is no repo id
+        front["base_model"] = base_model
+    front.update({"library_name": LIBRARY[fmt],
+                  "tags": ["mlx-lora-studio", "lora" if fmt in ("peft", "adapter") else "fine-tuned", fmt],
+                  "pipeline_tag": "text-generation"})
     what = {
         "mlx": "the adapter fused into the base model (MLX safetensors)",
         "hf": "the adapter fused into the base model (transformers safetensors)",

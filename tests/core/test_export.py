@@ -92,7 +92,9 @@ def test_model_card_has_base_data_config_losses_and_verification(mlx_export, tin
     out, _, _ = mlx_export
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["base_model"] == str(tiny_model) and front["library_name"] == "mlx"
+    assert front["library_name"] == "mlx"
+    assert "base_model" not in front  # a local folder is no Hub id: the Hub would refuse the card
+    assert f"- base model: `{tiny_model}`" in card
     assert "resources/datasets/pirate" in card and "training examples: 120" in card
     assert "| rank | 8 |" in card and "| scale (alpha / rank) | 20.0 |" in card
     assert "Training loss: 2.900 at step 10 → 1.900 at step 30." in card

@@ -1,0 +1,73 @@
+"""``mlx-lora export``: a run's adapter out as a fused model or an adapter, checked
+against base+adapter before it is written, optionally pushed to the Hub.
+
+    mlx-lora export --run runs/my-run --out exports/my-model                  # fused MLX folder
+    mlx-lora export --run runs/my-run/best --out exports/gguf --format gguf --quantize 8
+    mlx-lora export --run runs/my-run --out exports/peft --format peft --push me/my-adapter
+
+Progress and the check's numbers go to stderr, the export folder's path to stdout;
+``--json-events`` prints one JSON object per event on stdout instead (for the app).
+Exit status 0 when the export passed its check, 2 when it failed (nothing written).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mlx_lora.events import Event
+
+
+def register(sub) -> None:
+    from mlx_lora.export.run import FORMATS
+
+    p = sub.add_parser("export", help="export a run's adapter (fused model, GGUF, PEFT…), verified",
+                       description="Export a run's adapter, checked against base+adapter before it is written.")
+    p.add_argument("--run", required=True, metavar="RUN_OR_CHECKPOINT",
+                   help="a run folder, its best/ folder, or checkpoints/step-N/")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (replaced if it exists)")
+    p.add_argument("--format", choices=FORMATS, default="mlx",
+                   help="mlx: fused MLX model folder (default); hf: fused transformers checkpoint; gguf: fused "
+                        "GGUF file for llama.cpp; peft: the adapter in PEFT's format; adapter: the mlx-lm adapter")
+    p.add_argument("--quantize", type=int, choices=(4, 8),
+                   help="quantise after fusing: mlx 4 or 8 bits; gguf 8 (q8_0) or 4 (q4_0)")
+    p.add_argument("--push", metavar="ORG/NAME", help="upload the folder to this Hugging Face Hub repo")
+    p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
+    p.add_argument("--json-events", action="store_true", help="print one JSON object per event on stdout")
+    p.set_defaults(func=_export)
+
+
+class _Printer:
+    def __init__(self, json_events: bool) -> None:
+        self.json_events = json_events
+
+    def emit(self, event: Event) -> None:
+        from mlx_lora.events import Progress
+        from mlx_lora.export import ExportVerified
+
+        if self.json_events:
+            print(event.to_json(), flush=True)
+            return
+        if isinstance(event, Progress) and event.message != "done":
+            print(f"{event.message}…", file=sys.stderr, flush=True)
+        elif isinstance(event, ExportVerified):
+            if event.status == "not run":
+                print(f"  {event.check}: not run ({'; '.join(event.problems)})", file=sys.stderr)
+            else:
+                print(f"  {event.check}: {'passed' if event.passed else 'FAILED'} — top-1 agreement "
+                      f"{event.top1_agreement:.2%}, max |Δlogit| {event.max_abs_logit_diff:.3g}, mean "
+                      f"{event.mean_abs_logit_diff:.3g} (the adapter's effect: {event.adapter_effect:.3g})",
+                      file=sys.stderr, flush=True)
+
+
+def _export(args) -> int:
+    from mlx_lora.export import export_run
+
+    result = export_run(args.run, args.out, args.format, args.quantize, args.push, reporter=_Printer(args.json_events),
+                        private=not args.public)
+    if not args.json_events:
+        print(result.out_dir)
+        for note in result.notes:
+            print(f"  note: {note}", file=sys.stderr)
+        if result.pushed_url:
+            print(f"pushed: {result.pushed_url}", file=sys.stderr)
+    return 0
