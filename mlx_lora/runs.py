@@ -1,0 +1,209 @@
+"""Run history for the app's Runs page and anyone else who lists past runs.
+
+A run folder (see :mod:`mlx_lora.train.run_folder`) holds ``config.yaml`` and
+``metrics.jsonl``; everything here is read from those two files, without MLX, so
+listing a hundred runs takes milliseconds and never loads a model. A folder whose
+files are missing or torn (a kill mid-write) is listed with what can be read,
+never skipped silently and never an error.
+
+    for run in list_runs():
+        print(run.name, run.status, run.best_val_loss)
+    curves = load_run_curves(run.path)  # {"step": [...], "loss": [...], "val_step": [...], "val_loss": [...]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlx_lora import paths
+from mlx_lora.errors import UserError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+TRASH_DIR = ".trash"
+
+# The status a run's last terminal event gives it; without one it is "incomplete"
+# (still running, or killed before it could say anything).
+_STATUS = {"run_finished": "finished", "run_stopped": "stopped", "run_failed": "failed"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    path: Path
+    name: str
+    model: str
+    dataset: str
+    method: str  # lora, dora or full (with "q" prefix for a quantised base: "qlora")
+    status: str  # finished | stopped | failed | incomplete
+    steps_done: int
+    total_steps: int
+    best_val_loss: float | None
+    last_train_loss: float | None
+    tokens: int  # trained tokens (those that carried the loss)
+    duration_s: float
+    created: float  # seconds since the epoch
+    checkpoints: tuple[str, ...] = ()  # adapters to chat with or export: "final", "best", "step-N"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The events of ``metrics.jsonl``; a torn line (a kill mid-write) is skipped."""
+    path = Path(run_dir) / METRICS_FILE
+    events = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's config.yaml as a nested mapping ({} when missing or unreadable)."""
+    try:
+        data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_config_path(run_dir: str | Path) -> Path:
+    """Where the run's exact config is (``mlx-lora train --config`` reads it)."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
+    return path
+
+
+def adapter_choices(run_dir: str | Path) -> tuple[str, ...]:
+    """The adapters a run holds: "final" (the run's latest adapter), "best", then "step-N" newest first."""
+    run_dir = Path(run_dir)
+    found = []
+    if (run_dir / "adapters.safetensors").is_file():
+        found.append("final")
+    if (run_dir / "best" / "adapters.safetensors").is_file():
+        found.append("best")
+    steps = []
+    for folder in (run_dir / "checkpoints").glob("step-*"):
+        if folder.name[5:].isdigit() and (folder / "adapters.safetensors").is_file():
+            steps.append(int(folder.name[5:]))
+    found += [f"step-{s}" for s in sorted(steps, reverse=True)]
+    return tuple(found)
+
+
+def adapter_path(run_dir: str | Path, choice: str) -> Path:
+    """The folder of one of :func:`adapter_choices`."""
+    run_dir = Path(run_dir)
+    if choice == "final":
+        return run_dir
+    if choice == "best":
+        return run_dir / "best"
+    return run_dir / "checkpoints" / choice
+
+
+def _dataset_name(data: str) -> str:
+    path = Path(data) if data else None
+    if path is None:
+        return ""
+    return path.stem if path.suffix == ".jsonl" else path.name
+
+
+def summarize_run(run_dir: str | Path) -> RunSummary:
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    events = read_metrics(run_dir)
+    section = lambda name: config.get(name) if isinstance(config.get(name), dict) else {}  # noqa: E731
+    model = str(section("model").get("model", "") or "")
+    method = str(section("adapter").get("fine_tune_type", "") or "")
+    if method == "lora" and int(section("model").get("quantize_bits", 0) or 0):
+        method = "qlora"
+    started = next((e for e in events if e.get("event") == "run_started"), {})
+    steps = [e for e in events if e.get("event") == "step_report"]
+    evals = [e for e in events if e.get("event") == "eval_report" and e.get("step", 0) > 0]
+    terminal = next((e for e in reversed(events) if e.get("event") in _STATUS), None)
+    total = int(started.get("total_steps") or section("schedule").get("iters", 0) or 0)
+    if steps:
+        total = int(steps[-1].get("total_steps") or total)
+    losses = [float(e["val_loss"]) for e in evals if isinstance(e.get("val_loss"), (int, float))]
+    duration = float(steps[-1].get("elapsed_s", 0.0)) if steps else 0.0
+    if terminal is not None and isinstance(terminal.get("elapsed_s"), (int, float)):
+        duration = float(terminal["elapsed_s"])
+    try:
+        created = (run_dir / CONFIG_FILE).stat().st_mtime
+    except OSError:
+        created = run_dir.stat().st_mtime if run_dir.exists() else 0.0
+    return RunSummary(
+        path=run_dir,
+        name=run_dir.name,
+        model=model or str(started.get("model", "")),
+        dataset=_dataset_name(str(section("data").get("data", "") or "")),
+        method=method or str(started.get("fine_tune_type", "")),
+        status=_STATUS[terminal["event"]] if terminal is not None else "incomplete",
+        steps_done=max([int(e.get("step", 0)) for e in events] or [0]),
+        total_steps=total,
+        best_val_loss=min(losses) if losses else None,
+        last_train_loss=float(steps[-1]["loss"]) if steps and "loss" in steps[-1] else None,
+        tokens=int(steps[-1].get("trained_tokens", 0)) if steps else 0,
+        duration_s=duration,
+        created=created,
+        checkpoints=adapter_choices(run_dir),
+    )
+
+
+def list_runs(runs_dir: str | Path | None = None) -> list[RunSummary]:
+    """Every run folder in ``runs_dir`` (default: the app's runs folder), newest first."""
+    root = Path(runs_dir) if runs_dir is not None else paths.runs_dir()
+    if not root.is_dir():
+        return []
+    runs = [summarize_run(p) for p in root.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+            and ((p / CONFIG_FILE).is_file() or (p / METRICS_FILE).is_file())]
+    return sorted(runs, key=lambda r: (r.created, r.name), reverse=True)
+
+
+def load_run_curves(run_dir: str | Path) -> dict[str, list[float]]:
+    """The run's curves from metrics.jsonl: training loss and learning rate by step, and the
+    validation loss by step (step 0, the untrained baseline, included when it was measured)."""
+    curves: dict[str, list[float]] = {"step": [], "loss": [], "learning_rate": [], "val_step": [], "val_loss": []}
+    for event in read_metrics(run_dir):
+        kind = event.get("event")
+        if kind == "step_report" and "loss" in event:
+            curves["step"].append(int(event.get("step", 0)))
+            curves["loss"].append(float(event["loss"]))
+            curves["learning_rate"].append(float(event.get("learning_rate", float("nan"))))
+        elif kind == "eval_report" and "val_loss" in event:
+            curves["val_step"].append(int(event.get("step", 0)))
+            curves["val_loss"].append(float(event["val_loss"]))
+    return curves
+
+
+def delete_run(run_dir: str | Path, trash: bool = True) -> Path | None:
+    """Delete a run folder: moved into ``<runs folder>/.trash/`` (the default; returns where it
+    went) or removed for good. Asking the person first is the caller's job."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / METRICS_FILE).is_file():
+        raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE} or {METRICS_FILE}); not deleting it")
+    if not trash:
+        shutil.rmtree(run_dir)
+        return None
+    bin_dir = run_dir.parent / TRASH_DIR
+    bin_dir.mkdir(exist_ok=True)
+    target = bin_dir / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 2
+    while target.exists():
+        target = target.with_name(f"{target.name}-{n}")
+        n += 1
+    run_dir.rename(target)
+    return target
