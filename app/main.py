@@ -14,12 +14,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--demo", action="store_true", help="preselect the demo model and a sample dataset")
     parser.add_argument("--quit-after-show", action="store_true",
                         help="show the window, then quit (a start-up smoke test)")
+    parser.add_argument("--print-info", action="store_true",
+                        help="print the version, demo model and BLAS as JSON and exit (packaging smoke test)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import mlx_lora  # (OpenBLAS preload before anything imports mlx.core)
+
+    if args.print_info:
+        return print_info()
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -41,6 +46,32 @@ def main(argv: list[str] | None = None) -> int:
 
     workers.cancel_all_and_wait(3000)  # let running jobs end before the interpreter does
     return status
+
+
+def print_info() -> int:
+    """One JSON line of what a bundle must get right (packaging/smoke_test.py checks it);
+    no window, no MLX import."""
+    import json
+
+    import mlx_lora
+    from mlx_lora import backend, paths
+    from mlx_lora.errors import UserError
+    from mlx_lora.models import demo
+
+    try:
+        gguf, demo_error = str(demo.demo_gguf_path()), None
+    except UserError as exc:
+        gguf, demo_error = None, str(exc)
+    print(json.dumps({
+        "version": mlx_lora.__version__,
+        "frozen": bool(getattr(sys, "frozen", False)),
+        "demo_gguf": gguf,
+        "demo_error": demo_error,
+        "demo_model_dir": str(paths.models_dir() / demo.DEMO_NAME),
+        "resources_dir": str(paths.resources_dir()),
+        "blas": backend.blas_status().path,
+    }))
+    return 0
 
 
 if __name__ == "__main__":

@@ -51,9 +51,12 @@ class MainWindow(QMainWindow):
         self.models_page = models_page.ModelsPage(ctx.models)
         self.data_page = data_page.DataPage(ctx.data)
         self.train_page = train_page.TrainPage(ctx.training)
+        self.chat_page = chat_page.ChatPage(ctx.chat)
+        self.export_page = export_page.ExportPage(ctx.export, ctx.runs)
+        self.runs_page = runs_page.RunsPage(ctx.runs)
         self.page_modules = (models_page, data_page, train_page, chat_page, export_page, runs_page)
         page_widgets = (self.models_page, self.data_page, self.train_page,
-                        chat_page.ChatPage(), export_page.ExportPage(), runs_page.RunsPage())
+                        self.chat_page, self.export_page, self.runs_page)
 
         # -- sidebar -------------------------------------------------------------------
         sidebar_panel = QWidget()
@@ -107,8 +110,15 @@ class MainWindow(QMainWindow):
         ctx.training.step_reported.connect(self._on_step_reported)
         ctx.training.run_ended.connect(self._on_run_ended)
         ctx.training.running_changed.connect(self._on_training_running_changed)
-        for controller in (ctx.models, ctx.data):
+        for controller in (ctx.models, ctx.data, ctx.runs):
             controller.failed.connect(self._on_job_failed)
+        ctx.training.run_ended.connect(lambda _outcome, _message: (ctx.runs.refresh(), ctx.chat.refresh_runs()))
+        self.runs_page.open_config_requested.connect(self._on_open_config_requested)
+        self.runs_page.resume_requested.connect(self._on_resume_requested)
+        self.runs_page.chat_requested.connect(lambda run: (self.chat_page.select_run(run), ctx.chat.refresh_runs(),
+                                                           self.show_page(3)))
+        self.runs_page.export_requested.connect(lambda run: (self.export_page.select_run(run), ctx.runs.refresh(),
+                                                             self.show_page(4)))
         ctx.state.model_selected.connect(
             lambda _spec: self.statusBar().showMessage(f"Model: {ctx.state.model_label}", 4000))
 
@@ -246,7 +256,7 @@ class MainWindow(QMainWindow):
         color = theme.ThemeManager.colors()["text"]
         for k, name in enumerate(PAGE_ICONS):
             self.sidebar.item(k).setIcon(theme.icon(name, color))
-        for page in (self.data_page, self.train_page):
+        for page in (self.data_page, self.train_page, self.runs_page):
             page.apply_theme()
 
     def _on_focus_call(self, method: str) -> None:
@@ -273,6 +283,17 @@ class MainWindow(QMainWindow):
     def _on_training_running_changed(self, running: bool) -> None:
         if not running and self._closing_after_stop:
             QTimer.singleShot(0, self.close)
+
+    def _on_open_config_requested(self, config_path: str) -> None:
+        if self.train_page.load_config_file(config_path):
+            self.show_page(2)
+
+    def _on_resume_requested(self, run_dir: str) -> None:
+        if self.context.training.is_running():
+            QMessageBox.information(self, "Training is running", "Stop the current run before resuming another.")
+            return
+        self.show_page(2)
+        self.context.training.resume(run_dir)
 
     def _on_job_failed(self, message: str) -> None:
         QMessageBox.warning(self, "MLX LoRA Studio", html.escape(message))

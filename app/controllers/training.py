@@ -1,12 +1,16 @@
 """The Train page's controller: runs training through :class:`TrainingSupervisor`
 and keeps the run's history (losses, learning rate, speed) so a page shown later
-can draw the whole run. The run's settings are the engine's config (a YAML file
-that ``mlx-lora train --config`` reads), never defaults of the app's own."""
+can draw the whole run. The run's settings are the engine's config
+(:class:`mlx_lora.config.TrainConfig`), saved with the engine's own ``save`` to a
+YAML file that ``mlx-lora train --config`` reads — never defaults of the app's own.
+"""
 
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
@@ -42,6 +46,7 @@ class TrainingController(QObject):
     step_reported = Signal(dict)
     eval_reported = Signal(dict)
     checkpoint_saved = Signal(str)
+    progressed = Signal(str)  # what the trainer is doing before its first step ("loading the model")
     run_ended = Signal(str, str)  # outcome ("finished", "stopped", "failed", "crashed"), message
     crashed = Signal(str, object)  # reason, last checkpoint (resume is offered when there is one)
     log_line = Signal(str)
@@ -53,7 +58,9 @@ class TrainingController(QObject):
         self.supervisor = supervisor or TrainingSupervisor(parent=self)
         self.history = RunHistory()
         self.config_path: str = ""
+        self.last_run_started: dict = {}
         s = self.supervisor
+        s.event_received.connect(self._on_event_received)
         s.run_started.connect(self._on_run_started)
         s.step_reported.connect(self._on_step_reported)
         s.eval_reported.connect(self._on_eval_reported)
@@ -73,30 +80,121 @@ class TrainingController(QObject):
     def run_dir(self) -> str | None:
         return self.supervisor.run_dir
 
-    def start(self, config_path: str) -> None:
+    @property
+    def last_checkpoint(self) -> str | None:
+        return self.supervisor.last_checkpoint
+
+    def can_resume(self) -> bool:
+        """A stopped or crashed run can continue when it wrote at least one checkpoint."""
+        run_dir = self.supervisor.run_dir
+        if self.is_running() or not run_dir:
+            return False
+        return bool(self.supervisor.last_checkpoint) or any(Path(run_dir, "checkpoints").glob("step-*"))
+
+    def start(self, config) -> str:
+        """Start a run of ``config`` (a TrainConfig, or the path of a YAML file the engine reads).
+        A config is saved first, with the engine's ``save``, to the app's ``configs/`` folder
+        (the run folder itself is created by the trainer, which refuses a non-empty one);
+        the trainer then writes the same config into the run folder. Returns the YAML path."""
+        if isinstance(config, (str, Path)):
+            config_path = str(config)
+        else:
+            config_path = str(self.save_config(config, self.pending_config_path()))
         self.config_path = config_path
         self.history = RunHistory()
-        self.log_line.emit(f"$ {self.command_line(config_path)}")
+        self.last_run_started = {}
+        self.log_line.emit(f"$ mlx-lora train --config {shlex.quote(config_path)}")
         self.supervisor.start(config_path)
+        return config_path
 
     def resume(self, run_dir: str | None = None) -> None:
         run_dir = run_dir or self.supervisor.run_dir
         if not run_dir:
             return
-        self.log_line.emit(f"$ mlx-lora train --resume {shlex.quote(run_dir)}")
+        self.history = self._history_up_to_checkpoint(str(run_dir))
+        self.log_line.emit(f"$ mlx-lora train --resume {shlex.quote(str(run_dir))}")
         self.supervisor.resume(run_dir)
 
     def stop(self) -> None:
         self.supervisor.stop()
 
+    # -- settings files ------------------------------------------------------------------
     @staticmethod
-    def command_line(config_path: str) -> str:
-        """The terminal command that runs the same training (for "Copy command")."""
-        return f"mlx-lora train --config {shlex.quote(str(config_path))}"
+    def pending_config_path() -> Path:
+        from mlx_lora import paths
+
+        folder = paths.home() / "configs"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"train-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+
+    @staticmethod
+    def save_config(config, path: str | Path) -> Path:
+        config.save(path)
+        return Path(path)
+
+    @staticmethod
+    def load_config(path: str | Path):
+        """The TrainConfig in a YAML file (a run's config.yaml, or one saved from the form);
+        raises UserError naming the bad setting."""
+        from mlx_lora.config import TrainConfig
+
+        return TrainConfig.from_yaml(path)
+
+    @staticmethod
+    def command_line(config) -> str:
+        """The terminal command that runs exactly this training (for "Copy command"): the
+        settings that differ from the defaults, as flags — ``mlx-lora train`` fills the rest
+        with the same defaults, so no file is needed. A path is shown as ``--config PATH``."""
+        if isinstance(config, (str, Path)):
+            return f"mlx-lora train --config {shlex.quote(str(config))}"
+        from mlx_lora.config import TrainConfig
+
+        defaults = TrainConfig().flat()
+        argv = ["mlx-lora", "train"]
+        for name, value in config.flat().items():
+            if name == "resume" or value == defaults[name]:
+                continue
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + name.replace("_", "-"))
+            elif isinstance(value, (list, tuple)):
+                argv += [flag, *map(str, value)]
+            elif isinstance(value, float):
+                from app.widgets.config_form import format_number
+
+                argv += [flag, format_number(value)]
+            else:
+                argv += [flag, str(value)]
+        return shlex.join(argv)
+
+    def _history_up_to_checkpoint(self, run_dir: str) -> RunHistory:
+        """A resumed run's charts start with what the run did before (its metrics.jsonl, which
+        the trainer cuts back to the checkpoint as it resumes)."""
+        from mlx_lora.runs import load_run_curves
+
+        curves = load_run_curves(run_dir)
+        return RunHistory(steps=list(curves["step"]), losses=list(curves["loss"]),
+                          learning_rates=list(curves["learning_rate"]), val_steps=list(curves["val_step"]),
+                          val_losses=list(curves["val_loss"]))
 
     # -- supervisor events ------------------------------------------------------------
+    def _on_event_received(self, event: dict) -> None:
+        if event.get("event") == "progress" and event.get("message") and event.get("message") != "done":
+            self.progressed.emit(str(event["message"]))
+
     def _on_run_started(self, event: dict) -> None:
+        self.last_run_started = event
         self.history.total_steps = int(event.get("total_steps") or event.get("iters") or 0)
+        if event.get("resumed"):  # the trainer cut metrics.jsonl back to its checkpoint
+            step = int(event.get("step", 0))
+            h = self.history
+            keep = [k for k, s in enumerate(h.steps) if s <= step]
+            h.steps, h.losses, h.learning_rates = ([getattr(h, a)[k] for k in keep]
+                                                   for a in ("steps", "losses", "learning_rates"))
+            keep = [k for k, s in enumerate(h.val_steps) if s <= step]
+            h.val_steps, h.val_losses = ([getattr(h, a)[k] for k in keep] for a in ("val_steps", "val_losses"))
+        for note in event.get("notes") or ():
+            self.log_line.emit(f"note: {note}")
         self.run_started.emit(event)
 
     def _on_step_reported(self, event: dict) -> None:
@@ -116,15 +214,22 @@ class TrainingController(QObject):
         self.eval_reported.emit(event)
 
     def _on_checkpoint_saved(self, path: str) -> None:
-        step = self.history.steps[-1] if self.history.steps else 0
+        name = Path(path).name
+        step = int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else (
+            self.history.steps[-1] if self.history.steps else 0)
         self.history.checkpoints.append((step, path))
         self.checkpoint_saved.emit(path)
 
     def _on_run_finished(self, event: dict) -> None:
-        self.run_ended.emit("finished", f"Training finished. Adapter saved to {event.get('path', 'the run folder')}.")
+        where = event.get("run_dir") or event.get("path") or self.supervisor.run_dir or "the run folder"
+        reason = event.get("reason")
+        early = f" ({reason})" if reason and reason != "completed" else ""
+        best = event.get("best_val_loss")
+        best_text = f" Best validation loss {best:.3f} at step {event.get('best_step')}." if best is not None else ""
+        self.run_ended.emit("finished", f"Training finished{early}.{best_text} Adapter saved in {where}.")
 
     def _on_run_stopped(self, event: dict) -> None:
-        where = event.get("path") or self.supervisor.last_checkpoint
+        where = event.get("checkpoint") or event.get("path") or self.supervisor.last_checkpoint
         text = "Training stopped." + (f" Checkpoint: {where}." if where else "")
         if event.get("forced"):
             text = "Training was ended by force. " + (f"Last checkpoint: {where}." if where else "No checkpoint.")

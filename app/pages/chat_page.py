@@ -1,22 +1,299 @@
-"""Chat: talk to the base model and the fine-tuned one side by side (coming)."""
+"""Chat: talk to a run's fine-tuned model, beside the base model on the same prompt.
+
+Pick a run and one of its adapters (the final one, ``best/`` or a checkpoint);
+the controller loads the run's base with that adapter in a worker. Answers
+stream in token by token; with "Compare with the base" on, the base model
+(the same model with the adapter switched off) answers the same prompt first.
+Sampling settings are the engine's :class:`ChatSettings`; their starting values
+are its defaults.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+import html
 
-from app.widgets.common import ComingSoon
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
+    QVBoxLayout, QWidget,
+)
+
+from app.controllers.chat import BASE, TUNED, ChatController
+from app.widgets.common import Card, muted
+from app.widgets.config_form import FloatSpinBox
+from app.widgets.transcript import Transcript
 
 TITLE = "Chat"
-SUBTITLE = "Try the fine-tuned model beside the base model."
+SUBTITLE = "Try the fine-tuned model beside the base model, with the model's own chat template."
+FINISH_WORDS = {"stop": "end of turn", "length": "reached max tokens", "cancelled": "stopped"}
+
+
+def _spin(kind, low, high, value, step=None, tip=""):
+    box = FloatSpinBox() if kind is float else QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    if step is not None:
+        box.setSingleStep(step)
+    box.setToolTip(tip)
+    return box
 
 
 class ChatPage(QWidget):
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: ChatController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        from mlx_lora.chat.session import ChatSettings  # no MLX import: the module imports mlx lazily
+
+        self.controller = controller
+        self._runs: list = []
+        self._pending: tuple[str, str] | None = None  # a run asked for before the list arrived
+        defaults = ChatSettings()
+
+        # -- which model -------------------------------------------------------------
+        pick = Card()
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Run"))
+        self.run_box = QComboBox()
+        self.run_box.setMinimumWidth(320)
+        self.run_box.setPlaceholderText("no finished run yet: train one first")
+        row.addWidget(self.run_box, 2)
+        row.addWidget(QLabel("Adapter"))
+        self.adapter_box = QComboBox()
+        self.adapter_box.setToolTip("final: the run's last adapter; best: lowest validation loss; step-N: a checkpoint")
+        row.addWidget(self.adapter_box, 1)
+        self.load_button = QPushButton("Load")
+        self.load_button.setObjectName("primary")
+        row.addWidget(self.load_button)
+        self.refresh_button = QPushButton("Refresh")
+        row.addWidget(self.refresh_button)
+        self.compare_box = QCheckBox("Compare with the base model")
+        self.compare_box.setChecked(True)
+        self.compare_box.setToolTip("The base answers the same prompt first: the same model with the adapter "
+                                    "switched off, the same seed")
+        row.addWidget(self.compare_box)
+        pick.body.addLayout(row)
+        self.status = muted("No model loaded. Pick a run and Load it.")
+        pick.body.addWidget(self.status)
+
+        # -- transcripts -----------------------------------------------------------------
+        self.transcripts = {BASE: Transcript("Base model"), TUNED: Transcript("Fine-tuned")}
+        panes = QSplitter()
+        for side in (BASE, TUNED):
+            panes.addWidget(self.transcripts[side])
+        self.input = QPlainTextEdit()
+        self.input.setPlaceholderText("Ask something…  (Ctrl+Enter sends)")
+        self.input.setFixedHeight(72)
+        buttons = QHBoxLayout()
+        self.send_button = QPushButton("Send")
+        self.send_button.setObjectName("primary")
+        self.stop_button = QPushButton("Stop")
+        self.clear_button = QPushButton("Clear")
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setToolTip("Copy the last answer (both, when comparing)")
+        for button in (self.send_button, self.stop_button, self.clear_button, self.copy_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        talk = QWidget()
+        talk_layout = QVBoxLayout(talk)
+        talk_layout.setContentsMargins(0, 0, 0, 0)
+        talk_layout.addWidget(panes, 1)
+        talk_layout.addWidget(self.input)
+        talk_layout.addLayout(buttons)
+
+        # -- sampling ------------------------------------------------------------------------
+        sampling = Card("Settings")
+        self.system_prompt = QPlainTextEdit()
+        self.system_prompt.setPlaceholderText("System prompt (optional)")
+        self.system_prompt.setFixedHeight(80)
+        sampling.body.addWidget(self.system_prompt)
+        form = QFormLayout()
+        self.temperature = _spin(float, 0.0, 5.0, defaults.temperature, 0.1, "0 picks the likeliest token every time")
+        self.top_p = _spin(float, 0.01, 1.0, defaults.top_p, 0.05, "nucleus sampling; 1 keeps every token")
+        self.top_k = _spin(int, 0, 100_000, defaults.top_k, None, "0 keeps every token")
+        self.min_p = _spin(float, 0.0, 0.99, defaults.min_p, 0.01, "drop tokens below min_p × the top token's probability")
+        self.repetition_penalty = _spin(float, 0.1, 3.0, defaults.repetition_penalty, 0.05, "1 turns it off")
+        self.max_tokens = _spin(int, 1, 32_768, defaults.max_tokens, 64, "the longest answer, in tokens")
+        self.seed = _spin(int, -1, 2**31 - 1, -1 if defaults.seed is None else defaults.seed, None,
+                          "-1: a new random answer each time")
+        self.seed.setSpecialValueText("random")
+        for label, box in (("Temperature", self.temperature), ("Top-p", self.top_p), ("Top-k", self.top_k),
+                           ("Min-p", self.min_p), ("Repetition penalty", self.repetition_penalty),
+                           ("Max tokens", self.max_tokens), ("Seed", self.seed)):
+            form.addRow(label, box)
+        sampling.body.addLayout(form)
+        sampling.body.addStretch(1)
+        sampling.setMinimumWidth(240)
+        sampling.setMaximumWidth(300)
+
+        body = QSplitter()
+        body.addWidget(talk)
+        body.addWidget(sampling)
+        body.setStretchFactor(0, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(ComingSoon("Chat with your fine-tune", [
-            "chat with any checkpoint of a run, beside the base model, with the same prompt",
-            "use the model's own chat template and stop tokens, as training did",
-            "set temperature, top-p and the maximum reply length",
-        ], "Meanwhile: mlx-lora chat --model MODEL --adapter RUN_DIR in a terminal, once the engine has it."))
+        layout.addWidget(pick)
+        layout.addWidget(body, 1)
+
+        # -- wiring ------------------------------------------------------------------------------
+        self.run_box.currentIndexChanged.connect(self._on_run_chosen)
+        self.load_button.clicked.connect(self._on_load_clicked)
+        self.refresh_button.clicked.connect(controller.refresh_runs)
+        self.compare_box.toggled.connect(lambda _on: self._update_panes())
+        self.send_button.clicked.connect(self._on_send_clicked)
+        self.stop_button.clicked.connect(controller.stop)
+        self.clear_button.clicked.connect(self._on_clear_clicked)
+        self.copy_button.clicked.connect(self._on_copy_clicked)
+        QShortcut(QKeySequence("Ctrl+Return"), self.input, activated=self._on_send_clicked)
+        c = controller
+        c.runs_listed.connect(self._on_runs_listed)
+        c.loading.connect(lambda what: self.status.setText(f"Loading {html.escape(what)}…"))
+        c.model_loaded.connect(self._on_model_loaded)
+        c.answer_started.connect(self._on_answer_started)
+        c.delta_received.connect(self._on_delta_received)
+        c.answer_finished.connect(self._on_answer_finished)
+        c.busy_changed.connect(lambda _busy: self._update_buttons())
+        c.failed.connect(self._on_failed)
+        self._update_panes()
+        self._update_buttons()
+
+    # -- public --------------------------------------------------------------------------------
+    def settings(self):
+        from mlx_lora.chat.session import ChatSettings
+
+        return ChatSettings(
+            system_prompt=self.system_prompt.toPlainText().strip() or None,
+            temperature=self.temperature.value(), top_p=self.top_p.value(), min_p=self.min_p.value(),
+            top_k=self.top_k.value(), repetition_penalty=self.repetition_penalty.value(),
+            max_tokens=self.max_tokens.value(), seed=None if self.seed.value() < 0 else self.seed.value())
+
+    def select_run(self, run_dir: str, adapter: str = "final") -> None:
+        """Choose a run (and adapter) in the pickers, now or when the run list next arrives."""
+        self._pending = (str(run_dir), adapter)
+        self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        if self._pending is None:
+            return
+        run_dir, adapter = self._pending
+        """Choose a run (and adapter) in the pickers, e.g. from the Runs page."""
+        for k, run in enumerate(self._runs):
+            if str(run.path) == str(run_dir):
+                self.run_box.setCurrentIndex(k)
+                index = self.adapter_box.findText(adapter)
+                if index >= 0:
+                    self.adapter_box.setCurrentIndex(index)
+                self._pending = None
+                return
+
+    def showEvent(self, event) -> None:
+        if not self._runs:
+            self.controller.refresh_runs()
+        super().showEvent(event)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _chosen_adapter(self) -> str | None:
+        index = self.run_box.currentIndex()
+        if not 0 <= index < len(self._runs) or not self.adapter_box.currentText():
+            return None
+        from mlx_lora.runs import adapter_path
+
+        return str(adapter_path(self._runs[index].path, self.adapter_box.currentText()))
+
+    def _comparing(self) -> bool:
+        loaded = self.controller.loaded
+        return self.compare_box.isChecked() and loaded is not None and loaded.adapter is not None
+
+    def _update_panes(self) -> None:
+        loaded = self.controller.loaded
+        self.transcripts[BASE].setVisible(self.compare_box.isChecked() and (loaded is None or loaded.adapter is not None))
+
+    def _update_buttons(self) -> None:
+        busy, answering = self.controller.is_busy(), self.controller.is_answering()
+        self.load_button.setEnabled(not busy)
+        self.send_button.setEnabled(not busy and self.controller.loaded is not None)
+        self.stop_button.setEnabled(answering)
+        self.clear_button.setEnabled(not answering)
+        self.run_box.setEnabled(not busy)
+        self.adapter_box.setEnabled(not busy)
+
+    # -- slots ------------------------------------------------------------------------------------
+    def _on_runs_listed(self, runs: list) -> None:
+        current = self._runs[self.run_box.currentIndex()].path if 0 <= self.run_box.currentIndex() < len(self._runs) else None
+        self._runs = runs
+        self.run_box.blockSignals(True)
+        self.run_box.clear()
+        for run in runs:
+            loss = f" · best val {run.best_val_loss:.3f}" if run.best_val_loss is not None else ""
+            self.run_box.addItem(f"{run.name}  ({run.model} · {run.dataset}{loss})")
+        index = next((k for k, r in enumerate(runs) if r.path == current), 0 if runs else -1)
+        self.run_box.setCurrentIndex(index)
+        self.run_box.blockSignals(False)
+        self._on_run_chosen(index)
+        self._apply_pending()
+
+    def _on_run_chosen(self, index: int) -> None:
+        self.adapter_box.clear()
+        if 0 <= index < len(self._runs):
+            self.adapter_box.addItems(list(self._runs[index].checkpoints))
+
+    def _on_load_clicked(self) -> None:
+        self.controller.load(self._chosen_adapter())
+
+    def _on_model_loaded(self, loaded) -> None:
+        for transcript in self.transcripts.values():
+            transcript.clear_all()
+        notes = f" · {'; '.join(loaded.notes)}" if loaded.notes else ""
+        self.status.setText(f"<b>{html.escape(loaded.base_spec)}</b> with adapter "
+                            f"<b>{html.escape(loaded.label)}</b>{html.escape(notes)}")
+        self._update_panes()
+        self._update_buttons()
+        self.input.setFocus()
+
+    def _on_send_clicked(self) -> None:
+        text = self.input.toPlainText().strip()
+        if not text or not self.send_button.isEnabled():
+            return
+        from mlx_lora.errors import UserError
+
+        try:
+            settings = self.settings()
+        except UserError as exc:
+            self.status.setText(html.escape(str(exc)))
+            return
+        self.input.clear()
+        sides = [BASE, TUNED] if self._comparing() else [TUNED]
+        for side in sides:
+            self.transcripts[side].add_user(text)
+        self.controller.send(text, settings, compare=self._comparing())
+
+    def _on_answer_started(self, side: str) -> None:
+        self.transcripts[side].begin_answer()
+
+    def _on_delta_received(self, side: str, delta) -> None:
+        transcript = self.transcripts[side]
+        transcript.append_text(delta.text)
+        if delta.finished:
+            why = FINISH_WORDS.get(delta.finish_reason or "", delta.finish_reason or "")
+            transcript.end_answer(f"{delta.token_count} tokens · {delta.tokens_per_second:.1f} tokens/s · {why}")
+
+    def _on_answer_finished(self, _answers: dict) -> None:
+        for transcript in self.transcripts.values():
+            transcript.end_answer("stopped")
+        self._update_buttons()
+
+    def _on_clear_clicked(self) -> None:
+        self.controller.clear()
+        for transcript in self.transcripts.values():
+            transcript.clear_all()
+
+    def _on_copy_clicked(self) -> None:
+        tuned = self.transcripts[TUNED].last_answer()
+        if self._comparing() and self.transcripts[BASE].last_answer():
+            text = f"Base model:\n{self.transcripts[BASE].last_answer()}\n\nFine-tuned:\n{tuned}"
+        else:
+            text = tuned
+        QGuiApplication.clipboard().setText(text)
+
+    def _on_failed(self, message: str) -> None:
+        self.status.setText(f"<span style='color:#d70015'>{html.escape(message)}</span>")
+        self._update_buttons()

@@ -1,22 +1,206 @@
-"""Runs: every training run with its settings and curves (coming)."""
+"""Runs: every training run, its settings and its loss curves.
+
+The history comes from :func:`mlx_lora.runs.list_runs` in a worker. Selecting
+runs overlays their loss curves; a run can be reopened on the Train page (its
+exact config), resumed, chatted with, exported, or deleted (after asking; it goes
+to the runs folder's trash). The page only emits what was asked for; the main
+window routes it to the page that does it.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+import html
+import time
 
-from app.widgets.common import ComingSoon
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView, QHBoxLayout, QHeaderView, QMessageBox, QPushButton, QSplitter, QTableWidget,
+    QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from app.controllers.runs import RunsController
+from app.widgets.common import Card, LazyWidget, human_count, human_seconds, muted
 
 TITLE = "Runs"
-SUBTITLE = "Every training run, its settings and its loss curves."
+SUBTITLE = "Every training run, its settings and its loss curves. Select several to compare them."
+COLUMNS = ("Run", "Model", "Dataset", "Method", "Status", "Steps", "Best val loss", "Duration", "Tokens", "Started")
+
+
+def _make_curves():
+    from app.widgets.charts import RunCurves
+
+    return RunCurves()
+
+
+class _Number(QTableWidgetItem):
+    """A cell that sorts by its number, not its text."""
+
+    def __init__(self, text: str, value: float) -> None:
+        super().__init__(text)
+        self.setData(Qt.ItemDataRole.UserRole, value)
+
+    def __lt__(self, other) -> bool:
+        return (self.data(Qt.ItemDataRole.UserRole) or 0) < (other.data(Qt.ItemDataRole.UserRole) or 0)
 
 
 class RunsPage(QWidget):
-    def __init__(self, parent: QWidget | None = None) -> None:
+    open_config_requested = Signal(str)  # config.yaml of a run, for the Train page
+    resume_requested = Signal(str)  # run folder
+    chat_requested = Signal(str)
+    export_requested = Signal(str)
+
+    def __init__(self, controller: RunsController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.controller = controller
+        self._runs: list = []
+        self._curves: dict = {}
+
+        card = Card()
+        buttons = QHBoxLayout()
+        self.refresh_button = QPushButton("Refresh")
+        self.open_button = QPushButton("Open settings in Train")
+        self.resume_button = QPushButton("Resume")
+        self.chat_button = QPushButton("Chat")
+        self.export_button = QPushButton("Export")
+        self.delete_button = QPushButton("Delete…")
+        self.delete_button.setObjectName("danger")
+        for button in (self.refresh_button, self.open_button, self.resume_button, self.chat_button,
+                       self.export_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.delete_button)
+        card.body.addLayout(buttons)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setSortingEnabled(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.empty_note = muted("No runs yet. Runs you start on the Train page appear here.")
+        card.body.addWidget(self.empty_note)
+        card.body.addWidget(self.table, 1)
+        self.curves = LazyWidget(_make_curves, on_built=lambda widget: widget.set_curves(self._curves))
+        self.curves.setMinimumHeight(200)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(card)
+        split.addWidget(self.curves)
+        split.setSizes([330, 330])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(ComingSoon("Run history", [
-            "list past runs with their model, dataset, steps and best validation loss",
-            "compare loss curves of several runs",
-            "resume a stopped run, or open a checkpoint in Chat or Export",
-        ], "Runs are kept in the app's runs folder (see Settings)."))
+        layout.addWidget(split)
+
+        self.refresh_button.clicked.connect(controller.refresh)
+        self.table.itemSelectionChanged.connect(self._on_selection_changed)
+        self.open_button.clicked.connect(lambda: self._emit_for_current(self._config_path, self.open_config_requested))
+        self.resume_button.clicked.connect(lambda: self._emit_for_current(str, self.resume_requested))
+        self.chat_button.clicked.connect(lambda: self._emit_for_current(str, self.chat_requested))
+        self.export_button.clicked.connect(lambda: self._emit_for_current(str, self.export_requested))
+        self.delete_button.clicked.connect(self._on_delete_clicked)
+        controller.runs_listed.connect(self._on_runs_listed)
+        controller.curves_loaded.connect(self._on_curves_loaded)
+        self._update_buttons()
+
+    def apply_theme(self) -> None:
+        if self.curves.widget is not None:
+            self.curves.widget.apply_theme()
+
+    def showEvent(self, event) -> None:
+        self.controller.refresh()
+        super().showEvent(event)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _config_path(run_dir) -> str:
+        from mlx_lora.runs import CONFIG_FILE
+
+        return str(run_dir / CONFIG_FILE)
+
+    def selected_runs(self) -> list:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        by_path = {str(run.path): run for run in self._runs}
+        return [by_path[self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)] for row in rows]
+
+    def select_rows(self, rows: list[int]) -> None:
+        self.table.clearSelection()
+        mode = self.table.selectionMode()
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        for row in rows:
+            self.table.selectRow(row)
+        self.table.setSelectionMode(mode)
+
+    def _emit_for_current(self, convert, signal) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1:
+            signal.emit(convert(runs[0].path))
+
+    def _update_buttons(self) -> None:
+        runs = self.selected_runs()
+        one = len(runs) == 1
+        for button in (self.open_button, self.chat_button, self.export_button):
+            button.setEnabled(one)
+        self.chat_button.setEnabled(one and bool(runs[0].checkpoints))
+        self.export_button.setEnabled(one and bool(runs[0].checkpoints))
+        self.resume_button.setEnabled(one and runs[0].status in ("stopped", "incomplete", "failed")
+                                      and any(c.startswith("step-") for c in runs[0].checkpoints))
+        self.delete_button.setEnabled(bool(runs))
+
+    # -- slots --------------------------------------------------------------------------------
+    def _on_runs_listed(self, runs: list) -> None:
+        selected = {str(run.path) for run in self.selected_runs()}
+        self._runs = runs
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(runs))
+        for row, run in enumerate(runs):
+            best = run.best_val_loss
+            cells = [
+                QTableWidgetItem(run.name), QTableWidgetItem(run.model), QTableWidgetItem(run.dataset),
+                QTableWidgetItem(run.method), QTableWidgetItem(run.status),
+                _Number(f"{run.steps_done} / {run.total_steps}" if run.total_steps else str(run.steps_done),
+                        run.steps_done),
+                _Number("—" if best is None else f"{best:.3f}", best if best is not None else float("inf")),
+                _Number(human_seconds(run.duration_s) if run.duration_s else "—", run.duration_s),
+                _Number(human_count(run.tokens) if run.tokens else "—", run.tokens),
+                _Number(time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)), run.created),
+            ]
+            cells[0].setData(Qt.ItemDataRole.UserRole, str(run.path))
+            cells[0].setToolTip(str(run.path))
+            for column, item in enumerate(cells):
+                self.table.setItem(row, column, item)
+        self.table.setSortingEnabled(True)
+        self.empty_note.setVisible(not runs)
+        self.table.setVisible(bool(runs))
+        rows = [row for row in range(self.table.rowCount())
+                if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) in selected]
+        if rows:
+            self.select_rows(rows)
+        elif runs:
+            self.select_rows([0])
+        self._update_buttons()
+
+    def _on_selection_changed(self) -> None:
+        self._update_buttons()
+        self.controller.load_curves([str(run.path) for run in self.selected_runs()])
+
+    def _on_curves_loaded(self, curves: dict) -> None:
+        names = {str(run.path): run.name for run in self._runs}
+        self._curves = {names.get(path, path): curve for path, curve in curves.items()}
+        if self.curves.widget is not None:
+            self.curves.widget.set_curves(self._curves)
+
+    def _on_delete_clicked(self) -> None:
+        runs = self.selected_runs()
+        if not runs:
+            return
+        names = "<br>".join(html.escape(run.name) for run in runs[:10]) + ("<br>…" if len(runs) > 10 else "")
+        answer = QMessageBox.question(
+            self, "Delete runs" if len(runs) > 1 else "Delete run",
+            f"Move {'these runs' if len(runs) > 1 else 'this run'} to the runs folder's trash?<br><br>{names}",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        for run in runs:
+            self.controller.delete(str(run.path))

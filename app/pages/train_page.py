@@ -1,10 +1,13 @@
 """Train: settings, start/stop/resume, and the run as it happens.
 
-Training runs in a child process (see :mod:`app.training_supervisor`); this page
-shows its reports: loss (raw, smoothed, validation points) and learning rate,
-speed, peak memory, elapsed time and ETA, a progress bar and the log. When the
-child dies (out of memory, crash) a banner says why in plain words and offers
-to resume from the last checkpoint.
+The settings are a form generated from the engine's :class:`TrainConfig` (house
+style 2), with the model and dataset chosen on the Models and Data pages, a
+preset to start from, and the advanced settings folded away. Training runs in a
+child process (:mod:`app.training_supervisor`); this page shows its reports:
+loss (raw, smoothed, validation points) and learning rate, speed, peak memory,
+elapsed time and ETA, a progress bar and the log. When the child dies (out of
+memory, crash) a banner says why in plain words and offers to resume from the
+last checkpoint.
 """
 
 from __future__ import annotations
@@ -14,16 +17,18 @@ import html
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSplitter,
-    QVBoxLayout, QWidget,
+    QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton,
+    QScrollArea, QSplitter, QVBoxLayout, QWidget,
 )
 
 from app.controllers.training import TrainingController, smoothed
-from app.widgets.common import Card, LazyWidget, MetricTile, human_seconds, muted, notice
+from app.widgets.common import Card, LazyWidget, MetricTile, human_count, human_seconds, muted, notice
+from app.widgets.config_form import ConfigForm
 
 TITLE = "Train"
 SUBTITLE = "Fine-tune the selected model on your dataset. Training runs in its own process: a crash never takes the app down."
 LOG_LINES_KEPT = 5000
+CUSTOM = "Custom"
 
 
 def _make_charts():
@@ -35,28 +40,45 @@ def _make_charts():
 class TrainPage(QWidget):
     def __init__(self, controller: TrainingController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        from mlx_lora.config import TrainConfig
+        from mlx_lora.presets import PRESETS
+
         self.controller = controller
-        self.config_path = ""
+        self._applying_preset = False
 
         # -- settings (left) -----------------------------------------------------------
         settings = Card("Settings")
-        self.model_label = muted()
-        self.dataset_label = muted()
-        settings.body.addWidget(self.model_label)
-        settings.body.addWidget(self.dataset_label)
-        self.form_note = notice("The settings form is built from the engine's training config when it "
-                                "lands. Meanwhile, load a settings file (YAML) to train with it.")
-        settings.body.addWidget(self.form_note)
-        self.config_label = muted("No settings file loaded.")
-        settings.body.addWidget(self.config_label)
+        preset_row = QHBoxLayout()
+        preset_row.addWidget(QLabel("Preset"))
+        self.preset_box = QComboBox()
+        self.preset_box.addItems([CUSTOM, *PRESETS])
+        self.preset_box.setToolTip("Start from a preset: it sets how long and how hard the run trains, "
+                                   "not the model or the dataset.")
+        preset_row.addWidget(self.preset_box, 1)
+        settings.body.addLayout(preset_row)
+        state = controller.state
+        self.form = ConfigForm(TrainConfig().replace(model=state.model, data=state.dataset))
+        settings.body.addWidget(self.form)
         files = QHBoxLayout()
-        self.load_button = QPushButton("Load settings…")
+        self.load_button = QPushButton("Load…")
+        self.load_button.setToolTip("Load settings from a YAML file (a run's config.yaml works too)")
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip("Save these settings as YAML (mlx-lora train --config FILE reads it)")
         self.copy_button = QPushButton("Copy command")
-        files.addWidget(self.load_button)
-        files.addWidget(self.copy_button)
+        self.copy_button.setToolTip("Copy the mlx-lora train command that runs exactly these settings")
+        for button in (self.load_button, self.save_button, self.copy_button):
+            files.addWidget(button)
         files.addStretch(1)
         settings.body.addLayout(files)
-        settings.body.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(settings)
+        scroll.setMinimumWidth(340)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(scroll, 1)
         actions = QHBoxLayout()
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("primary")
@@ -65,18 +87,15 @@ class TrainPage(QWidget):
         actions.addWidget(self.start_button, 1)
         actions.addWidget(self.stop_button)
         actions.addWidget(self.resume_button)
-        settings.body.addLayout(actions)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setWidget(settings)
-        scroll.setMinimumWidth(300)
+        left_layout.addLayout(actions)
 
         # -- the run (right) -----------------------------------------------------------
         run = Card()
         self.banner = notice("")
         self.banner.setVisible(False)
         run.body.addWidget(self.banner)
+        self.status_label = muted("Not started. Choose the settings, then Start training.")
+        run.body.addWidget(self.status_label)
         tiles = QHBoxLayout()
         tiles.setSpacing(18)
         self.tiles = {key: MetricTile(name) for key, name in (
@@ -84,6 +103,7 @@ class TrainPage(QWidget):
             ("memory", "peak memory"), ("elapsed", "elapsed"), ("eta", "remaining"))}
         for tile in self.tiles.values():
             tiles.addWidget(tile)
+        tiles.addStretch(1)
         run.body.addLayout(tiles)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -103,55 +123,95 @@ class TrainPage(QWidget):
         run.body.addWidget(run_split, 1)
 
         main = QSplitter()
-        main.addWidget(scroll)
+        main.addWidget(left)
         main.addWidget(run)
         main.setStretchFactor(1, 3)
-        main.setSizes([320, 760])
+        main.setSizes([370, 730])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(main)
 
         # -- wiring --------------------------------------------------------------------
+        self.preset_box.currentTextChanged.connect(self._on_preset_chosen)
+        self.form.changed.connect(self._on_form_changed)
         self.load_button.clicked.connect(self._on_load_clicked)
+        self.save_button.clicked.connect(self._on_save_clicked)
         self.copy_button.clicked.connect(self._on_copy_clicked)
         self.start_button.clicked.connect(self._on_start_clicked)
-        self.stop_button.clicked.connect(controller.stop)
+        self.stop_button.clicked.connect(self._on_stop_clicked)
         self.resume_button.clicked.connect(self._on_resume_clicked)
         c = controller
         c.run_started.connect(self._on_run_started)
         c.step_reported.connect(self._on_step_reported)
         c.eval_reported.connect(self._on_eval_reported)
         c.checkpoint_saved.connect(lambda path: self._append_log(f"checkpoint saved: {path}"))
+        c.progressed.connect(self._on_progressed)
         c.run_ended.connect(self._on_run_ended)
         c.log_line.connect(self._append_log)
         c.running_changed.connect(lambda _running: self._update_buttons())
-        c.state.model_selected.connect(lambda _spec: self._show_choices())
-        c.state.dataset_selected.connect(lambda _path: self._show_choices())
-        self._show_choices()
+        state.model_selected.connect(self._on_model_selected)
+        state.dataset_selected.connect(self._on_dataset_selected)
         self._update_buttons()
 
-    def set_config_path(self, path: str) -> None:
-        self.config_path = path
-        self.config_label.setText(f"Settings file: <b>{html.escape(path)}</b>")
-        self._update_buttons()
+    # -- public --------------------------------------------------------------------------
+    def config(self):
+        """The form's TrainConfig (raises UserError when a combination is invalid)."""
+        return self.form.value()
+
+    def set_config(self, config) -> None:
+        self.form.set_config(config)
+        self._mark_custom()
+
+    def load_config_file(self, path: str) -> bool:
+        """Put the settings of a YAML file (e.g. a past run's config.yaml) into the form."""
+        from mlx_lora.errors import UserError
+
+        try:
+            config = self.controller.load_config(path)
+        except UserError as exc:
+            QMessageBox.warning(self, "Cannot load the settings", html.escape(str(exc)))
+            return False
+        # a past run's folder and resume pointer are its own; a new run gets a new folder
+        self.set_config(config.replace(run_dir="", resume=""))
+        self._append_log(f"settings loaded from {path}")
+        return True
 
     def apply_theme(self) -> None:
         if self.charts.widget is not None:
             self.charts.widget.apply_theme()
 
-    def _show_choices(self) -> None:
-        state = self.controller.state
-        self.model_label.setText(f"Model: <b>{html.escape(state.model_label)}</b>")
-        dataset = state.dataset or "none yet (choose one on the Data page)"
-        self.dataset_label.setText(f"Dataset: <b>{html.escape(dataset)}</b>")
+    # -- helpers -------------------------------------------------------------------------
+    def _replace(self, **settings) -> None:
+        """Change some settings without marking the preset "Custom" (model, dataset, preset)."""
+        from mlx_lora.errors import UserError
+
+        self._applying_preset = True
+        try:
+            try:
+                self.form.set_config(self.form.value().replace(**settings))
+            except UserError:  # the form holds an invalid combination: set the fields one by one
+                for name, value in settings.items():
+                    try:
+                        self.form.set_config(self.form.value().replace(**{name: value}))
+                    except UserError:
+                        pass
+        finally:
+            self._applying_preset = False
+
+    def _mark_custom(self) -> None:
+        if not self._applying_preset:
+            self.preset_box.blockSignals(True)
+            self.preset_box.setCurrentText(CUSTOM)
+            self.preset_box.blockSignals(False)
 
     def _update_buttons(self) -> None:
         running = self.controller.is_running()
-        self.start_button.setEnabled(not running and bool(self.config_path))
+        self.start_button.setEnabled(not running)
         self.stop_button.setEnabled(running)
-        self.resume_button.setVisible(not running and bool(self.controller.run_dir))
-        self.copy_button.setEnabled(bool(self.config_path))
+        self.resume_button.setVisible(not running and self.controller.can_resume())
         self.load_button.setEnabled(not running)
+        self.form.setEnabled(not running)
+        self.preset_box.setEnabled(not running)
 
     def _append_log(self, line: str) -> None:
         self.log_view.appendPlainText(line)
@@ -160,35 +220,111 @@ class TrainPage(QWidget):
         if self.charts.widget is None:
             return  # drawn from the history when first shown
         h = self.controller.history
-        self.charts.widget.set_history(h.steps, h.losses, smoothed(h.losses), h.val_steps, h.val_losses, h.learning_rates)
+        self.charts.widget.set_history(h.steps, h.losses, smoothed(h.losses), h.val_steps, h.val_losses,
+                                       h.learning_rates)
+
+    def _reset_run_view(self) -> None:
+        self.banner.setVisible(False)
+        for tile in self.tiles.values():
+            tile.set_value("–")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
 
     # -- slots ---------------------------------------------------------------------------
+    def _on_model_selected(self, spec: str) -> None:
+        self._replace(model=spec)
+
+    def _on_dataset_selected(self, path: str) -> None:
+        self._replace(data=path)
+
+    def _on_preset_chosen(self, name: str) -> None:
+        if name == CUSTOM:
+            return
+        from mlx_lora.presets import preset
+
+        self._replace(**preset(name))
+
+    def _on_form_changed(self) -> None:
+        self._mark_custom()
+
     def _on_load_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load training settings", "", "YAML (*.yaml *.yml)")
         if path:
-            self.set_config_path(path)
+            self.load_config_file(path)
+
+    def _on_save_clicked(self) -> None:
+        from mlx_lora.errors import UserError
+
+        path, _ = QFileDialog.getSaveFileName(self, "Save training settings", "train.yaml", "YAML (*.yaml *.yml)")
+        if not path:
+            return
+        try:
+            self.controller.save_config(self.config(), path)
+        except (UserError, OSError) as exc:
+            QMessageBox.warning(self, "Cannot save the settings", html.escape(str(exc)))
+            return
+        self._append_log(f"settings saved to {path}")
 
     def _on_copy_clicked(self) -> None:
-        QGuiApplication.clipboard().setText(self.controller.command_line(self.config_path))
+        from mlx_lora.errors import UserError
+
+        try:
+            command = self.controller.command_line(self.config())
+        except UserError as exc:
+            QMessageBox.warning(self, "Invalid settings", html.escape(str(exc)))
+            return
+        QGuiApplication.clipboard().setText(command)
 
     def _on_start_clicked(self) -> None:
-        self.banner.setVisible(False)
+        from mlx_lora.errors import UserError
+
+        try:
+            config = self.config()
+            if not config.data.data:
+                raise UserError("choose a dataset first (Data page), or type its path in Data")
+        except UserError as exc:
+            QMessageBox.warning(self, "Cannot start training", html.escape(str(exc)))
+            return
+        self._reset_run_view()
         self.log_view.clear()
-        for tile in self.tiles.values():
-            tile.set_value("–")
         if self.charts.widget is not None:
             self.charts.widget.clear()
-        self.controller.start(self.config_path)
+        self.status_label.setText("Starting: the trainer loads the dataset and the model…")
+        try:
+            self.controller.start(config)
+        except OSError as exc:
+            QMessageBox.warning(self, "Cannot start training", html.escape(str(exc)))
+
+    def _on_stop_clicked(self) -> None:
+        self.status_label.setText("Stopping: the trainer finishes this step and saves a checkpoint…")
+        self.controller.stop()
 
     def _on_resume_clicked(self) -> None:
-        self.banner.setVisible(False)
+        self._reset_run_view()
+        self.status_label.setText("Resuming from the last checkpoint…")
         self.controller.resume()
+        self._redraw()
+
+    def _on_progressed(self, message: str) -> None:
+        self.status_label.setText(message[:1].upper() + message[1:] + "…")
+        self._append_log(message)
 
     def _on_run_started(self, event: dict) -> None:
         total = self.controller.history.total_steps
         self.progress.setRange(0, max(1, total))
-        self.progress.setValue(0)
+        self.progress.setValue(int(event.get("step", 0)))
+        verb = "Resumed" if event.get("resumed") else "Training"
+        facts = []
+        if event.get("trainable_parameters"):
+            facts.append(f"{human_count(event['trainable_parameters'])} trainable parameters")
+        if event.get("train_examples"):
+            facts.append(f"{event['train_examples']} training examples")
+        if event.get("device"):
+            facts.append(str(event["device"]))
+        self.status_label.setText(f"{verb}: {event.get('model', '')} → {event.get('run_dir', '')}"
+                                  + (f"  ·  {' · '.join(facts)}" if facts else ""))
         self._append_log(f"run started: {event.get('run_dir', '')}")
+        self._redraw()
 
     def _on_step_reported(self, event: dict) -> None:
         h = self.controller.history
@@ -210,16 +346,22 @@ class TrainPage(QWidget):
     def _on_eval_reported(self, event: dict) -> None:
         if "val_loss" in event:
             self.tiles["val"].set_value(f"{event['val_loss']:.3f}")
-            self._append_log(f"step {event.get('step')}: validation loss {event['val_loss']:.4f}")
+            what = "baseline (untrained) validation loss" if event.get("step") == 0 else "validation loss"
+            best = "  (best so far)" if event.get("best") else ""
+            self._append_log(f"step {event.get('step')}: {what} {event['val_loss']:.4f}{best}")
         self._redraw()
 
     def _on_run_ended(self, outcome: str, message: str) -> None:
         self._append_log(message)
         self._update_buttons()
+        self.status_label.setText(message)
         if outcome in ("crashed", "failed"):
-            resume = " You can resume from the last checkpoint." if self.controller.run_dir and outcome == "crashed" else ""
+            resume = (" You can resume from the last checkpoint (Resume)."
+                      if self.controller.can_resume() else "")
             self.banner.setText(f"<b>Training {'crashed' if outcome == 'crashed' else 'failed'}.</b> "
                                 f"{html.escape(message)}{resume}")
             self.banner.setVisible(True)
         elif outcome == "finished" and self.controller.history.total_steps:
             self.progress.setValue(self.progress.maximum())
+        elif outcome == "stopped" and self.controller.can_resume():
+            self.status_label.setText(message + " Resume continues from there.")

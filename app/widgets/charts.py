@@ -122,3 +122,47 @@ class LengthHistogram(pg.PlotWidget):
             self.cutoff_note.setText(f"limit {max_seq_length:,} tokens →", color=c["danger"])
         self.setXRange(0, top * 1.05, padding=0)
         self.setYRange(0, max(counts) * 1.1, padding=0)
+
+
+class RunCurves(pg.PlotWidget):
+    """Loss curves of several runs overlaid: each run's smoothed training loss as a line
+    and its validation loss as dashed points, one colour per run."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.legend = self.getPlotItem().addLegend(offset=(-10, 10))
+        self.items: list = []
+        self._curves: dict = {}
+        self.apply_theme()
+
+    def _colors(self) -> list[str]:
+        c = ThemeManager.colors()
+        return [c["series_1"], c["series_2"], c["series_4"], "#af52de", "#ff2d55", "#5ac8fa", c["series_3"]]
+
+    def apply_theme(self) -> None:
+        c = ThemeManager.colors()
+        _style_plot(self, "Loss of the selected runs", "")
+        self.getPlotItem().setLabel("bottom", "step", color=c["secondary"])
+        self.legend.setLabelTextColor(c["text"])
+        self.set_curves(self._curves)
+
+    def set_curves(self, curves: dict) -> None:
+        """``curves``: {label: {"step": […], "loss": […], "val_step": […], "val_loss": […]}}."""
+        from app.controllers.training import smoothed
+
+        self._curves = dict(curves)
+        for item in self.items:
+            self.removeItem(item)
+        self.items = []
+        self.legend.clear()
+        colors = self._colors()
+        for k, (label, curve) in enumerate(curves.items()):
+            color = colors[k % len(colors)]
+            if curve["step"]:
+                self.items.append(self.plot(np.asarray(curve["step"], float), np.asarray(smoothed(curve["loss"]), float),
+                                            pen=pg.mkPen(color, width=2), name=f"{label} · train"))
+            if curve["val_step"]:
+                self.items.append(self.plot(np.asarray(curve["val_step"], float), np.asarray(curve["val_loss"], float),
+                                            pen=pg.mkPen(color, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
+                                            symbol="o", symbolSize=6, symbolBrush=pg.mkBrush(color),
+                                            symbolPen=pg.mkPen(color), name=f"{label} · validation"))

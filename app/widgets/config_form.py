@@ -14,13 +14,51 @@ import dataclasses
 import typing
 from typing import Any
 
+import re
 import types
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLineEdit, QSpinBox, QToolButton,
     QVBoxLayout, QWidget,
 )
+
+
+def format_number(value: float) -> str:
+    """16.0 -> "16", 0.0001 -> "0.0001", 2e-05 -> "2e-05": the shortest text that reads back
+    as the same number (a spin box's fixed decimals would show "16.000000")."""
+    text = f"{value:.6g}"
+    return text if float(text) == value else repr(float(value))
+
+
+class FloatSpinBox(QDoubleSpinBox):
+    """A QDoubleSpinBox that shows numbers as people write them and accepts "1e-4"."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setDecimals(12)  # storage precision; the text is format_number's
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt's name)
+        return format_number(value)
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802
+        try:
+            return float(text.strip().replace(",", "."))
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):
+        stripped = text.strip().replace(",", ".")
+        try:
+            value = float(stripped)
+        except ValueError:
+            # partial input while typing ("1e", "-", "0.") is Intermediate, not Invalid
+            ok = re.fullmatch(r"[-+]?\d*\.?\d*(e[-+]?\d*)?", stripped, re.IGNORECASE) is not None
+            return (QValidator.State.Intermediate if ok else QValidator.State.Invalid), text, pos
+        if self.minimum() <= value <= self.maximum():
+            return QValidator.State.Acceptable, text, pos
+        return QValidator.State.Intermediate, text, pos
 
 
 def _label(name: str) -> str:
@@ -57,8 +95,7 @@ class _Editor:
             w.setRange(int(meta.get("min", -2**31 + 1)), int(meta.get("max", 2**31 - 1)))
             self.get, self.set, self.changed = w.value, lambda v: w.setValue(int(v or 0)), w.valueChanged
         elif base is float:
-            w = QDoubleSpinBox()
-            w.setDecimals(int(meta.get("decimals", 6)))
+            w = FloatSpinBox()
             w.setRange(float(meta.get("min", -1e12)), float(meta.get("max", 1e12)))
             w.setStepType(QDoubleSpinBox.StepType.AdaptiveDecimalStepType)
             self.get, self.set, self.changed = w.value, lambda v: w.setValue(float(v or 0)), w.valueChanged

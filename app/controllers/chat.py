@@ -1,0 +1,184 @@
+"""The Chat page's controller: one model in memory (the base a run trained on, with
+the run's adapter or checkpoint on it), streaming answers in a worker thread.
+
+Everything MLX does here runs in :class:`Job` workers: loading the base, switching
+adapters (no reload when the base is the same) and generating. Each token comes
+back as a ``delta_received`` signal queued to the GUI thread, so the window never
+waits on the model; ``stop`` sets the job's flag, which
+:meth:`ChatSession.stream` checks between every two tokens (a cancel costs at most
+one token). Base and tuned answer the same prompt with the same model: the
+adapter is switched off for the base's answer (``use_adapter=False``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from app.controllers.app_state import AppState
+from app.workers import Job
+
+BASE, TUNED = "base", "tuned"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    base_spec: str
+    adapter: str | None  # the adapter folder, or None for the base alone
+    label: str
+    notes: tuple[str, ...]
+
+
+def _list_runs(reporter, should_stop):
+    from mlx_lora.runs import list_runs
+
+    return [run for run in list_runs() if run.checkpoints]
+
+
+def _load(reporter, should_stop, current, base_spec: str | None, adapter: str | None):
+    """(chat model, session, LoadedModel): reuses ``current`` when its base is the one needed."""
+    from mlx_lora.chat import ChatSession, load_chat_model, resolve_adapter
+
+    files = resolve_adapter(adapter) if adapter else None
+    wanted_base = base_spec or (files.base_model() if files is not None else None) or "demo"
+    if current is not None and current[0].base_spec == wanted_base:
+        chat_model = current[0]
+        if files is not None:
+            chat_model.use_adapter(files)
+        else:
+            chat_model.remove_adapter()
+        notes = tuple(chat_model.notes)
+    else:
+        chat_model = load_chat_model(wanted_base, files, reporter=reporter)
+        notes = tuple(chat_model.notes)
+    session = ChatSession(chat_model.model, chat_model.tokenizer)
+    label = files.label if files is not None else "no adapter"
+    return chat_model, session, LoadedModel(wanted_base, adapter, label, notes)
+
+
+def _answer(reporter, should_stop, session, plan, settings):
+    """Stream each (side, messages, use_adapter) of ``plan`` in turn; every delta goes to the
+    reporter as (side, delta). Returns {side: (text, last delta)}."""
+    answers = {}
+    for side, messages, use_adapter in plan:
+        parts, last = [], None
+        for last in session.stream(messages, settings, should_stop, use_adapter=use_adapter):
+            parts.append(last.text)
+            reporter.emit((side, last))
+        answers[side] = ("".join(parts), last)
+        if last is not None and last.finish_reason == "cancelled":
+            break
+    return answers
+
+
+class ChatController(QObject):
+    runs_listed = Signal(list)  # [RunSummary] with at least one adapter
+    loading = Signal(str)  # what is being loaded
+    model_loaded = Signal(object)  # LoadedModel
+    answer_started = Signal(str)  # side
+    delta_received = Signal(str, object)  # side, ChatDelta
+    answer_finished = Signal(dict)  # {side: (text, last ChatDelta)}
+    busy_changed = Signal(bool)
+    failed = Signal(str)
+
+    def __init__(self, state: AppState) -> None:
+        super().__init__()
+        self.state = state
+        self.loaded: LoadedModel | None = None
+        self._model = None  # (ChatModel, ChatSession), touched only by jobs
+        self._job: Job | None = None
+        self._list_job: Job | None = None
+        self.conversations: dict[str, list[dict]] = {BASE: [], TUNED: []}
+        self._pending_sides: list[str] = []
+
+    # -- state -----------------------------------------------------------------------
+    def is_busy(self) -> bool:
+        return self._job is not None
+
+    def is_answering(self) -> bool:
+        return self._job is not None and self._job.name == "answer"
+
+    # -- actions ---------------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        if self._list_job is not None:
+            return
+        job = Job(_list_runs, name="list runs")
+        job.finished.connect(self.runs_listed.emit)
+        job.failed.connect(self.failed)
+        job.done.connect(lambda: setattr(self, "_list_job", None))
+        self._list_job = job
+        job.start()
+
+    def load(self, adapter: str | Path | None) -> None:
+        """Load the adapter's base with the adapter on it (a run folder, best/ or
+        checkpoints/step-N), or the app's selected model alone when ``adapter`` is None."""
+        if self._job is not None:
+            return
+        adapter = str(adapter) if adapter else None
+        base = None if adapter else self.state.model
+        self.loading.emit(Path(adapter).name if adapter else self.state.model_label)
+        self._start(Job(_load, self._model, base, adapter, name="load"), self._on_loaded)
+
+    def send(self, text: str, settings, compare: bool) -> None:
+        """Ask the tuned model (and the base, when ``compare``) to answer ``text``. Each side
+        keeps its own conversation; both sample with the same seed."""
+        if self._job is not None or self._model is None or not text.strip():
+            return
+        if compare and settings.seed is None:
+            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
+        sides = [BASE, TUNED] if compare and self.loaded and self.loaded.adapter else [TUNED]
+        plan = []
+        for side in sides:
+            self.conversations[side].append({"role": "user", "content": text})
+            plan.append((side, list(self.conversations[side]), side == TUNED))
+        self._pending_sides = sides
+        job = Job(_answer, self._model[1], plan, settings, name="answer")
+        job.failed.connect(lambda _message: self._on_answered({}))
+        job.event_emitted.connect(self._on_delta)
+        self._start(job, self._on_answered)
+        for side in sides:
+            self.answer_started.emit(side)
+
+    def stop(self) -> None:
+        if self._job is not None and self._job.name == "answer":
+            self._job.cancel()
+
+    def clear(self) -> None:
+        self.conversations = {BASE: [], TUNED: []}
+
+    # -- internals -----------------------------------------------------------------------
+    def _start(self, job: Job, on_finished) -> None:
+        job.finished.connect(on_finished)
+        job.failed.connect(self.failed)
+        job.cancelled.connect(lambda: on_finished({}) if job.name == "answer" else None)
+        job.done.connect(self._on_job_done)
+        self._job = job
+        self.busy_changed.emit(True)
+        job.start()
+
+    def _on_job_done(self) -> None:
+        self._job = None
+        self.busy_changed.emit(False)
+
+    def _on_loaded(self, result) -> None:
+        chat_model, session, loaded = result
+        self._model = (chat_model, session)
+        self.loaded = loaded
+        self.clear()
+        self.model_loaded.emit(loaded)
+
+    def _on_delta(self, event) -> None:
+        side, delta = event
+        self.delta_received.emit(side, delta)
+
+    def _on_answered(self, answers: dict) -> None:
+        for side in self._pending_sides:
+            if side in answers:
+                self.conversations[side].append({"role": "assistant", "content": answers[side][0]})
+            elif self.conversations[side] and self.conversations[side][-1]["role"] == "user":
+                self.conversations[side].pop()  # never answered (cancelled before its turn, or failed)
+        self._pending_sides = []
+        self.answer_finished.emit(answers)
