@@ -251,7 +251,7 @@ class InstalledAdapter:
     def structure(self) -> tuple:
         p = self.lora_parameters
         keys = tuple(sorted(p.get("keys") or ())) if p.get("keys") is not None else None
-        return (self.fine_tune_type, self.num_layers, p.get("rank"), keys, len(self.parts))
+        return (self.fine_tune_type, self.num_layers, p.get("rank"), keys, bool(p.get("combined")), len(self.parts))
 
 
 def installed_adapter(model) -> InstalledAdapter | None:

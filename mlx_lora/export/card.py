@@ -119,10 +119,10 @@ def model_card(*, fmt: str, base_model: str, adapter_config: dict, run_config: d
         "adapter": "the LoRA adapter in mlx-lm's format",
     }[fmt]
     gguf_file = next((f for f in files if f.endswith(".gguf")), "model.gguf")
-    usage = USAGE[fmt].format(repo=repo or ".", base=base_model, file=gguf_file)
+    usage = USAGE[fmt].format(repo=repo or "path/to/this/folder", base=base_model, file=gguf_file)
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-        f"# {repo.split('/')[-1] if repo else 'Fine-tuned ' + base_model.split('/')[-1]}", "",
+        f"# {repo.split('/')[-1] if repo else base_model.split('/')[-1] + ' (fine-tuned)'}", "",
         f"This is {what}{f', quantised to {quantize} bits' if quantize else ''}, made with MLX LoRA Studio "
         f"{__version__}.", "",
         f"- base model: `{base_model}`", f"- files: {', '.join(f'`{f}`' for f in files)}", "",

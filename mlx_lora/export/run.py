@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -155,7 +156,8 @@ def export_run(
     session = ChatSession(reference.model, reference.tokenizer)
     prompt_ids = verify.prompt_token_ids(session, prompts)
     reference_logits = verify.reference_from_model(reference.model)
-    notes = list(reference.notes)
+    notes = [f"checked in float32 against the base as the run trained on it ({'; '.join(reference.notes)})"] \
+        if reference.notes else []
     checks: list[ExportVerified] = []
 
     def record(check: ExportVerified) -> None:
@@ -177,8 +179,13 @@ def export_run(
         by_prompt = {tuple(ids): mx.array(out)[None] for ids, out in zip(prompt_ids, logits)}
         compare(check, lambda batch: by_prompt[tuple(batch[0])], thresholds, batch_size=1)
 
+    if base_spec == "demo":
+        notes.append(f"the base is the app's embedded 4-bit (Q4_1) GGUF of {DEMO_REPO}, dequantised before fusing")
     written: list[str] = []
     with atomic.atomic_dir(out_dir) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a temporary folder is private (0700); the export is an ordinary folder
         if format in ("mlx", "hf", "gguf"):
             from mlx_lora.export.fused import fused_model, save_model_folder
 
@@ -261,7 +268,7 @@ def export_run(
         (tmp / "README.md").write_text(model_card(
             fmt=format, base_model=base_model_name(base_spec), adapter_config=files.config,
             run_config=files.run_config(), run_dir=files.run_dir, checks=[c.to_dict() for c in checks],
-            files=sorted(written), quantize=quantize, repo=push, notes=notes), encoding="utf-8")
+            files=sorted(written), quantize=quantize, repo=push or out_dir.name, notes=notes), encoding="utf-8")
         if not all(c.passed for c in checks):
             raise ExportVerificationFailed(out_dir, checks, quantize)
 

@@ -5,6 +5,7 @@ and writes nothing; the folder is atomic; the model card tells the run's story."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -61,6 +62,9 @@ def test_fused_mlx_folder_loads_with_mlx_lm_and_answers_like_base_plus_adapter(m
             "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "README.md",
             "verification.json"} <= names
     assert not any(n.endswith((".py", ".bin", ".pt")) for n in names)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder, not the temporary's 0700
     tuned, base = tuned_and_base_logits(tiny_run)
     fused = mlx_lm_logits(out)
     assert mx.abs(fused - tuned).max().item() < 1e-4
