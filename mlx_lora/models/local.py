@@ -7,13 +7,18 @@ A model can be named as:
 - a Hub repo id (``org/name``), downloaded into the Hugging Face cache.
 
 Only safetensors weights are ever loaded (never pickle), and
-``trust_remote_code`` is never set.
+``trust_remote_code`` is never set. Every safetensors file's header is checked
+before anything loads it (:func:`check_safetensors`): a truncated download or a
+corrupt/hostile header is a :class:`UserError` naming the file, not an error
+from inside MLX.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import struct
 from pathlib import Path
 
 from mlx_lora import paths
@@ -21,6 +26,67 @@ from mlx_lora.errors import UserError
 from mlx_lora.events import NullReporter, Reporter
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+# The safetensors format: u64 little-endian header length, a JSON header, then the data.
+# 100 MB is the safetensors library's own limit on the header (N_LEN / MAX_HEADER_SIZE).
+MAX_SAFETENSORS_HEADER = 100_000_000
+_DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6,
+               "F6_E3M2": 6, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+               "I64": 64, "U64": 64, "F64": 64, "C64": 64}
+
+
+def check_safetensors(path: Path) -> dict:
+    """Read and check a safetensors file's header without loading any tensor: the header
+    fits the file, is a JSON object of tensors whose dtype, shape and data offsets agree
+    and lie inside the file. Returns the header; raises :class:`UserError` naming the file."""
+    def bad(why: str) -> UserError:
+        return UserError(f"{path}: not a valid safetensors file ({why}); it may be an incomplete download — "
+                         "delete it and download the model again")
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise bad(f"{size} bytes, shorter than the 8-byte header length")
+            (length,) = struct.unpack("<Q", head)
+            if length > MAX_SAFETENSORS_HEADER:
+                raise bad(f"header of {length:,} bytes; at most {MAX_SAFETENSORS_HEADER:,} are allowed")
+            if 8 + length > size:
+                raise bad(f"header of {length:,} bytes in a file of {size:,} bytes: the file is cut short")
+            raw = fh.read(length)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(f"the header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    data_size = size - 8 - length
+    for key, info in header.items():
+        name = key if len(key) <= 80 else key[:77] + "..."  # a hostile name is not echoed whole
+        if name == "__metadata__":
+            if info is not None and not isinstance(info, dict):  # mlx writes null for no metadata
+                raise bad("__metadata__ is not an object")
+            continue
+        if not isinstance(info, dict):
+            raise bad(f"tensor {name!r} is not described by an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in _DTYPE_BITS:
+            raise bad(f"tensor {name!r} has an unknown dtype {str(dtype)[:20]!r}")
+        if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+            raise bad(f"tensor {name!r} has a bad shape {str(shape)[:80]}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            raise bad(f"tensor {name!r} has bad data offsets {str(offsets)[:80]}")
+        if offsets[1] > data_size:
+            raise bad(f"tensor {name!r} ends at byte {offsets[1]:,} of a data section of {data_size:,} bytes: "
+                      "the file is cut short")
+        if offsets[1] - offsets[0] != math.ceil(math.prod(shape) * _DTYPE_BITS[dtype] / 8):
+            raise bad(f"tensor {name!r}: {offsets[1] - offsets[0]:,} bytes do not hold a {dtype} tensor of "
+                      f"shape {tuple(shape)}")
+    return header
 
 
 def check_model_folder(folder: Path) -> Path:
@@ -36,8 +102,12 @@ def check_model_folder(folder: Path) -> Path:
         raise UserError(f"{folder}: no *.safetensors weights found")
     try:
         config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{folder / 'config.json'}: cannot be read: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{folder / 'config.json'}: not a model config (expected a JSON object)")
+    for weights in sorted(folder.glob("*.safetensors")):
+        check_safetensors(weights)
     if "model_file" in config or config.get("auto_map"):
         # mlx-lm would need trust_remote_code for model_file; we never set it.
         if "model_file" in config:

@@ -50,7 +50,7 @@ from mlx_lora.train.events import (
 )
 from mlx_lora.train.methods import PreparedModel, prepare_model, trained_weights
 from mlx_lora.train.optim import Optimizer, learning_rate_at
-from mlx_lora.train.run_folder import NonFiniteError, RunFolder, default_run_dir
+from mlx_lora.train.run_folder import NonFiniteError, RunFolder, check_checkpoint_fits, default_run_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +150,14 @@ def train(config: TrainConfig, reporter: Reporter = NullReporter(),
         out.emit(RunFailed(trainer.progress.step if trainer else 0, str(out.folder.path) if out.folder else "",
                            _latest(out.folder), str(exc)))
         raise
+    except MemoryError:
+        # Python's out-of-memory (MLX's Metal one aborts the process; the app reports that)
+        step = trainer.progress.step if trainer else 0
+        latest = _latest(out.folder)
+        out.emit(RunFailed(step, str(out.folder.path) if out.folder else "", latest,
+                           f"out of memory at step {step}: try a smaller batch size, max_seq_length or model"
+                           + (f"; continue with: mlx-lora train --resume {out.folder.path}" if latest else "")))
+        raise
     except Exception as exc:
         out.emit(RunFailed(trainer.progress.step if trainer else 0, str(out.folder.path) if out.folder else "",
                            _latest(out.folder), f"internal error ({type(exc).__name__}: {exc}); please report it"))
@@ -223,10 +231,9 @@ class _Trainer:
 
     def _restore(self, checkpoint) -> None:
         model = self.prepared.model
-        expected = dict(tree_flatten(model.trainable_parameters()))
-        if set(checkpoint.weights) != set(expected):
-            raise UserError(f"{checkpoint.path}: the checkpoint's weights do not match the model this config "
-                            "builds (was the base model changed?)")
+        # names AND shapes, before anything is loaded (load_weights(strict=False) checks neither)
+        check_checkpoint_fits(checkpoint, dict(tree_flatten(model.trainable_parameters())),
+                              dict(tree_flatten(self.optimizer.state)))
         model.load_weights(list(checkpoint.weights.items()), strict=False)
         state = self.optimizer.state
         for path, value in checkpoint.optimizer.items():

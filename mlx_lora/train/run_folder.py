@@ -19,14 +19,30 @@ kill at any moment leaves the previous checkpoint and pointer intact.
 ``metrics.jsonl`` is the one exception: it is appended a line at a time
 (rewriting the whole file per event would cost O(events²)); a kill can leave a
 torn last line, which the reader skips and a resume cuts away.
+
+What a kill leaves behind is tidied by the next writer: the first checkpoint a
+process saves first removes stale temporaries (dot-names holding ``.tmp``) and
+puts back a ``best/`` parked by a kill mid-replace (:func:`mlx_lora.atomic.recover_dir`).
+Old checkpoints are pruned by renaming them to a temporary name first, so a kill
+mid-delete never leaves a half-deleted ``step-N``. tests/reliability kills runs
+at every one of these moments (``fault_point`` phases).
+
+Safetensors files are written through a Python file object, not a path: given a
+path, ``mx.save_safetensors`` ignores write errors (a full disk gave a short
+file and no error, measured with /dev/full), and the rename would then publish
+a broken checkpoint. A failed write (disk full, …) is a :class:`UserError`
+saying so; the previous checkpoint and ``latest`` are untouched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 import re
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +50,7 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_lora import paths
-from mlx_lora.atomic import atomic_dir, atomic_path, write_json, write_text
+from mlx_lora.atomic import atomic_dir, atomic_path, fault_point, recover_dir, write_json, write_text
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import Event
@@ -44,6 +60,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_PARKED = re.compile(r"^\.(.+)\.old$")  # a folder atomic_dir was replacing (mlx_lora.atomic)
 
 
 class NonFiniteError(Exception):
@@ -73,9 +90,47 @@ def _check_finite(tensors: dict[str, mx.array], what: str) -> None:
         raise NonFiniteError(f"{what}: {len(bad)} tensor(s) are NaN or infinite (first: {bad[0]})")
 
 
+def _write_safetensors(path: Path, tensors: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+    # a file object, not a path: only then do write errors (ENOSPC…) raise (module docstring)
+    with open(path, "wb") as fh:
+        mx.save_safetensors(fh, tensors, metadata=metadata)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, indent=2) + "\n")
+
+
 def save_safetensors(path: Path, tensors: dict[str, mx.array]) -> None:
     with atomic_path(path) as tmp:
-        mx.save_safetensors(str(tmp), tensors, metadata={"format": "mlx"})
+        _write_safetensors(tmp, tensors, {"format": "mlx"})
+        fault_point("adapter.written")  # whole in its temporary file, not yet renamed
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and ".tmp" in name
+
+
+def check_checkpoint_fits(checkpoint: "Checkpoint", weights: dict[str, mx.array],
+                          optimizer_state: dict[str, mx.array]) -> None:
+    """Refuse a checkpoint whose tensors do not fit the model (and optimiser) the run's config
+    builds, naming the tensor and both shapes; nothing is loaded before this passes."""
+    problems = []
+    for what, saved, expected in (("weight", checkpoint.weights, weights),
+                                  ("optimizer state", checkpoint.optimizer, optimizer_state)):
+        for name in sorted(set(saved) | set(expected)):
+            if name not in expected:
+                problems.append(f"{name}: the model has no such {what}")
+            elif name not in saved:
+                problems.append(f"{name}: missing from the checkpoint")
+            elif tuple(saved[name].shape) != tuple(expected[name].shape):
+                problems.append(f"{name}: the checkpoint's tensor has shape {tuple(saved[name].shape)} but this "
+                                f"model needs {tuple(expected[name].shape)}")
+    if problems:
+        shown = problems[:8] + ([f"… and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise UserError(f"{checkpoint.path}: this checkpoint does not fit the model the run's config builds "
+                        "(was the base model or a LoRA setting — rank, layers, targets — changed?)\n  "
+                        + "\n  ".join(shown))
 
 
 @dataclasses.dataclass
@@ -134,25 +189,65 @@ class RunFolder:
                         optimizer_state: dict[str, mx.array], trainer_state: dict[str, Any],
                         best: bool, keep: int) -> Path:
         """Write checkpoints/step-N whole, then the run's adapter, then (if best) best/, then the
-        ``latest`` pointer; refuses NaN/inf tensors."""
+        ``latest`` pointer; refuses NaN/inf tensors. A failed write (disk full…) is a UserError;
+        whatever was complete before stays as it was."""
         _check_finite(weights, f"adapter at step {step}")
         _check_finite(optimizer_state, f"optimizer state at step {step}")
         target = self.checkpoints / f"step-{step}"
-        with atomic_dir(target) as tmp:
-            mx.save_safetensors(str(tmp / ADAPTER_FILE), weights, metadata={"format": "mlx"})
-            mx.save_safetensors(str(tmp / OPTIMIZER_FILE), optimizer_state)
-            (tmp / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2) + "\n")
-            (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
-        save_safetensors(self.path / ADAPTER_FILE, weights)
-        write_json(self.path / ADAPTER_CONFIG, adapter_config)
-        if best:
-            with atomic_dir(self.best) as tmp:
-                mx.save_safetensors(str(tmp / ADAPTER_FILE), weights, metadata={"format": "mlx"})
-                (tmp / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2) + "\n")
-                (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
-        write_text(self.latest_path, f"checkpoints/step-{step}\n")
-        self.prune(keep)
+        try:
+            self._tidy_once()
+            with atomic_dir(target) as tmp:
+                _write_safetensors(tmp / ADAPTER_FILE, weights, {"format": "mlx"})
+                fault_point("checkpoint.partial")  # the step folder half-written
+                _write_safetensors(tmp / OPTIMIZER_FILE, optimizer_state)
+                _write_json(tmp / ADAPTER_CONFIG, adapter_config)
+                _write_json(tmp / STATE_FILE, trainer_state)
+                fault_point("checkpoint.written")  # whole, not yet renamed into place
+            save_safetensors(self.path / ADAPTER_FILE, weights)
+            write_json(self.path / ADAPTER_CONFIG, adapter_config)
+            if best:
+                with atomic_dir(self.best) as tmp:
+                    _write_safetensors(tmp / ADAPTER_FILE, weights, {"format": "mlx"})
+                    _write_json(tmp / ADAPTER_CONFIG, adapter_config)
+                    _write_json(tmp / STATE_FILE, trainer_state)
+            fault_point("latest.before")  # everything written but the pointer
+            write_text(self.latest_path, f"checkpoints/step-{step}\n")
+            self.prune(keep)
+        except OSError as exc:
+            raise UserError(self._write_failed(step, exc)) from exc
         return target
+
+    def _write_failed(self, step: int, exc: OSError) -> str:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = f"the disk is full ({exc.strerror})"
+            advice = "free some space"
+        else:
+            what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+            advice = "fix that"
+        latest = self.latest_checkpoint()
+        kept = (f"the last complete checkpoint, {latest.relative_to(self.path)}, is intact"
+                if latest else "no earlier checkpoint exists, so the run must start again")
+        return (f"could not save the checkpoint of step {step} in {self.path}: {what}. Nothing half-written was "
+                f"kept and {kept}; {advice}, then continue with: mlx-lora train --resume {self.path}")
+
+    def _tidy_once(self) -> None:
+        """Once per process, before its first checkpoint: remove what a killed writer left
+        (temporaries) and put back a folder parked by a kill inside atomic_dir."""
+        if getattr(self, "_tidied", False):
+            return
+        self._tidied = True
+        for folder in (self.path, self.checkpoints):
+            if not folder.is_dir():
+                continue
+            for entry in list(folder.iterdir()):
+                parked = _PARKED.match(entry.name)
+                if parked and recover_dir(folder / parked.group(1)):
+                    continue
+                if _is_temporary(entry.name) or parked:
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
 
     def checkpoint_steps(self) -> list[int]:
         if not self.checkpoints.is_dir():
@@ -175,7 +270,11 @@ class RunFolder:
         for step in self.checkpoint_steps()[:-keep]:
             folder = self.checkpoints / f"step-{step}"
             if folder != latest:
-                shutil.rmtree(folder, ignore_errors=True)
+                # renamed out of sight first: a kill mid-delete leaves a temporary, not a half step-N
+                doomed = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp-deleting", dir=self.checkpoints))
+                os.replace(folder, doomed / folder.name)
+                fault_point("prune")
+                shutil.rmtree(doomed, ignore_errors=True)
 
     def load_checkpoint(self, path: Path | None = None) -> Checkpoint:
         path = path or self.latest_checkpoint()
