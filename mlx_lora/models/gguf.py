@@ -457,7 +457,10 @@ def import_gguf(
     }
     reporter.emit(Progress("import-gguf", "writing the MLX folder", 2, 3))
     with atomic.atomic_dir(out_dir) as tmp:
-        mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
+        # through a file object: given a path, mx.save_safetensors ignores write errors (a full
+        # disk gives a short file and no error), and the folder would be published broken
+        with open(tmp / "model.safetensors", "wb") as fh:
+            mx.save_safetensors(fh, weights, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "generation_config.json").write_text(json.dumps(generation_config, indent=2))
         for name, text in tokenizer_files.items():

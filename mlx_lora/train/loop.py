@@ -47,6 +47,7 @@ from mlx_lora.train.events import (
     RunStarted,
     RunStopped,
     StepReport,
+    TERMINAL_EVENTS,
 )
 from mlx_lora.train.methods import PreparedModel, prepare_model, trained_weights
 from mlx_lora.train.optim import Optimizer, learning_rate_at
@@ -130,7 +131,13 @@ class _Logged:
 
     def emit(self, event: Event) -> None:
         if self.folder is not None:
-            self.folder.log(event)
+            try:
+                self.folder.log(event)
+            except UserError:
+                # metrics.jsonl cannot be written (disk full): the run fails with that reason,
+                # and the event that says so still reaches the caller
+                if not isinstance(event, TERMINAL_EVENTS):
+                    raise
         self.reporter.emit(event)
 
 

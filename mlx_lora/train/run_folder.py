@@ -164,9 +164,12 @@ class RunFolder:
     def log(self, event: Event) -> None:
         if not hasattr(event, "step"):
             return
-        with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(event.to_json() + "\n")
-            fh.flush()
+        try:
+            with open(self.metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(event.to_json() + "\n")
+                fh.flush()
+        except OSError as exc:
+            raise UserError(self._write_failed(f"could not write {self.metrics_path}", exc)) from exc
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
@@ -214,21 +217,22 @@ class RunFolder:
             write_text(self.latest_path, f"checkpoints/step-{step}\n")
             self.prune(keep)
         except OSError as exc:
-            raise UserError(self._write_failed(step, exc)) from exc
+            raise UserError(self._write_failed(f"could not save the checkpoint of step {step} in {self.path}",
+                                               exc, "nothing half-written was kept and ")) from exc
         return target
 
-    def _write_failed(self, step: int, exc: OSError) -> str:
+    def _write_failed(self, doing: str, exc: OSError, note: str = "") -> str:
+        """A failed write in plain words: what, why, what is still safe, what to do."""
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            what = f"the disk is full ({exc.strerror})"
-            advice = "free some space"
+            what, advice = f"the disk is full ({exc.strerror})", "free some space"
         else:
             what = f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
             advice = "fix that"
         latest = self.latest_checkpoint()
-        kept = (f"the last complete checkpoint, {latest.relative_to(self.path)}, is intact"
-                if latest else "no earlier checkpoint exists, so the run must start again")
-        return (f"could not save the checkpoint of step {step} in {self.path}: {what}. Nothing half-written was "
-                f"kept and {kept}; {advice}, then continue with: mlx-lora train --resume {self.path}")
+        if latest is None:
+            return f"{doing}: {what}. {note}No checkpoint was saved before it, so the run must start again"
+        return (f"{doing}: {what}. {note}The last complete checkpoint, {latest.relative_to(self.path)}, is intact; "
+                f"{advice}, then continue with: mlx-lora train --resume {self.path}")
 
     def _tidy_once(self) -> None:
         """Once per process, before its first checkpoint: remove what a killed writer left
