@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test demo clean-venv
+.PHONY: setup run test demo clean-venv package package-test
 
 setup: $(STAMP)
 
@@ -30,3 +30,13 @@ demo: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The desktop app as a bundle: dist/MLX-LoRA-Studio/ (Linux), dist/MLX LoRA Studio.app + .dmg (macOS).
+package: setup
+	@$(BIN)/python -c 'import PyInstaller' 2>/dev/null || $(BIN)/python -m pip install -q 'pyinstaller>=6.10,<7'
+	PYTHON=$(BIN)/python bash packaging/build.sh
+
+# Starts the built bundle offscreen and checks it (builds it first if there is none).
+package-test: setup
+	@test -e dist/MLX-LoRA-Studio/MLX-LoRA-Studio -o -e "dist/MLX LoRA Studio.app" || $(MAKE) package
+	$(BIN)/python packaging/smoke_test.py

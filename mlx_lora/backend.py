@@ -9,7 +9,8 @@ resolve MLX's ``cblas_sgemm`` to OpenBLAS: 170 GFLOP/s on the same machine
 Order of preference: the system's ``libopenblas.so.0`` (Debian/Ubuntu
 ``libopenblas0-pthread``), then the one in the ``cmeel-openblas`` wheel (which
 needs the system's ``libgfortran.so.5``). Where neither loads we warn once and
-carry on with the slow BLAS.
+carry on with the slow BLAS. In a PyInstaller bundle (``sys.frozen``) the OpenBLAS
+shipped in the bundle comes first (packaging/mlx_lora_studio.spec puts it there).
 
 This module must not import ``mlx.core`` at import time.
 """
@@ -57,6 +58,26 @@ def _cmeel_candidates() -> list[str]:
     return out
 
 
+def _bundled_candidates() -> list[str]:
+    """In a frozen bundle: its own ``libopenblas.so.0``, after loading the
+    ``libgfortran.so.5``/``libquadmath.so.0`` shipped beside it by absolute path, so
+    the dynamic linker reuses those (matched by soname) instead of needing the
+    system's — a onedir bundle does not put its folder on the library search path."""
+    if not getattr(sys, "frozen", False):
+        return []
+    root = Path(getattr(sys, "_MEIPASS", Path(sys.executable).resolve().parent))
+    blas = root / "libopenblas.so.0"
+    if not blas.exists():
+        return []
+    for dependency in ("libquadmath.so.0", "libgfortran.so.5"):  # the order they need each other
+        if (root / dependency).exists():
+            try:
+                ctypes.CDLL(str(root / dependency))
+            except OSError as exc:
+                log.debug("bundled %s did not load: %s", dependency, exc)
+    return [str(blas)]
+
+
 def _openblas_config(lib: ctypes.CDLL) -> str:
     try:
         fn = lib.openblas_get_config
@@ -84,7 +105,7 @@ def preload_blas() -> BlasStatus:
     if "mlx.core" in sys.modules:
         log.warning("mlx.core was imported before mlx_lora: OpenBLAS preload is too late")
     errors = []
-    for candidate in (*_SYSTEM_CANDIDATES, *_cmeel_candidates()):
+    for candidate in (*_bundled_candidates(), *_SYSTEM_CANDIDATES, *_cmeel_candidates()):
         try:
             lib = ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:
