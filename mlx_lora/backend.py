@@ -87,6 +87,44 @@ def _openblas_config(lib: ctypes.CDLL) -> str:
         return ""
 
 
+# Cores of single-target OpenBLAS builds and the CPU flag their kernels need. The
+# cmeel-openblas 0.3.31 wheel is built for SKYLAKEX only (no DYNAMIC_ARCH): on a CPU
+# without AVX-512 its sgemm would die with SIGILL, so it is refused there.
+_CORE_NEEDS = {
+    "SKYLAKEX": "avx512f", "COOPERLAKE": "avx512f", "SAPPHIRERAPIDS": "avx512f",
+    "HASWELL": "avx2", "ZEN": "avx2",
+}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _unsupported_by_cpu(lib: ctypes.CDLL) -> str | None:
+    """Why this OpenBLAS build cannot run on this CPU, or None when it can."""
+    config = _openblas_config(lib)
+    if not config or "DYNAMIC_ARCH" in config:
+        return None
+    try:
+        fn = lib.openblas_get_corename
+        fn.restype = ctypes.c_char_p
+        core = fn().decode(errors="replace").strip().upper()
+    except (AttributeError, OSError):
+        return None
+    needed = _CORE_NEEDS.get(core)
+    flags = _cpu_flags()
+    if needed and flags and needed not in flags:
+        return f"built only for {core} CPUs, and this CPU lacks {needed}"
+    return None
+
+
 def preload_blas() -> BlasStatus:
     """Load an OpenBLAS globally so MLX's CPU matmuls use it (Linux only).
 
@@ -107,10 +145,16 @@ def preload_blas() -> BlasStatus:
     errors = []
     for candidate in (*_bundled_candidates(), *_SYSTEM_CANDIDATES, *_cmeel_candidates()):
         try:
-            lib = ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+            # Load privately first: its symbols must not reach MLX unless its kernels suit this CPU.
+            probe = ctypes.CDLL(candidate, mode=ctypes.RTLD_LOCAL)
         except OSError as exc:
             errors.append(f"{candidate}: {exc}")
             continue
+        reason = _unsupported_by_cpu(probe)
+        if reason:
+            errors.append(f"{candidate}: {reason}")
+            continue
+        lib = ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)  # promotes the loaded library
         _status = BlasStatus("OpenBLAS", candidate, _openblas_config(lib))
         return _status
     log.warning(
