@@ -16,7 +16,7 @@ import dataclasses
 import random
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from app.controllers.app_state import AppState
 from app.workers import Job
@@ -93,6 +93,12 @@ class ChatController(QObject):
         self._list_job: Job | None = None
         self.conversations: dict[str, list[dict]] = {BASE: [], TUNED: []}
         self._pending_sides: list[str] = []
+        # One thread, kept alive, for every MLX call on the chat model: mlx-lm makes its
+        # generation stream on import, in whichever thread imports it, and MLX keeps
+        # per-thread stream state; one thread keeps load and generation together.
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._pool.setExpiryTimeout(-1)
 
     # -- state -----------------------------------------------------------------------
     def is_busy(self) -> bool:
@@ -136,7 +142,6 @@ class ChatController(QObject):
             plan.append((side, list(self.conversations[side]), side == TUNED))
         self._pending_sides = sides
         job = Job(_answer, self._model[1], plan, settings, name="answer")
-        job.failed.connect(lambda _message: self._on_answered({}))
         job.event_emitted.connect(self._on_delta)
         self._start(job, self._on_answered)
         for side in sides:
@@ -151,17 +156,23 @@ class ChatController(QObject):
 
     # -- internals -----------------------------------------------------------------------
     def _start(self, job: Job, on_finished) -> None:
-        job.finished.connect(on_finished)
-        job.failed.connect(self.failed)
-        job.cancelled.connect(lambda: on_finished({}) if job.name == "answer" else None)
-        job.done.connect(self._on_job_done)
+        # The job counts as done before anyone hears its result: a listener that acts on
+        # model_loaded at once (a test, a queued send) must find the controller free. The
+        # Job's own ``done`` signal comes later, queued behind ``finished``.
+        job.finished.connect(lambda result: self._end(job, on_finished, result))
+        job.failed.connect(lambda message: self._end(job, lambda m: (
+            self._on_answered({}) if job.name == "answer" else None, self.failed.emit(m)), message))
+        job.cancelled.connect(lambda: self._end(job, on_finished if job.name == "answer" else None, {}))
         self._job = job
         self.busy_changed.emit(True)
-        job.start()
+        job.start(self._pool)
 
-    def _on_job_done(self) -> None:
-        self._job = None
-        self.busy_changed.emit(False)
+    def _end(self, job: Job, then, value) -> None:
+        if self._job is job:
+            self._job = None
+            self.busy_changed.emit(False)
+        if then is not None:
+            then(value)
 
     def _on_loaded(self, result) -> None:
         chat_model, session, loaded = result

@@ -73,10 +73,10 @@ class ExportController(QObject):
         job = Job(_export, str(adapter_dir), str(out_dir), fmt, quantize, push or None, private,
                   self.export_options, name="export")
         job.event_emitted.connect(self._on_event)
-        job.finished.connect(self.export_finished)
-        job.failed.connect(self.failed)
-        job.cancelled.connect(self.cancelled)
-        job.done.connect(self._on_done)
+        # free before the result is heard, so a listener may export again at once
+        job.finished.connect(lambda result: (self._on_done(), self.export_finished.emit(result)))
+        job.failed.connect(lambda message: (self._on_done(), self.failed.emit(message)))
+        job.cancelled.connect(lambda: (self._on_done(), self.cancelled.emit()))
         self._job = job
         self.busy_changed.emit(True)
         job.start()
@@ -86,8 +86,9 @@ class ExportController(QObject):
             self._job.cancel()
 
     def _on_done(self) -> None:
-        self._job = None
-        self.busy_changed.emit(False)
+        if self._job is not None:
+            self._job = None
+            self.busy_changed.emit(False)
 
     def _on_event(self, event) -> None:
         kind = getattr(event, "kind", "")

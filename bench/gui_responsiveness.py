@@ -1,0 +1,210 @@
+"""GUI responsiveness: how fast the window shows, and the longest stall of the GUI
+thread while training runs (through the supervisor) and while chat streams.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/gui_responsiveness.py [--iters 20] [--tokens 64]
+
+(a) launch → window shown: a child interpreter is started with the parent's clock
+    reading; it builds the real MainWindow, shows it, and prints the time at its
+    first paint (an event filter on the window's Expose/Paint). Repeated 3 times;
+    median reported. Goal < 2 s.
+(b) GUI-thread stalls: a QTimer fires every 10 ms and records the gap between
+    firings; "stall" = the longest gap minus the 10 ms period. Measured idle (the
+    baseline, same process), while the real trainer runs the demo model on the pirate
+    sample for ``--iters`` steps (every event parsed and charted on the GUI thread),
+    while the chat model loads, and while the tuned model streams ``--tokens`` tokens
+    beside the base. Goal < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PERIOD_MS = 10
+
+
+def _child_launch(stamp: float) -> int:
+    """Runs in the child: build and show the window, print seconds since ``stamp`` at first paint."""
+    import mlx_lora  # noqa: F401
+    from PySide6.QtCore import QEvent, QObject, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app import settings_store
+    from app.main_window import MainWindow
+
+    settings_store.apply_to_environment()
+    app = QApplication([])
+    window = MainWindow()
+
+    class FirstPaint(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() in (QEvent.Type.Paint, QEvent.Type.Expose, QEvent.Type.UpdateRequest):
+                print(f"shown {time.time() - stamp:.3f}", flush=True)
+                obj.removeEventFilter(self)
+                QTimer.singleShot(0, app.quit)
+            return False
+
+    watcher = FirstPaint()
+    window.installEventFilter(watcher)
+    window.show()
+    app.exec()
+    return 0
+
+
+def measure_launch(repeats: int = 3) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        stamp = time.time()
+        out = subprocess.run([sys.executable, __file__, "--child-launch", repr(stamp)], capture_output=True,
+                             text=True, timeout=120, env={**os.environ})
+        line = next((l for l in out.stdout.splitlines() if l.startswith("shown ")), None)
+        if line is None:
+            raise RuntimeError(f"the child did not show its window:\n{out.stderr[-2000:]}")
+        times.append(float(line.split()[1]))
+    return times
+
+
+class GapRecorder:
+    """A 10 ms QTimer; ``gaps`` are the measured intervals (ms) while recording."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.timer = QTimer()
+        self.timer.setInterval(PERIOD_MS)
+        self.timer.timeout.connect(self._tick)
+        self.last = None
+        self.gaps: list[float] = []
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.gaps.append((now - self.last) * 1000)
+        self.last = now
+
+    def window(self):
+        self.gaps, self.last = [], None
+        return self
+
+    def summary(self) -> dict:
+        gaps = sorted(self.gaps) or [0.0]
+        return {"ticks": len(self.gaps), "longest_stall_ms": max(gaps) - PERIOD_MS,
+                "p99_gap_ms": gaps[int(0.99 * (len(gaps) - 1))], "median_gap_ms": statistics.median(gaps)}
+
+
+def wait_until(app, predicate, timeout_s: float) -> None:
+    from PySide6.QtCore import QEventLoop
+
+    end = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError("timed out")
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+
+
+def measure_stalls(iters: int, tokens: int) -> dict[str, dict]:
+    from PySide6.QtWidgets import QApplication
+
+    import mlx_lora  # noqa: F401
+    from app.main_window import MainWindow
+    from mlx_lora import paths
+
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow()
+    window.resize(1280, 820)
+    window.show()
+    ctx = window.context
+    ctx.state.select_model("demo", "SmolLM2-135M-Instruct (demo)")
+    ctx.state.select_dataset(str(paths.sample_datasets_dir() / "pirate"))
+    window.show_page(2)
+    recorder = GapRecorder()
+    results = {}
+
+    recorder.window()
+    end = time.monotonic() + 3
+    wait_until(app, lambda: time.monotonic() > end, 10)
+    results["idle (baseline)"] = recorder.summary()
+
+    page = window.train_page
+    run_dir = paths.runs_dir() / f"bench-{int(time.time())}"
+    page.set_config(page.config().replace(
+        iters=iters, batch_size=2, max_seq_length=256, num_layers=4, learning_rate=1e-3, steps_per_report=1,
+        steps_per_eval=max(1, iters // 2), val_batches=2, save_every=iters, run_dir=str(run_dir)))
+    ended = []
+    ctx.training.run_ended.connect(lambda outcome, message: ended.append(outcome))
+    recorder.window()
+    page.start_button.click()
+    wait_until(app, lambda: ended, 900)
+    results[f"training ({iters} steps, real trainer child)"] = recorder.summary()
+    if ended[0] != "finished":
+        raise RuntimeError(f"training {ended[0]}: {page.log_view.toPlainText()[-2000:]}")
+
+    chat = window.chat_page
+    window.show_page(3)
+    chat.select_run(str(run_dir))
+    wait_until(app, lambda: chat._pending is None, 30)
+    loaded = []
+    ctx.chat.model_loaded.connect(loaded.append)
+    recorder.window()
+    chat.load_button.click()
+    wait_until(app, lambda: loaded, 300)
+    results["chat model loading"] = recorder.summary()
+
+    chat.max_tokens.setValue(tokens)
+    chat.temperature.setValue(0.7)
+    chat.seed.setValue(0)
+    answered, counted = [], []
+    ctx.chat.delta_received.connect(lambda side, delta: counted.append(1))
+    ctx.chat.answer_finished.connect(answered.append)
+    chat.input.setPlainText("Where be the treasure buried, and who guards it? Tell me the whole tale.")
+    recorder.window()
+    started = time.perf_counter()
+    chat.send_button.click()
+    wait_until(app, lambda: answered, 600)
+    elapsed = time.perf_counter() - started
+    summary = recorder.summary()
+    summary["tokens"] = len(counted)
+    summary["tokens_per_s"] = len(counted) / elapsed
+    results[f"chat streaming (base + tuned, ≤{tokens} tokens each)"] = summary
+    window.close()
+    return results
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--child-launch", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if args.child_launch is not None:
+        return _child_launch(args.child_launch)
+    if "MLX_LORA_HOME" not in os.environ:
+        os.environ["MLX_LORA_HOME"] = tempfile.mkdtemp(prefix="mlx-lora-bench-")
+
+    launch = measure_launch()
+    print("## Launch → window shown (goal < 2 s)\n")
+    print(f"median {statistics.median(launch):.2f} s (runs: {', '.join(f'{t:.2f}' for t in launch)})\n")
+
+    stalls = measure_stalls(args.iters, args.tokens)
+    print("## Longest GUI-thread stall, 10 ms timer (goal < 50 ms)\n")
+    print("| while | ticks | longest stall ms | p99 gap ms | median gap ms | notes |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, s in stalls.items():
+        notes = f"{s['tokens']} tokens, {s['tokens_per_s']:.1f} tok/s" if "tokens" in s else ""
+        print(f"| {name} | {s['ticks']} | {s['longest_stall_ms']:.1f} | {s['p99_gap_ms']:.1f} | "
+              f"{s['median_gap_ms']:.1f} | {notes} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

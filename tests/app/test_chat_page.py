@@ -1,0 +1,123 @@
+"""The Chat page with a stand-in model session (the real one is in test_whole_flow):
+runs and adapters listed, tokens appended as they stream, base beside tuned with the
+adapter off/on, Stop within one token, Clear, Copy, the sampling settings passed on."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from PySide6.QtGui import QGuiApplication
+
+from app.controllers import chat as chat_module
+from app.controllers.app_state import AppState
+from app.controllers.chat import BASE, TUNED, ChatController, LoadedModel
+from app.pages.chat_page import ChatPage
+from mlx_lora.chat.session import ChatDelta
+from tests.core.test_runs import EVENTS, make_run
+
+
+class FakeSession:
+    """Streams "w0 w1 …" one word per token; ``gate`` lets a test hold the stream."""
+
+    def __init__(self) -> None:
+        self.calls = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.tokens_after_stop = 0
+
+    def stream(self, messages, settings, should_stop, use_adapter=True):
+        self.calls.append((list(messages), settings, use_adapter))
+        prefix = "tuned" if use_adapter else "base"
+        for k in range(settings.max_tokens):
+            self.gate.wait(10)
+            time.sleep(0.002)  # a token's work (on the worker thread)
+            if should_stop():
+                yield ChatDelta("", k, 10.0, True, "cancelled")
+                return
+            yield ChatDelta(f"{prefix}{k} ", k + 1, 10.0)
+        yield ChatDelta("", settings.max_tokens, 10.0, True, "length")
+
+
+@pytest.fixture
+def page(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_LORA_HOME", str(tmp_path / "home"))
+    from mlx_lora import paths
+
+    make_run(paths.runs_dir(), "run-a", EVENTS + [{"event": "run_finished", "step": 2}])
+    session = FakeSession()
+    loads = []
+
+    def fake_load(reporter, should_stop, current, base, adapter):
+        loads.append(adapter)
+        return object(), session, LoadedModel("demo", adapter, "run-a", ("a note",))
+
+    monkeypatch.setattr(chat_module, "_load", fake_load)
+    controller = ChatController(AppState())
+    page = ChatPage(controller)
+    qtbot.addWidget(page)
+    page.resize(1100, 700)
+    with qtbot.waitSignal(controller.runs_listed, timeout=5000):
+        page.show()
+    page.session, page.loads = session, loads
+    return page
+
+
+def load(qtbot, page):
+    with qtbot.waitSignal(page.controller.model_loaded, timeout=5000):
+        page.load_button.click()
+
+
+def send(qtbot, page, text):
+    page.input.setPlainText(text)
+    with qtbot.waitSignal(page.controller.answer_finished, timeout=10_000):
+        page.send_button.click()
+
+
+def test_runs_and_adapters_are_listed_and_loaded(qtbot, page):
+    assert page.run_box.count() == 1 and "run-a" in page.run_box.currentText()
+    assert [page.adapter_box.itemText(k) for k in range(page.adapter_box.count())] == ["final", "step-2"]
+    page.adapter_box.setCurrentText("step-2")
+    assert not page.send_button.isEnabled()
+    load(qtbot, page)
+    assert page.loads[0].endswith("checkpoints/step-2")
+    assert "run-a" in page.status.text() and page.send_button.isEnabled()
+
+
+def test_base_and_tuned_answer_the_same_prompt_side_by_side(qtbot, page):
+    load(qtbot, page)
+    page.max_tokens.setValue(3)
+    page.temperature.setValue(0.0)
+    page.system_prompt.setPlainText("Talk like a pirate.")
+    send(qtbot, page, "Hello?")
+    assert page.transcripts[BASE].isVisible() and page.transcripts[TUNED].isVisible()
+    assert page.transcripts[BASE].last_answer() == "base0 base1 base2 "
+    assert page.transcripts[TUNED].last_answer() == "tuned0 tuned1 tuned2 "
+    assert "tuned2" in page.transcripts[TUNED].toPlainText()
+    (base_msgs, settings, base_adapter), (tuned_msgs, _, tuned_adapter) = page.session.calls
+    assert (base_adapter, tuned_adapter) == (False, True) and base_msgs == tuned_msgs
+    assert settings.system_prompt == "Talk like a pirate." and settings.temperature == 0.0
+    assert settings.seed is not None  # both sides sample with the same seed
+    send(qtbot, page, "And again?")  # each side keeps its conversation
+    assert [m["role"] for m in page.session.calls[-1][0]] == ["user", "assistant", "user"]
+    page.copy_button.click()
+    assert "Fine-tuned:" in QGuiApplication.clipboard().text()
+
+
+def test_tokens_stream_in_and_stop_cancels_within_one_token(qtbot, page):
+    load(qtbot, page)
+    page.compare_box.setChecked(False)
+    assert not page.transcripts[BASE].isVisible()
+    page.max_tokens.setValue(5_000)
+    page.input.setPlainText("Tell me a long story")
+    page.send_button.click()
+    qtbot.waitUntil(lambda: page.transcripts[TUNED].last_answer().count(" ") >= 3, timeout=5000)
+    assert page.stop_button.isEnabled() and not page.send_button.isEnabled()
+    with qtbot.waitSignal(page.controller.answer_finished, timeout=5000):
+        page.stop_button.click()
+    words = page.transcripts[TUNED].last_answer().split()
+    assert len(words) < 5_000 and "stopped" in page.transcripts[TUNED].toPlainText()
+    assert page.send_button.isEnabled()
+    page.clear_button.click()
+    assert page.transcripts[TUNED].toPlainText() == "" and page.controller.conversations[TUNED] == []
