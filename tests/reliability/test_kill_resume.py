@@ -66,11 +66,12 @@ def run_child(proc: subprocess.Popen, kill_after: tuple[str, int] | None) -> lis
 
 
 def moment(rng: random.Random, kill: int) -> tuple[str | None, tuple[str, int] | None]:
-    """(fault-injection spec, or kill-after-event) for one kill."""
+    """(fault-injection spec, or kill-after-event) for one kill: even kills inside a write
+    (every phase in turn), odd ones at a random event."""
     if kill == 0:  # the first run must leave a checkpoint to resume from
         return "latest.before:2", None
-    if rng.random() < 0.5:
-        phase = rng.choice(WRITE_PHASES)
+    if kill % 2 == 0:
+        phase = WRITE_PHASES[(kill // 2 - 1) % len(WRITE_PHASES)]
         n = 1 if phase == "atomic_dir.swap" else rng.randint(1, 3)
         return f"{phase}:{n}", None
     kind = rng.choice(EVENT_KINDS)
@@ -115,6 +116,7 @@ def test_twenty_kill_9s_then_resume_lose_nothing_and_replay_nothing(tiny_model, 
 
     # the whole run, across 21 processes: every step once, in order, with the uninterrupted run's loss
     assert files_lost == 0, log
+    assert {how.split(":")[0] for how, _ in log} >= set(WRITE_PHASES)  # every write phase was hit
     check_run_folder(run_dir)
     run = RunFolder(run_dir)
     assert not [p for p in run_dir.rglob(".*")], "temporaries left behind after the run finished"
