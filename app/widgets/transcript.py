@@ -6,9 +6,7 @@ conversation per token, which would cost O(length²) over an answer).
 
 from __future__ import annotations
 
-import html
-
-from PySide6.QtGui import QTextCursor
+from PySide6.QtGui import QFont, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 
@@ -21,18 +19,32 @@ class Transcript(QTextBrowser):
         self._answering = False
         self.setPlaceholderText(f"{title}: the answers appear here.")
 
-    def _insert_html(self, markup: str) -> None:
+    def _block(self, text: str, bold: bool = False, gap: bool = False, small: bool = False) -> None:
+        """A new paragraph at the end (its own block, so a heading never runs into the text before)."""
         cursor = self.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertHtml(markup)
+        block = QTextBlockFormat()
+        block.setTopMargin(10 if gap else 0)
+        char = QTextCharFormat()
+        char.setFontWeight(QFont.Weight.Bold if bold else QFont.Weight.Normal)
+        if small:
+            char.setForeground(self.palette().placeholderText())
+            char.setFontPointSize(max(6.0, self.font().pointSizeF() * 0.85))
+        if self.document().isEmpty():
+            cursor.setBlockFormat(block)
+            cursor.setCharFormat(char)
+        else:
+            cursor.insertBlock(block, char)
+        cursor.insertText(text, char)
         self.setTextCursor(cursor)
 
     def add_user(self, text: str) -> None:
-        start = "" if self.document().isEmpty() else "<br>"
-        self._insert_html(f"{start}<p><b>You</b><br>{html.escape(text).replace(chr(10), '<br>')}</p>")
+        self._block("You", bold=True, gap=not self.document().isEmpty())
+        self._block(text)
 
     def begin_answer(self) -> None:
-        self._insert_html(f"<p><b>{html.escape(self.title)}</b><br></p>")
+        self._block(self.title, bold=True, gap=True)
+        self._block("")
         self.answers.append("")
         self._answering = True
 
@@ -51,7 +63,7 @@ class Transcript(QTextBrowser):
             return
         self._answering = False
         if note:
-            self._insert_html(f"<br><span style='color:gray; font-size:small'>{html.escape(note)}</span>")
+            self._block(note, small=True)
 
     def last_answer(self) -> str:
         return self.answers[-1] if self.answers else ""
