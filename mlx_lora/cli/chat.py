@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.7, help="0 always picks the likeliest token (default 0.7)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default 1: off)")
     p.add_argument("--min-p", type=float, default=0.0, help="min-p sampling (default 0: off)")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (default 0: off)")
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1 discourages repeats (default 1)")
     p.add_argument("--max-tokens", type=int, default=512, help="longest answer in tokens (default 512)")
     p.add_argument("--seed", type=int, help="a seed for repeatable sampling")
@@ -82,7 +83,7 @@ def _chat(args) -> int:
     from mlx_lora.errors import UserError
 
     settings = ChatSettings(system_prompt=args.system, temperature=args.temperature, top_p=args.top_p,
-                            min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                            min_p=args.min_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
                             max_tokens=args.max_tokens, seed=args.seed)
     if args.compare and not args.adapter:
         raise UserError("--compare needs --adapter (the base is compared with the base + adapter)")

@@ -179,7 +179,7 @@ def export_run(
         by_prompt = {tuple(ids): mx.array(out)[None] for ids, out in zip(prompt_ids, logits)}
         compare(check, lambda batch: by_prompt[tuple(batch[0])], thresholds, batch_size=1)
 
-    if base_spec == "demo":
+    if base_spec == "demo" and format in ("mlx", "hf", "gguf"):
         notes.append(f"the base is the app's embedded 4-bit (Q4_1) GGUF of {DEMO_REPO}, dequantised before fusing")
     written: list[str] = []
     with atomic.atomic_dir(out_dir) as tmp:

@@ -188,7 +188,7 @@ def compare_logits(
         problems.append(
             f"the export is not the tuned model: its logits differ from the tuned model's by {mean_diff:.4g} "
             f"on average, more than {thresholds.max_error_share_of_effect:g} × the adapter's own effect "
-            f"({effect:.4g}); its distance from the base is {from_base:.4g} — the adapter was lost or damaged"
+            f"({effect:.4g}); its distance from the base is {from_base:.4g} — the adapter was lost (dropped by the fuse, or drowned in quantisation noise)"
         )
     return ExportVerified(
         check=check, passed=not problems, prompts=len(prompts), positions=sums.positions,
