@@ -1,5 +1,6 @@
 """``make demo`` / ``mlx-lora demo``: a short fine-tune of the embedded demo model on the
-pirate sample dataset, and one question answered before and after.
+pirate sample dataset, one question answered before and after, and the tuned
+model exported as a fused MLX folder (verified against base+adapter).
 
 About 30 steps of LoRA on the demo model (SmolLM2-135M-Instruct); on a 2-core
 CPU it takes a couple of minutes. The question is a held-out one from the
@@ -32,6 +33,7 @@ class DemoResult:
     run: object  # mlx_lora.train.RunResult
     baseline_val_loss: float | None  # the untrained model's validation loss
     final_val_loss: float | None
+    export: object = None  # mlx_lora.export.ExportResult (None with export=False or a failed run)
 
 
 def demo_config(iters: int = DEFAULT_STEPS, run_dir: str | Path | None = None) -> TrainConfig:
@@ -54,8 +56,9 @@ def first_valid_prompt() -> str:
 
 def run_demo(reporter: Reporter = NullReporter(), should_stop: Callable[[], bool] = never_stop,
              iters: int = DEFAULT_STEPS, prompt: str | None = None, run_dir: str | Path | None = None,
-             max_tokens: int = 60) -> DemoResult:
-    """Train, then answer ``prompt`` with the base and with the tuned model."""
+             max_tokens: int = 60, export: bool = True) -> DemoResult:
+    """Train, answer ``prompt`` with the base and with the tuned model, then export
+    the fused model next to the run folder (``<run>-export``)."""
     from mlx_lora.chat import ChatSession, ChatSettings, load_chat_model
     from mlx_lora.train import EvalReport, train
     from mlx_lora.events import FanOutReporter, RecordingReporter
@@ -70,6 +73,14 @@ def run_demo(reporter: Reporter = NullReporter(), should_stop: Callable[[], bool
     messages = [{"role": "user", "content": prompt}]
     before = session.answer(messages, settings, should_stop, use_adapter=False).text
     after = session.answer(messages, settings, should_stop, use_adapter=True).text
+    exported = None
+    if export and result.status == "finished":
+        from mlx_lora.export import export_run
+
+        del session, chat_model  # export_run loads its own copies
+        run_path = Path(result.run_dir)
+        exported = export_run(run_path, run_path.parent / f"{run_path.name}-export", "mlx",
+                              reporter=reporter, should_stop=should_stop)
     return DemoResult(prompt, before.strip(), after.strip(), result,
                       evals[0].val_loss if evals and evals[0].step == 0 else None,
-                      evals[-1].val_loss if evals and evals[-1].step > 0 else None)
+                      evals[-1].val_loss if evals and evals[-1].step > 0 else None, exported)

@@ -43,6 +43,7 @@ def register(sub) -> None:
     d.add_argument("--iters", type=int, default=None, help="training steps (default: 30)")
     d.add_argument("--prompt", help="the question to ask before and after")
     d.add_argument("--run-dir", help="where to write the run (default: the app's runs folder)")
+    d.add_argument("--no-export", action="store_true", help="skip exporting the fused model at the end")
     d.set_defaults(func=_demo)
 
 
@@ -169,11 +170,17 @@ def _demo(args: argparse.Namespace) -> int:
     stop.install()
     try:
         result = run_demo(reporter=ProgressPrinter(sys.stderr), should_stop=stop,
-                          iters=args.iters or DEFAULT_STEPS, prompt=args.prompt, run_dir=args.run_dir)
+                          iters=args.iters or DEFAULT_STEPS, prompt=args.prompt, run_dir=args.run_dir,
+                          export=not args.no_export)
     finally:
         stop.uninstall()
     print(f"\nQ: {result.prompt}")
     print(f"before: {result.before}")
     print(f"after:  {result.after}")
     print(f"\nrun: {result.run.run_dir} ({result.run.status}, step {result.run.step})")
+    if result.export is not None:
+        check = result.export.checks[0]
+        print(f"export: {result.export.out_dir} (fused MLX model; verified: top-1 agreement "
+              f"{check.top1_agreement:.1%} with base+adapter on {check.prompts} prompts)")
+        print(f"chat with it: mlx-lora chat --model {result.export.out_dir}")
     return 0 if result.run.status == "finished" else 1

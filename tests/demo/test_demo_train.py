@@ -25,3 +25,7 @@ def test_the_demo_fine_tune_moves_the_answer_toward_the_data(demo_model, tmp_pat
     assert result.prompt == first_valid_prompt()
     assert "Arr" not in result.before
     assert "Arr" in result.after
+    # `make demo` ends by exporting the tuned model; the export reproduces base+adapter.
+    assert result.export.passed
+    assert (result.export.out_dir / "config.json").is_file()
+    assert result.export.checks[0].top1_agreement >= 0.99
