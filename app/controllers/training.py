@@ -59,7 +59,9 @@ class TrainingController(QObject):
         self.history = RunHistory()
         self.config_path: str = ""
         self.last_run_started: dict = {}
+        self.last_outcome = ""  # of the last run: finished, stopped, failed or crashed
         s = self.supervisor
+        self.run_ended.connect(lambda outcome, _message: setattr(self, "last_outcome", outcome))
         s.event_received.connect(self._on_event_received)
         s.run_started.connect(self._on_run_started)
         s.step_reported.connect(self._on_step_reported)
@@ -87,7 +89,7 @@ class TrainingController(QObject):
     def can_resume(self) -> bool:
         """A stopped or crashed run can continue when it wrote at least one checkpoint."""
         run_dir = self.supervisor.run_dir
-        if self.is_running() or not run_dir:
+        if self.is_running() or not run_dir or self.last_outcome == "finished":
             return False
         return bool(self.supervisor.last_checkpoint) or any(Path(run_dir, "checkpoints").glob("step-*"))
 
@@ -103,6 +105,7 @@ class TrainingController(QObject):
         self.config_path = config_path
         self.history = RunHistory()
         self.last_run_started = {}
+        self.last_outcome = ""
         self.log_line.emit(f"$ mlx-lora train --config {shlex.quote(config_path)}")
         self.supervisor.start(config_path)
         return config_path
@@ -112,6 +115,7 @@ class TrainingController(QObject):
         if not run_dir:
             return
         self.history = self._history_up_to_checkpoint(str(run_dir))
+        self.last_outcome = ""
         self.log_line.emit(f"$ mlx-lora train --resume {shlex.quote(str(run_dir))}")
         self.supervisor.resume(run_dir)
 

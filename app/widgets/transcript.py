@@ -6,7 +6,7 @@ conversation per token, which would cost O(length²) over an answer).
 
 from __future__ import annotations
 
-from PySide6.QtGui import QFont, QTextBlockFormat, QTextCharFormat, QTextCursor
+from PySide6.QtGui import QColor, QFont, QTextBlockFormat, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
 
@@ -28,7 +28,9 @@ class Transcript(QTextBrowser):
         char = QTextCharFormat()
         char.setFontWeight(QFont.Weight.Bold if bold else QFont.Weight.Normal)
         if small:
-            char.setForeground(self.palette().placeholderText())
+            from app.theme import ThemeManager
+
+            char.setForeground(QColor(ThemeManager.colors()["secondary"]))
             char.setFontPointSize(max(6.0, self.font().pointSizeF() * 0.85))
         if self.document().isEmpty():
             cursor.setBlockFormat(block)

@@ -76,6 +76,7 @@ def test_a_run_saves_the_config_and_fills_the_tiles_and_charts(qtbot, tmp_path):
     assert len(charts.lr.getData()[0]) == 10
     assert "run started" in page.log_view.toPlainText()
     assert not page.banner.isVisible()
+    assert not page.resume_button.isVisible()  # nothing to resume after a finished run
 
 
 def test_crash_shows_a_banner_and_offers_resume(qtbot, tmp_path):
