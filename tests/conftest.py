@@ -13,6 +13,9 @@ os.environ["MLX_LORA_HOME"] = str(_SESSION_HOME / "home")
 os.environ["HF_HOME"] = str(_SESSION_HOME / "hf")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# tokenizers' Rust thread pool, started from a worker thread, can abort the
+# interpreter at exit ("terminate called without an active exception").
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("HF_TOKEN", None)
 
 import pytest  # noqa: E402

@@ -5,7 +5,6 @@ adapter off/on, Stop within one token, Clear, Copy, the sampling settings passed
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from PySide6.QtGui import QGuiApplication
@@ -32,7 +31,6 @@ class FakeSession:
         prefix = "tuned" if use_adapter else "base"
         for k in range(settings.max_tokens):
             self.gate.wait(10)
-            time.sleep(0.002)  # a token's work (on the worker thread)
             if should_stop():
                 yield ChatDelta("", k, 10.0, True, "cancelled")
                 return

@@ -4,7 +4,6 @@ a clear pass or fail, push settings passed on (private by default), reveal."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,6 @@ def page(qtbot, tmp_path, monkeypatch):
         calls.append(dict(adapter_dir=adapter_dir, out_dir=out_dir, fmt=fmt, quantize=quantize, push=push,
                           private=private))
         reporter.emit(Progress("export", "loading the base", 0, 3))
-        time.sleep(0.05)
         passed = fmt != "gguf"  # the stand-in fails its check for gguf
         reporter.emit(check(passed))
         if not passed:

@@ -5,7 +5,6 @@ download against the stand-in Hub (no network)."""
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 
@@ -13,7 +12,6 @@ from app.controllers.app_state import AppState
 from app.controllers.models import ModelsController
 from app.pages.models_page import ModelsPage
 
-HAS_HUB = importlib.util.find_spec("mlx_lora.models.hub") is not None
 
 
 @pytest.fixture
@@ -61,8 +59,7 @@ def test_gguf_import_reports_progress_and_lists_the_model(qtbot, page, demo_mode
     qtbot.waitUntil(lambda: any(n.startswith("SmolLM2-135M-Instruct.Q4_1") for n in names(page)), timeout=30_000)
 
 
-@pytest.mark.skipif(not HAS_HUB, reason="mlx_lora.models.hub has not landed")
-def test_search_as_you_type_details_and_download(qtbot, page, hub):  # noqa: F811
+def test_search_as_you_type_details_and_download(qtbot, page, hub):
     assert page.search_box.isEnabled() and not page.hub_note.isVisible()
     with qtbot.waitSignal(page.controller.search_finished, timeout=30_000) as searched:
         page.search_box.setText("tin")
