@@ -3,7 +3,6 @@ trained, and what the export check measured — in the Hub's format (YAML front 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import yaml
 
 from mlx_lora import __version__
+from mlx_lora.runs import read_metrics
 
 LIBRARY = {"mlx": "mlx", "hf": "transformers", "gguf": "gguf", "peft": "peft", "adapter": "mlx"}
 USAGE = {
@@ -22,21 +22,6 @@ USAGE = {
             "base = AutoModelForCausalLM.from_pretrained(\"{base}\")\nmodel = PeftModel.from_pretrained(base, \"{repo}\")\n```",
     "adapter": "```python\nfrom mlx_lm import load\nmodel, tokenizer = load(\"{base}\", adapter_path=\"{repo}\")\n```",
 }
-
-
-def read_metrics(run_dir: Path | None) -> list[dict[str, Any]]:
-    """The run's metrics.jsonl events (empty when there is none; bad lines skipped)."""
-    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
-        return []
-    events = []
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
 
 
 def _losses(events: list[dict[str, Any]]) -> list[str]:
@@ -104,7 +89,7 @@ def _verification(checks: list[dict[str, Any]]) -> list[str]:
 def model_card(*, fmt: str, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
                checks: list[dict[str, Any]], files: list[str], quantize: int | None, repo: str | None,
                notes: list[str]) -> str:
-    events = read_metrics(run_dir)
+    events = read_metrics(run_dir) if run_dir is not None else []
     front: dict[str, Any] = {}
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):  # the Hub refuses a card whose base_model is no repo id
         front["base_model"] = base_model

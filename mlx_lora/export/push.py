@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HFValidationError, HfHubHTTPError
-from huggingface_hub.utils import validate_repo_id
+from huggingface_hub.errors import HfHubHTTPError
 
 from mlx_lora.errors import UserError
 
@@ -51,13 +50,9 @@ def push_folder(folder: Path, repo_id: str, *, private: bool = True, api: HfApi 
     """Upload ``folder`` to the model repo ``repo_id`` (created if missing). Returns the
     commit's URL."""
     from mlx_lora.models.hub import default_api, is_offline
+    from mlx_lora.models.hub.common import _check_repo_id
 
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise UserError(f"{repo_id!r} is not a Hub repository id (expected org/name)") from None
-    if repo_id.count("/") != 1:
-        raise UserError(f"{repo_id!r} is not a Hub repository id (expected org/name)")
+    _check_repo_id(repo_id)
     if is_offline():
         raise UserError("pushing needs the Hugging Face Hub, but HF_HUB_OFFLINE is set; unset it to push")
     api = api or default_api()
