@@ -6,9 +6,8 @@ listing a hundred runs takes milliseconds and never loads a model. A folder whos
 files are missing or torn (a kill mid-write) is listed with what can be read,
 never skipped silently and never an error.
 
-    for run in list_runs():
-        print(run.name, run.status, run.best_val_loss)
-    curves = load_run_curves(run.path)  # {"step": [...], "loss": [...], "val_step": [...], "val_loss": [...]}
+    runs = list_runs()  # newest first: RunSummary(name, status, best_val_loss, …)
+    curves = load_run_curves(runs[0].path)  # {"step": [...], "loss": [...], "val_step": [...], "val_loss": [...]}
 """
 
 from __future__ import annotations
