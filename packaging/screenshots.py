@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
     chat = window.chat_page
     chat.select_run(str(run_dir))
     window.show_page(3)
-    _wait(lambda: chat._pending is None, 30)
+    _wait(lambda: chat.picker.pending is None, 30)
     loaded, answered = [], []
     ctx.chat.model_loaded.connect(loaded.append)
     ctx.chat.answer_finished.connect(answered.append)
@@ -132,7 +132,7 @@ def main(argv: list[str]) -> int:
     export = window.export_page
     export.select_run(str(run_dir))
     window.show_page(4)
-    _wait(lambda: export._pending is None, 30)
+    _wait(lambda: export.picker.pending is None, 30)
     export.format_box.setCurrentIndex(export.format_box.findData("adapter"))
     exported = []
     ctx.export.export_finished.connect(exported.append)

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import html
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
+    QCheckBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
     QVBoxLayout, QWidget,
 )
 
 from app.controllers.chat import BASE, TUNED, ChatController
 from app.widgets.common import Card, muted
 from app.widgets.config_form import FloatSpinBox
+from app.widgets.run_picker import RunAdapterPicker
 from app.widgets.transcript import Transcript
 
 TITLE = "Chat"
@@ -46,8 +47,6 @@ class ChatPage(QWidget):
         from mlx_lora.chat.session import ChatSettings  # no MLX import: the module imports mlx lazily
 
         self.controller = controller
-        self._runs: list = []
-        self._pending: tuple[str, str] | None = None  # a run asked for before the list arrived
         # Text received but not drawn yet: inserting into the transcript and scrolling costs
         # ~1-15 ms (it grows with the document), so tokens are drawn in batches.
         self._unflushed: dict[str, str] = {}
@@ -61,13 +60,11 @@ class ChatPage(QWidget):
         pick = Card()
         row = QHBoxLayout()
         row.addWidget(QLabel("Run"))
-        self.run_box = QComboBox()
+        self.picker = RunAdapterPicker("no finished run yet: train one first", show_loss=True, parent=self)
+        self.run_box, self.adapter_box = self.picker.run_box, self.picker.adapter_box
         self.run_box.setMinimumWidth(320)
-        self.run_box.setPlaceholderText("no finished run yet: train one first")
         row.addWidget(self.run_box, 2)
         row.addWidget(QLabel("Adapter"))
-        self.adapter_box = QComboBox()
-        self.adapter_box.setToolTip("final: the run's last adapter; best: lowest validation loss; step-N: a checkpoint")
         row.addWidget(self.adapter_box, 1)
         self.load_button = QPushButton("Load")
         self.load_button.setObjectName("primary")
@@ -143,7 +140,6 @@ class ChatPage(QWidget):
         layout.addWidget(body, 1)
 
         # -- wiring ------------------------------------------------------------------------------
-        self.run_box.currentIndexChanged.connect(self._on_run_chosen)
         self.load_button.clicked.connect(self._on_load_clicked)
         self.refresh_button.clicked.connect(controller.refresh_runs)
         self.compare_box.toggled.connect(lambda _on: self._update_panes())
@@ -176,37 +172,14 @@ class ChatPage(QWidget):
 
     def select_run(self, run_dir: str, adapter: str = "final") -> None:
         """Choose a run (and adapter) in the pickers, now or when the run list next arrives."""
-        self._pending = (str(run_dir), adapter)
-        self._apply_pending()
-
-    def _apply_pending(self) -> None:
-        if self._pending is None:
-            return
-        run_dir, adapter = self._pending
-        """Choose a run (and adapter) in the pickers, e.g. from the Runs page."""
-        for k, run in enumerate(self._runs):
-            if str(run.path) == str(run_dir):
-                self.run_box.setCurrentIndex(k)
-                index = self.adapter_box.findText(adapter)
-                if index >= 0:
-                    self.adapter_box.setCurrentIndex(index)
-                self._pending = None
-                return
+        self.picker.select(run_dir, adapter)
 
     def showEvent(self, event) -> None:
-        if not self._runs:
+        if not self.picker.runs:
             self.controller.refresh_runs()
         super().showEvent(event)
 
     # -- helpers ----------------------------------------------------------------------------------
-    def _chosen_adapter(self) -> str | None:
-        index = self.run_box.currentIndex()
-        if not 0 <= index < len(self._runs) or not self.adapter_box.currentText():
-            return None
-        from mlx_lora.runs import adapter_path
-
-        return str(adapter_path(self._runs[index].path, self.adapter_box.currentText()))
-
     def _comparing(self) -> bool:
         loaded = self.controller.loaded
         return self.compare_box.isChecked() and loaded is not None and loaded.adapter is not None
@@ -221,31 +194,14 @@ class ChatPage(QWidget):
         self.send_button.setEnabled(not busy and self.controller.loaded is not None)
         self.stop_button.setEnabled(answering)
         self.clear_button.setEnabled(not answering)
-        self.run_box.setEnabled(not busy)
-        self.adapter_box.setEnabled(not busy)
+        self.picker.set_enabled(not busy)
 
     # -- slots ------------------------------------------------------------------------------------
     def _on_runs_listed(self, runs: list) -> None:
-        current = self._runs[self.run_box.currentIndex()].path if 0 <= self.run_box.currentIndex() < len(self._runs) else None
-        self._runs = runs
-        self.run_box.blockSignals(True)
-        self.run_box.clear()
-        for run in runs:
-            loss = f" · best val {run.best_val_loss:.3f}" if run.best_val_loss is not None else ""
-            self.run_box.addItem(f"{run.name}  ({run.model} · {run.dataset}{loss})")
-        index = next((k for k, r in enumerate(runs) if r.path == current), 0 if runs else -1)
-        self.run_box.setCurrentIndex(index)
-        self.run_box.blockSignals(False)
-        self._on_run_chosen(index)
-        self._apply_pending()
-
-    def _on_run_chosen(self, index: int) -> None:
-        self.adapter_box.clear()
-        if 0 <= index < len(self._runs):
-            self.adapter_box.addItems(list(self._runs[index].checkpoints))
+        self.picker.set_runs(runs)
 
     def _on_load_clicked(self) -> None:
-        self.controller.load(self._chosen_adapter())
+        self.controller.load(self.picker.chosen_adapter())
 
     def _on_model_loaded(self, loaded) -> None:
         for transcript in self.transcripts.values():

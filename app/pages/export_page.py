@@ -20,6 +20,7 @@ from app.controllers.export import FORMAT_LABELS, ExportController, default_out_
 from app.controllers.runs import RunsController
 from app.theme import ThemeManager
 from app.widgets.common import Card, muted
+from app.widgets.run_picker import RunAdapterPicker
 
 TITLE = "Export"
 SUBTITLE = "Save the fine-tuned model for other tools. Every export is checked against base + adapter before it is written."
@@ -37,18 +38,14 @@ class ExportPage(QWidget):
 
         self.controller = controller
         self.runs_controller = runs
-        self._runs: list = []
-        self._pending: tuple[str, str] | None = None  # a run asked for before the list arrived
         self._quantize_options = QUANTIZE
         self.out_dir = ""
 
         # -- what and how --------------------------------------------------------------
         setup = Card("What to export")
         form = QFormLayout()
-        self.run_box = QComboBox()
-        self.run_box.setPlaceholderText("no run with an adapter yet: train one first")
-        self.adapter_box = QComboBox()
-        self.adapter_box.setToolTip("final: the run's last adapter; best: lowest validation loss; step-N: a checkpoint")
+        self.picker = RunAdapterPicker("no run with an adapter yet: train one first", parent=self)
+        self.run_box, self.adapter_box = self.picker.run_box, self.picker.adapter_box
         run_row = QHBoxLayout()
         run_row.addWidget(self.run_box, 1)
         run_row.addWidget(self.adapter_box)
@@ -125,7 +122,7 @@ class ExportPage(QWidget):
         layout.addWidget(result, 1)
 
         # -- wiring --------------------------------------------------------------------
-        self.run_box.currentIndexChanged.connect(self._on_run_chosen)
+        self.picker.changed.connect(self._update_buttons)
         self.format_box.currentIndexChanged.connect(lambda _i: self._on_format_chosen())
         self.browse_button.clicked.connect(self._on_browse_clicked)
         self.push_box.toggled.connect(lambda _on: self._update_buttons())
@@ -146,38 +143,17 @@ class ExportPage(QWidget):
     # -- public ------------------------------------------------------------------------
     def select_run(self, run_dir: str, adapter: str = "final") -> None:
         """Choose a run (and adapter) in the pickers, now or when the run list next arrives."""
-        self._pending = (str(run_dir), adapter)
-        self._apply_pending()
-
-    def _apply_pending(self) -> None:
-        if self._pending is None:
-            return
-        run_dir, adapter = self._pending
-        for k, run in enumerate(self._runs):
-            if str(run.path) == str(run_dir):
-                self.run_box.setCurrentIndex(k)
-                index = self.adapter_box.findText(adapter)
-                if index >= 0:
-                    self.adapter_box.setCurrentIndex(index)
-                self._pending = None
+        self.picker.select(run_dir, adapter)
 
     def showEvent(self, event) -> None:
-        if not self._runs:
+        if not self.picker.runs:
             self.runs_controller.refresh()
         super().showEvent(event)
 
     # -- helpers -------------------------------------------------------------------------
-    def _chosen_adapter(self) -> str | None:
-        index = self.run_box.currentIndex()
-        if not 0 <= index < len(self._runs) or not self.adapter_box.currentText():
-            return None
-        from mlx_lora.runs import adapter_path
-
-        return str(adapter_path(self._runs[index].path, self.adapter_box.currentText()))
-
     def _update_buttons(self) -> None:
         busy = self.controller.is_busy()
-        ready = self._chosen_adapter() is not None and (not self.push_box.isChecked() or "/" in self.repo_edit.text())
+        ready = self.picker.chosen_adapter() is not None and (not self.push_box.isChecked() or "/" in self.repo_edit.text())
         self.export_button.setEnabled(not busy and ready)
         self.cancel_button.setEnabled(busy)
         for widget in (self.run_box, self.adapter_box, self.format_box, self.quantize_box, self.out_edit,
@@ -196,26 +172,7 @@ class ExportPage(QWidget):
 
     # -- slots ---------------------------------------------------------------------------
     def _on_runs_listed(self, runs: list) -> None:
-        current = self._chosen_adapter()
-        self._runs = [run for run in runs if run.checkpoints]
-        self.run_box.blockSignals(True)
-        self.run_box.clear()
-        for run in self._runs:
-            self.run_box.addItem(f"{run.name}  ({run.model} · {run.dataset})")
-        self.run_box.setCurrentIndex(0 if self._runs else -1)
-        self.run_box.blockSignals(False)
-        self._on_run_chosen(self.run_box.currentIndex())
-        if current:
-            for k, run in enumerate(self._runs):
-                if current.startswith(str(run.path)):
-                    self.run_box.setCurrentIndex(k)
-        self._apply_pending()
-
-    def _on_run_chosen(self, index: int) -> None:
-        self.adapter_box.clear()
-        if 0 <= index < len(self._runs):
-            self.adapter_box.addItems(list(self._runs[index].checkpoints))
-        self._update_buttons()
+        self.picker.set_runs(runs)
 
     def _on_format_chosen(self) -> None:
         fmt = self.format_box.currentData()
@@ -229,12 +186,12 @@ class ExportPage(QWidget):
     def _on_browse_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into a new folder inside…")
         if folder:
-            adapter = self._chosen_adapter() or "export"
+            adapter = self.picker.chosen_adapter() or "export"
             self.out_edit.setText(str(Path(folder) / default_out_dir(adapter, self.format_box.currentData(),
                                                                      self.quantize_box.currentData()).name))
 
     def _on_export_clicked(self) -> None:
-        adapter = self._chosen_adapter()
+        adapter = self.picker.chosen_adapter()
         if adapter is None:
             return
         fmt, quantize = self.format_box.currentData(), self.quantize_box.currentData()

@@ -70,7 +70,7 @@ def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
     chat.select_run(str(run_dir))
     with qtbot.waitSignal(ctx.chat.runs_listed, timeout=10_000):
         window.show_page(3)
-    qtbot.waitUntil(lambda: chat._pending is None, timeout=5000)
+    qtbot.waitUntil(lambda: chat.picker.pending is None, timeout=5000)
     with qtbot.waitSignal(ctx.chat.model_loaded, timeout=120_000):
         chat.load_button.click()
     assert ctx.chat.loaded.adapter == str(run_dir)
@@ -88,7 +88,7 @@ def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
     export = window.export_page
     export.select_run(str(run_dir))  # the run list came when the run ended (or comes when the page shows)
     window.show_page(4)
-    qtbot.waitUntil(lambda: export._pending is None, timeout=5000)
+    qtbot.waitUntil(lambda: export.picker.pending is None, timeout=5000)
     export.format_box.setCurrentIndex(export.format_box.findData("adapter"))
     out = tmp_path / "exported"
     export.out_edit.setText(str(out))
