@@ -22,123 +22,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
+from mlx_lora.config_fields import Section, field_type, setting
 from mlx_lora.errors import UserError
 
 TARGET_PRESETS = ("all-linear", "attention", "mlp", "q", "k", "v", "o")
-
-
-def setting(default: Any, help: str, *, choices: tuple | None = None, presets: tuple | None = None,
-            min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-            label: str | None = None, advanced: bool = False, hidden: bool = False) -> Any:
-    """A dataclass field with the metadata the CLI, the YAML reader and the app's form use.
-
-    Metadata keys (absent when not set): ``help``; ``choices`` (the only values
-    allowed); ``presets`` (named values a list setting suggests, besides free
-    names); ``min``/``max`` (inclusive unless ``min_exclusive``); ``label``;
-    ``advanced`` (the form folds it away); ``hidden`` (not in the form).
-    """
-    metadata = {"help": help, "choices": choices, "presets": presets, "min": min, "max": max,
-                "min_exclusive": min_exclusive or None, "label": label, "advanced": advanced or None,
-                "hidden": hidden or None}
-    metadata = {k: v for k, v in metadata.items() if v is not None}
-    if isinstance(default, (list, tuple)):
-        value = tuple(default)
-        return dataclasses.field(default_factory=lambda: value, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-def _field_type(field: dataclasses.Field) -> type:
-    """The scalar type of a field: str, int, float, bool or tuple (of str)."""
-    annotation = field.type if isinstance(field.type, str) else field.type.__name__
-    return {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}[annotation]
-
-
-class Section:
-    """Validation shared by every section: types, choices and bounds from the metadata."""
-
-    section_name = ""
-
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = _coerce(self, field, getattr(self, field.name))
-            object.__setattr__(self, field.name, value)
-            _check_bounds(self, field, value)
-        self.check()
-
-    def check(self) -> None:
-        """Checks that involve more than one field of the section."""
-
-    def fail(self, name: str, message: str) -> None:
-        raise UserError(f"{name} ({self.section_name}.{name}, --{name.replace('_', '-')}): {message}")
-
-
-def _coerce(section: Section, field: dataclasses.Field, value: Any) -> Any:
-    kind = _field_type(field)
-    name = field.name
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        section.fail(name, f"must be true or false, got {value!r}")
-    if kind is int:
-        if isinstance(value, bool):
-            section.fail(name, f"must be a whole number, got {value!r}")
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        if not isinstance(value, int):
-            section.fail(name, f"must be a whole number, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool):
-            section.fail(name, f"must be a number, got {value!r}")
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-            try:
-                value = float(value.strip())
-            except ValueError:
-                section.fail(name, f"must be a number, got {value!r}")
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            section.fail(name, f"must be a finite number, got {value!r}")
-        return float(value)
-    if kind is tuple:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",")]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-            section.fail(name, f"must be a list of names, got {value!r}")
-        return tuple(value)
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        if isinstance(value, Path):
-            return str(value)
-        section.fail(name, f"must be text, got {value!r}")
-    return value
-
-
-def _check_bounds(section: Section, field: dataclasses.Field, value: Any) -> None:
-    meta = field.metadata
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        section.fail(field.name, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
-    low, high = meta.get("min"), meta.get("max")
-    if low is not None:
-        if meta.get("min_exclusive") and not value > low:
-            section.fail(field.name, f"must be greater than {low}, got {value}")
-        if not meta.get("min_exclusive") and value < low:
-            section.fail(field.name, f"must be at least {low}, got {value}")
-    if high is not None and value > high:
-        section.fail(field.name, f"must be at most {high}, got {value}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -388,7 +280,7 @@ def field_info(name: str) -> dict[str, Any]:
     section = FIELD_SECTION[name]
     field = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
     default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-    return {"name": name, "section": section, "type": _field_type(field).__name__, "default": default,
+    return {"name": name, "section": section, "type": field_type(field).__name__, "default": default,
             "flag": "--" + name.replace("_", "-"), "choices": None, "min": None, "max": None, **field.metadata}
 
 
@@ -443,7 +335,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(f"{section} settings")
         for field in dataclasses.fields(cls):
             info = field_info(field.name)
-            kind = _field_type(field)
+            kind = field_type(field)
             help_text = info["help"] + f" (default: {_show(info['default'])})"
             kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
             if kind is bool:
