@@ -19,15 +19,11 @@ import signal
 import sys
 import time
 
-stop_requested = False
-
-
 def emit(event: str, **fields) -> None:
     print(json.dumps({"event": event, **fields}), flush=True)
 
 
 def main() -> int:
-    global stop_requested
     parser = argparse.ArgumentParser()
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--steps", type=int, default=20)
@@ -39,24 +35,27 @@ def main() -> int:
     parser.add_argument("--start-step", type=int, default=0)
     args = parser.parse_args()
 
-    def on_sigterm(signum, frame):
-        global stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN if args.ignore_sigterm else on_sigterm)
+    if args.ignore_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        # SIGTERM is blocked and taken by step_work's sigtimedwait: a stop request ends the
+        # step's wait at once, as the real trainer notices it between micro-batches
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     emit("run_started", run_dir=args.run_dir, total_steps=args.steps, pid=os.getpid())
     print("loading model (not JSON: goes to the log)", flush=True)
     if args.fail:
         emit("run_failed", reason="the dataset has no valid examples")
         return 2
     start = time.monotonic()
+    stop_requested = False
     for step in range(args.start_step + 1, args.steps + 1):
         if stop_requested:
             path = os.path.join(args.run_dir, f"checkpoint-{step - 1}")
             emit("checkpoint_saved", step=step - 1, path=path)
             emit("run_stopped", step=step - 1, path=path)
             return 0
-        time.sleep(args.step_seconds)  # a training step's work
+        if signal.sigtimedwait({signal.SIGTERM}, args.step_seconds) is not None:  # a step's work
+            stop_requested = True
         if args.kill_self_at == step:
             print("Traceback: simulated Metal out-of-memory", file=sys.stderr, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
