@@ -21,7 +21,7 @@ os.environ.pop("HF_TOKEN", None)
 import pytest  # noqa: E402
 
 import mlx_lora  # noqa: E402,F401  (BLAS preload before mlx.core)
-from tests.hubserver import hub  # noqa: E402,F401  (fixture: the stand-in Hub, for any test)
+from tests.hubfixtures import hub  # noqa: E402,F401  (fixture: the stand-in Hub, for any test)
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,8 @@ from typing import Iterator
 
 import pytest
 
-from tests.hubserver import HubRepo, Request, StandInHub, _Handler, add_standard_repos
+from tests.hubfixtures import add_standard_repos
+from tests.hubserver import HubRepo, Request, StandInHub, _Handler
 
 WRITE_TOKEN = "hf_stand_in_write_token"
 READ_TOKEN = "hf_stand_in_read_only_token"

@@ -17,7 +17,8 @@ from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import RecordingReporter
 from mlx_lora.models import hub as hubmod
 from mlx_lora.models.hub import DownloadProgress
-from tests.hubserver import ALLOWED_TOKEN, FORBIDDEN_FILES, HubRepo, StandInHub, tiny_repo_files
+from tests.hubfixtures import ALLOWED_TOKEN, FORBIDDEN_FILES, tiny_repo_files
+from tests.hubserver import HubRepo, StandInHub
 
 EXPECTED_TINY_FILES = {
     "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
