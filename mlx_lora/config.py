@@ -1,7 +1,7 @@
 """The one training configuration: a tree of dataclasses that the YAML file, the
 CLI flags and the app's form are all views of.
 
-Each section (``model``, ``data``, ``adapter``, ``optimizer``, ``schedule``,
+Each section (``model``, ``data``, ``adapter``, ``preference``, ``optimizer``, ``schedule``,
 ``evaluation``, ``run``) is a frozen dataclass whose fields carry their help
 text, choices and bounds in ``field.metadata``; ``__post_init__`` checks every
 field against that metadata (and coerces YAML's loose scalars, e.g. ``"1e-4"``)
@@ -110,6 +110,25 @@ class AdapterConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class PreferenceConfig(Section):
+    """What the run optimises: plain supervised fine-tuning, or a preference objective on
+    pairs of answers (see mlx_lora.train.preference)."""
+
+    section_name = "preference"
+    objective: str = setting("sft", "sft: learn the replies (supervised fine-tuning); dpo: Direct Preference "
+                                    "Optimization on prompt/chosen/rejected pairs, against the base with the "
+                                    "adapter switched off; orpo: odds-ratio preference optimisation (the chosen "
+                                    "answer's loss plus a preference term, no reference).",
+                             choices=("sft", "dpo", "orpo"))
+    beta: float = setting(0.1, "DPO's beta: how far the tuned model may move from the reference; lower lets it "
+                               "move further (typical 0.05-0.5). Not Adam's beta1/beta2.",
+                          min=0.0, min_exclusive=True, max=100.0, advanced=True)
+    orpo_lambda: float = setting(0.1, "ORPO's lambda: the weight of the odds-ratio (preference) term next to the "
+                                      "chosen answer's loss (the ORPO paper uses 0.1).",
+                                 min=0.0, min_exclusive=True, max=100.0, advanced=True)
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimizerConfig(Section):
     """The optimiser and what it does to each gradient."""
 
@@ -187,6 +206,7 @@ SECTIONS: dict[str, type[Section]] = {
     "model": ModelConfig,
     "data": DataConfig,
     "adapter": AdapterConfig,
+    "preference": PreferenceConfig,
     "optimizer": OptimizerConfig,
     "schedule": ScheduleConfig,
     "evaluation": EvaluationConfig,
@@ -209,6 +229,7 @@ class TrainConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     adapter: AdapterConfig = dataclasses.field(default_factory=AdapterConfig)
+    preference: PreferenceConfig = dataclasses.field(default_factory=PreferenceConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
@@ -218,6 +239,10 @@ class TrainConfig:
         if self.adapter.fine_tune_type == "full" and self.model.quantize_bits:
             raise UserError("quantize_bits (model.quantize_bits, --quantize-bits): full fine-tuning trains "
                             "every weight, so the base cannot be quantised; use --fine-tune-type lora for QLoRA")
+        if self.preference.objective == "dpo" and self.adapter.fine_tune_type == "full":
+            raise UserError("objective (preference.objective, --objective): DPO's reference model is the base with "
+                            "the adapter switched off, and full fine-tuning has no adapter; use --fine-tune-type "
+                            "lora or dora, or --objective orpo (no reference model)")
 
     # -- views -------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:

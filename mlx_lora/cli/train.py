@@ -74,7 +74,10 @@ class ProgressPrinter:
                     f"{event.tokens_per_second:,.0f} tok/s  peak {event.peak_memory_gb:.2f} GB  "
                     f"eta {_duration(event.eta_s)}")
         elif isinstance(event, ev.EvalReport):
-            line = f"step {event.step:>5}  val loss {event.val_loss:.4f}" + ("  (best)" if event.best else "")
+            line = f"step {event.step:>5}  val loss {event.val_loss:.4f}"
+            if event.reward_margin is not None:  # dpo, orpo
+                line += f"  reward margin {event.reward_margin:.4f}  accuracy {event.reward_accuracy:.0%}"
+            line += "  (best)" if event.best else ""
         elif isinstance(event, ev.CheckpointSaved):
             line = f"step {event.step:>5}  saved {event.path}" + ("  (best)" if event.best else "")
         elif isinstance(event, ev.RunFinished):

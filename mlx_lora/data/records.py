@@ -4,7 +4,9 @@
   (``tools`` optional; roles system/user/assistant/tool; an assistant message may
   carry ``tool_calls`` instead of text);
 - completion: ``{"prompt": ..., "completion": ...}``;
-- text: ``{"text": ...}``.
+- text: ``{"text": ...}``;
+- preference: ``{"prompt": ..., "chosen": ..., "rejected": ...}`` (plain or chat form;
+  the rules are in :mod:`mlx_lora.data.preference`), for DPO and ORPO.
 
 Keys other than these are allowed and ignored, as mlx-lm ignores them. This
 module knows nothing about files or lines: :mod:`mlx_lora.data.validate` adds
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-CHAT, COMPLETION, TEXT = "chat", "completion", "text"
-FORMATS = (CHAT, COMPLETION, TEXT)
+CHAT, COMPLETION, TEXT, PREFERENCE = "chat", "completion", "text", "preference"
+FORMATS = (CHAT, COMPLETION, TEXT, PREFERENCE)
 ROLES = ("system", "user", "assistant", "tool")
 
 # what each format needs, for "missing keys" messages
-FORMAT_KEYS = {CHAT: "'messages'", COMPLETION: "'prompt' and 'completion'", TEXT: "'text'"}
+FORMAT_KEYS = {CHAT: "'messages'", COMPLETION: "'prompt' and 'completion'", TEXT: "'text'",
+               PREFERENCE: "'chosen' and 'rejected'"}
 
 
 def record_format(record: dict[str, Any]) -> str | None:
@@ -30,8 +33,10 @@ def record_format(record: dict[str, Any]) -> str | None:
     The order follows mlx-lm's ``create_dataset`` (prompt and completion first),
     except that one of the pair is enough when there is no ``messages``: a record
     missing half of it is reported as an incomplete completion record rather
-    than as an unknown one.
+    than as an unknown one. ``chosen`` or ``rejected`` makes a preference record.
     """
+    if "chosen" in record or "rejected" in record:
+        return PREFERENCE
     if "prompt" in record and "completion" in record:
         return COMPLETION
     if "messages" in record:
@@ -130,7 +135,13 @@ def check_text(record: dict[str, Any]) -> list[str]:
     return _check_text_field(record, "text")
 
 
-CHECKS = {CHAT: check_chat, COMPLETION: check_completion, TEXT: check_text}
+def check_preference(record: dict[str, Any]) -> list[str]:
+    from mlx_lora.data.preference import check_pair
+
+    return check_pair(record)
+
+
+CHECKS = {CHAT: check_chat, COMPLETION: check_completion, TEXT: check_text, PREFERENCE: check_preference}
 
 
 def check_record(record: Any) -> tuple[str | None, list[str]]:
@@ -142,5 +153,6 @@ def check_record(record: Any) -> tuple[str | None, list[str]]:
     if fmt is None:
         keys = ", ".join(repr(k) for k in list(record)[:8]) or "none"
         return None, ["missing keys: a record needs 'messages' (chat), 'prompt' and "
-                      f"'completion' (completion) or 'text' (text); found keys: {keys}"]
+                      f"'completion' (completion), 'text' (text) or 'chosen' and 'rejected' (preference); "
+                      f"found keys: {keys}"]
     return fmt, CHECKS[fmt](record)

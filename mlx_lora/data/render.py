@@ -20,7 +20,9 @@ and a token is trained when its characters overlap a turn's span.
 
 Completion records are a chat [user: prompt, assistant: completion] when the
 tokenizer has a chat template (as mlx-lm does), else ``prompt + completion``
-with the completion trained. Text records are trained whole. Every example
+with the completion trained. Text records are trained whole. A preference record
+is its prompt and chosen answer here (supervised training on pairs); DPO and ORPO
+encode both answers through :mod:`mlx_lora.data.preference`. Every example
 ends its trained part with an end-of-turn/EOS token: where the template leaves
 it out, one is appended and ``appended_eos`` says so.
 """
@@ -31,7 +33,7 @@ import dataclasses
 import re
 from typing import Any
 
-from mlx_lora.data.records import CHAT, COMPLETION, TEXT, check_record
+from mlx_lora.data.records import CHAT, COMPLETION, PREFERENCE, TEXT, check_record
 from mlx_lora.data.template import apply_template, has_chat_template
 from mlx_lora.errors import UserError
 
@@ -225,6 +227,10 @@ def encode_example(tokenizer, record: dict[str, Any], mask_prompt: bool = True) 
     fmt, reasons = check_record(record)
     if reasons:
         raise UserError(f"invalid record: {'; '.join(reasons)}")
+    if fmt == PREFERENCE:  # supervised training on a preference pair learns the chosen answer
+        from mlx_lora.data.preference import side_record
+
+        return encode_example(tokenizer, side_record(record, "chosen"), mask_prompt)
     if fmt == CHAT:
         return _encode_chat(tokenizer, record["messages"], record.get("tools"), mask_prompt)
     if fmt == COMPLETION:
@@ -239,7 +245,11 @@ def encode_example(tokenizer, record: dict[str, Any], mask_prompt: bool = True) 
 
 def preview(tokenizer, record: dict[str, Any], mask_prompt: bool = True) -> list[Span]:
     """The example as runs of trained and masked text, for colouring in the app."""
-    example = encode_example(tokenizer, record, mask_prompt)
+    return example_spans(tokenizer, encode_example(tokenizer, record, mask_prompt))
+
+
+def example_spans(tokenizer, example: EncodedExample) -> list[Span]:
+    """An encoded example as runs of trained and masked text."""
     hf = hf_tokenizer(tokenizer)
     # groups of consecutive tokens with the same flag: [start, end)
     groups: list[tuple[int, int]] = []

@@ -60,6 +60,10 @@ class EvalReport(Event):
     best: bool  # the best validation loss so far (step 0, the untrained baseline, never is)
     best_val_loss: float | None
     best_step: int | None
+    # preference objectives (dpo, orpo) only, over the validation pairs: the mean of
+    # reward(chosen) - reward(rejected), and the share of pairs where chosen wins
+    reward_margin: float | None = None
+    reward_accuracy: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Read top to bottom: data (validated before the model loads), model and method,
 run folder (fresh, or restored from its latest checkpoint), then the loop. A
-*step* is one optimiser update over ``grad_accumulation_steps`` micro-batches.
+*step* is one optimiser update over ``grad_accumulation_steps`` micro-batches. What
+is optimised (sft, dpo, orpo) is an objective object that encodes, batches, scores
+and validates (:mod:`mlx_lora.train.objectives`).
 
 Exact resume: a checkpoint holds the trainable weights, the optimiser state
 (moments and step count), the data cursor (epoch, batch) and the counters. The
@@ -37,8 +39,7 @@ from mlx_lora import backend
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
-from mlx_lora.train.batches import BatchPlan, Cursor, encode_records, make_batch
-from mlx_lora.train.evaluate import MaskedLoss, dataset_loss
+from mlx_lora.train.batches import BatchPlan, Cursor
 from mlx_lora.train.events import (
     CheckpointSaved,
     EvalReport,
@@ -50,6 +51,7 @@ from mlx_lora.train.events import (
     TERMINAL_EVENTS,
 )
 from mlx_lora.train.methods import PreparedModel, prepare_model, trained_weights
+from mlx_lora.train.objectives import objective_for
 from mlx_lora.train.optim import Optimizer, learning_rate_at
 from mlx_lora.train.run_folder import NonFiniteError, RunFolder, check_checkpoint_fits, default_run_dir
 
@@ -205,12 +207,13 @@ class _Trainer:
         data = config.data
         splits = load_splits(data.data, valid_ratio=data.valid_ratio, test_ratio=data.test_ratio,
                              seed=config.run.seed)
+        self.objective = objective_for(config, splits.format)  # sft, dpo or orpo: encoding, batches, loss
         self.out.emit(Progress("train", "loading the model"))
         self.prepared: PreparedModel = prepare_model(config, self.out)
         tokenizer = self.prepared.tokenizer
         self.out.emit(Progress("train", "tokenizing the dataset"))
-        self.train_set = encode_records(tokenizer, splits.train, data.mask_prompt, data.max_seq_length, data.too_long)
-        self.valid_set = encode_records(tokenizer, splits.valid, data.mask_prompt, data.max_seq_length, data.too_long)
+        self.train_set = self.objective.encode(tokenizer, splits.train, data)
+        self.valid_set = self.objective.encode(tokenizer, splits.valid, data)
         self.test_count = len(splits.test)
         self.plan = BatchPlan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed)
         accumulation = config.optimizer.grad_accumulation_steps
@@ -220,7 +223,7 @@ class _Trainer:
 
         self.optimizer = Optimizer(config)
         model = self.prepared.model
-        self.loss = MaskedLoss()
+        self.loss = self.objective.make_loss()
         self.loss.check(model, mx.array([self.train_set.examples[0].tokens[:64]]))
         self.optimizer.inner.init(model.trainable_parameters())
         if resuming:
@@ -255,7 +258,7 @@ class _Trainer:
         config, progress = self.config, self.progress
         model = self.prepared.model
         resumed = bool(config.run.resume)
-        notes = list(self.prepared.notes)
+        notes = list(self.prepared.notes) + self.objective.notes
         if self.train_set.truncated:
             notes.append(f"{self.train_set.truncated} training example(s) longer than max_seq_length "
                          f"({config.data.max_seq_length} tokens) were truncated at the end")
@@ -332,7 +335,7 @@ class _Trainer:
                 if self.should_stop():
                     raise Cancelled()  # the partial step is dropped; progress.cursor is still its start
                 cursor, indices = next(stream)
-                batch = make_batch(examples, indices)
+                batch = self.objective.make_batch(examples, indices)
                 real_tokens += int(sum(len(examples[i].tokens) for i in indices))
                 (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
                 if grad_sum is None:
@@ -387,8 +390,9 @@ class _Trainer:
 
     def _evaluate(self, baseline: bool = False) -> float:
         evaluation = self.config.evaluation
-        val_loss, _ = dataset_loss(self.prepared.model, self.loss, self.valid_set.examples, self.config.data.batch_size,
-                                   evaluation.val_batches, self.config.run.seed, self.should_stop)
+        val_loss, extra = self.objective.evaluate(self.prepared.model, self.loss, self.valid_set.examples,
+                                                  self.config.data.batch_size, evaluation.val_batches,
+                                                  self.config.run.seed, self.should_stop)
         progress = self.progress
         best = False
         if not baseline:
@@ -398,7 +402,7 @@ class _Trainer:
                 best = True
             else:
                 progress.evals_since_best += 1
-        self.out.emit(EvalReport(progress.step, val_loss, best, progress.best_val_loss, progress.best_step))
+        self.out.emit(EvalReport(progress.step, val_loss, best, progress.best_val_loss, progress.best_step, **extra))
         if best:
             self._checkpoint(best=True)
         return val_loss
