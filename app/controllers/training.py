@@ -185,6 +185,8 @@ class TrainingController(QObject):
     def _on_event_received(self, event: dict) -> None:
         if event.get("event") == "progress" and event.get("message") and event.get("message") != "done":
             self.progressed.emit(str(event["message"]))
+        elif event.get("event") in ("adapter_merged", "adapter_ranks") and event.get("message"):
+            self.log_line.emit(f"step {event.get('step')}: {event['message']}")  # ReLoRA merges, AdaLoRA's ranks
 
     def _on_run_started(self, event: dict) -> None:
         self.last_run_started = event

@@ -78,6 +78,8 @@ class ProgressPrinter:
             if event.reward_margin is not None:  # dpo, orpo
                 line += f"  reward margin {event.reward_margin:.4f}  accuracy {event.reward_accuracy:.0%}"
             line += "  (best)" if event.best else ""
+        elif isinstance(event, (ev.AdapterMerged, ev.AdapterRanks)):
+            line = f"step {event.step:>5}  {event.message}"
         elif isinstance(event, ev.CheckpointSaved):
             line = f"step {event.step:>5}  saved {event.path}" + ("  (best)" if event.best else "")
         elif isinstance(event, ev.RunFinished):

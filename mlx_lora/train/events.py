@@ -2,7 +2,8 @@
 
 ``RunStarted`` once, then ``StepReport`` every ``steps_per_report`` steps,
 ``EvalReport`` every ``steps_per_eval`` steps, ``CheckpointSaved`` after each
-complete checkpoint, and exactly one of ``RunFinished`` / ``RunStopped`` /
+complete checkpoint, ``AdapterMerged`` after each ReLoRA merge, ``AdapterRanks``
+(AdaLoRA's final ranks) just before the end, and exactly one of ``RunFinished`` / ``RunStopped`` /
 ``RunFailed`` at the end. Every event has a ``step`` (the optimiser steps done
 when it was emitted), so ``metrics.jsonl`` can be cut back to a checkpoint on
 resume. Times are seconds, memory is GB (10^9 bytes).
@@ -71,6 +72,27 @@ class CheckpointSaved(Event):
     step: int
     path: str
     best: bool  # also written to best/
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterMerged(Event):
+    """ReLoRA merged the adapter into the base weights and restarted it."""
+
+    step: int
+    merge_index: int  # 1 for the first merge of the run
+    message: str  # in plain words, for logs
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterRanks(Event):
+    """AdaLoRA's ranks when the run ends: per adapted module, and their total against the budget."""
+
+    step: int
+    ranks: dict[str, int]  # module path (model.layers.N.self_attn.q_proj) -> rank kept
+    total_rank: int
+    budget: int
+    initial_rank: int
+    message: str  # in plain words, for logs
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,6 +50,7 @@ from mlx_lora.train.events import (
     StepReport,
     TERMINAL_EVENTS,
 )
+from mlx_lora.train.hooks import method_hooks
 from mlx_lora.train.methods import PreparedModel, prepare_model, trained_weights
 from mlx_lora.train.objectives import objective_for
 from mlx_lora.train.optim import Optimizer, learning_rate_at
@@ -226,6 +227,8 @@ class _Trainer:
         self.loss = self.objective.make_loss()
         self.loss.check(model, mx.array([self.train_set.examples[0].tokens[:64]]))
         self.optimizer.inner.init(model.trainable_parameters())
+        # what the method adds around each update (AdaLoRA, ReLoRA): mlx_lora/train/hooks.py
+        self.hooks = method_hooks(config, model, self.optimizer, self.total_steps, self.out.emit)
         if resuming:
             self.folder = run
             self._restore(checkpoint)
@@ -241,6 +244,8 @@ class _Trainer:
 
     def _restore(self, checkpoint) -> None:
         model = self.prepared.model
+        checkpoint = dataclasses.replace(checkpoint, weights=self.hooks.restore(dict(checkpoint.weights),
+                                                                                checkpoint.method_state))
         # names AND shapes, before anything is loaded (load_weights(strict=False) checks neither)
         check_checkpoint_fits(checkpoint, dict(tree_flatten(model.trainable_parameters())),
                               dict(tree_flatten(self.optimizer.state)))
@@ -315,10 +320,11 @@ class _Trainer:
         loss_and_grad = nn.value_and_grad(model, self.loss)
 
         def apply_update(grad_sum, tokens):
-            grads = tree_map(lambda g: g / tokens, grad_sum)
+            grads = self.hooks.adjust_gradients(tree_map(lambda g: g / tokens, grad_sum))
             if max_norm > 0:
                 grads, _ = optim.clip_grad_norm(grads, max_norm)
             self.optimizer.inner.update(model, grads)
+            return grads
 
         stream = self.plan.stream(progress.cursor)
         report_loss = report_tokens = 0.0
@@ -351,8 +357,9 @@ class _Trainer:
                 return self._diverged(step, loss_value / max(token_count, 1), grad_finite)
             learning_rate = learning_rate_at(step, config, self.total_steps)
             self.optimizer.set_learning_rate(learning_rate)
-            apply_update(grad_sum, tokens)
+            grads = apply_update(grad_sum, tokens)
             mx.eval(model.parameters(), self.optimizer.state)
+            self.hooks.after_update(step, grads)
             progress.step, progress.cursor = step, cursor
             progress.trained_tokens += int(token_count)
             report_loss += loss_value
@@ -416,13 +423,14 @@ class _Trainer:
         progress = self.progress
         if progress.step == self.last_checkpoint_step and not best:
             return
-        weights = trained_weights(self.prepared.model)
+        weights, adapter_config = self.hooks.saved_adapter(trained_weights(self.prepared.model),
+                                                           self.prepared.adapter_config)
         optimizer_state = dict(tree_flatten(self.optimizer.state))
         learning_rate = learning_rate_at(max(progress.step, 1), self.config, self.total_steps)
-        path = self.folder.save_checkpoint(progress.step, weights, self.prepared.adapter_config, optimizer_state,
+        path = self.folder.save_checkpoint(progress.step, weights, adapter_config, optimizer_state,
                                         progress.to_dict(self.config.run.seed, learning_rate,
                                                          self.train_set.fingerprint()), best,
-                                        self.config.run.keep_checkpoints)
+                                        self.config.run.keep_checkpoints, self.hooks.state())
         self.last_checkpoint, self.last_checkpoint_step = path, progress.step
         self.out.emit(CheckpointSaved(progress.step, str(path), best))
 
@@ -441,6 +449,7 @@ class _Trainer:
             self._checkpoint()
         except NonFiniteError as exc:
             return self._failed(f"{exc}; nothing was saved at step {progress.step}")
+        self.hooks.finish(progress.step)
         self.out.emit(RunFinished(progress.step, str(self.folder.path), reason, self.last_loss,
                                   progress.best_val_loss, progress.best_step, round(progress.elapsed_s, 3)))
         return self._result("finished", reason)

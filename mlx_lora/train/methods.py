@@ -6,6 +6,8 @@
 - QLoRA is LoRA on a quantised base: one stored quantised (the demo model) or
   one quantised when loaded (``quantize_bits``).
 - full trains every weight of the last ``num_layers`` layers (as mlx-lm does).
+- AdaLoRA puts SVD-form adapters on the same layers (:mod:`mlx_lora.train.adalora`);
+  ReLoRA is LoRA with restarts (:mod:`mlx_lora.train.relora`), on a dequantised base.
 
 On CPU the base is dequantised to float32 for the run. Measured on this
 project's 2-core build machine, one forward+backward of the demo model
@@ -100,13 +102,18 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
     else:
         dtype = DTYPES[settings.compute_dtype]
     bits = _quantized_bits(model)
-    if bits and (on_cpu or full):
+    relora = config.schedule.relora_every > 0
+    if bits and (on_cpu or full or relora):
         model = dequantize_model(model)
-        why = "for CPU (quantised matmuls on CPU do not use BLAS)" if on_cpu else "for full fine-tuning"
+        why = ("for CPU (quantised matmuls on CPU do not use BLAS)" if on_cpu else "for full fine-tuning" if full
+               else "for ReLoRA (its merges need full-precision base weights)")
         notes.append(f"dequantised the {'/'.join(map(str, bits))}-bit base to {_dtype_name(dtype)} {why}; "
                      "the adapter still learns against the quantised weights")
     if _float_dtype(model) != dtype:
         notes.append(f"computing in {_dtype_name(dtype)} (the model is stored in {_dtype_name(_float_dtype(model))})")
+    if relora and dtype != mx.float32:
+        notes.append(f"ReLoRA merges into {_dtype_name(dtype)} base weights: each merge rounds the merged update "
+                     "to that precision (the saved adapter keeps it in float32)")
     model.set_dtype(dtype)
     return model, tokenizer, folder, _dtype_name(dtype), notes
 
@@ -176,6 +183,12 @@ def apply_method(model: nn.Module, adapter: AdapterConfig) -> dict[str, Any]:
     keys = resolve_targets(adapted, adapter.targets)
     lora_parameters = {"rank": adapter.rank, "scale": lora_scale(adapter), "dropout": adapter.dropout,
                        "keys": keys}
+    if adapter.fine_tune_type == "adalora":
+        from mlx_lora.train.adalora import to_adalora_layers
+
+        to_adalora_layers(model, num_layers, keys, adapter.rank, lora_parameters["scale"], adapter.dropout)
+        config["lora_parameters"] = lora_parameters
+        return config
     try:
         linear_to_lora_layers(model, num_layers, lora_parameters, use_dora=adapter.fine_tune_type == "dora")
     except ValueError as exc:  # e.g. DoRA on a mixture-of-experts layer

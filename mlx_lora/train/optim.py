@@ -23,7 +23,15 @@ from mlx_lora.train.methods import is_lora_b
 
 
 def learning_rate_at(step: int, config: TrainConfig, total_steps: int) -> float:
-    """The learning rate of update number ``step`` (1-based)."""
+    """The learning rate of update number ``step`` (1-based); with ReLoRA re-warmed after each merge."""
+    from mlx_lora.train.relora import rewarm_factor
+
+    schedule = config.schedule
+    return _scheduled_rate(step, config, total_steps) * rewarm_factor(step, schedule.relora_every,
+                                                                      schedule.relora_warmup)
+
+
+def _scheduled_rate(step: int, config: TrainConfig, total_steps: int) -> float:
     peak = config.optimizer.learning_rate
     schedule = config.schedule
     t = step - 1

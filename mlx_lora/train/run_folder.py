@@ -8,7 +8,9 @@
       adapters.safetensors      the latest adapter; with adapter_config.json, what
       adapter_config.json       mlx_lm.load(model, adapter_path=RUN) reads
       checkpoints/step-N/       adapters.safetensors, adapter_config.json,
-                                optimizer.safetensors, trainer_state.json
+                                optimizer.safetensors, trainer_state.json, and
+                                method_state.safetensors when the method keeps
+                                state of its own (AdaLoRA: train/hooks.py)
       best/                     the adapter with the lowest validation loss
       latest                    text: "checkpoints/step-N", written only after that
                                 checkpoint is complete
@@ -59,6 +61,7 @@ ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+METHOD_STATE_FILE = "method_state.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _PARKED = re.compile(r"^\.(.+)\.old$")  # a folder atomic_dir was replacing (mlx_lora.atomic)
 
@@ -139,6 +142,7 @@ class Checkpoint:
     weights: dict[str, mx.array]
     optimizer: dict[str, mx.array]
     state: dict[str, Any]
+    method_state: dict[str, mx.array] = dataclasses.field(default_factory=dict)
 
 
 class RunFolder:
@@ -190,12 +194,13 @@ class RunFolder:
     # -- checkpoints ---------------------------------------------------------
     def save_checkpoint(self, step: int, weights: dict[str, mx.array], adapter_config: dict[str, Any],
                         optimizer_state: dict[str, mx.array], trainer_state: dict[str, Any],
-                        best: bool, keep: int) -> Path:
+                        best: bool, keep: int, method_state: dict[str, mx.array] | None = None) -> Path:
         """Write checkpoints/step-N whole, then the run's adapter, then (if best) best/, then the
         ``latest`` pointer; refuses NaN/inf tensors. A failed write (disk full…) is a UserError;
         whatever was complete before stays as it was."""
         _check_finite(weights, f"adapter at step {step}")
         _check_finite(optimizer_state, f"optimizer state at step {step}")
+        _check_finite(method_state or {}, f"method state at step {step}")
         target = self.checkpoints / f"step-{step}"
         try:
             self._tidy_once()
@@ -203,6 +208,8 @@ class RunFolder:
                 _write_safetensors(tmp / ADAPTER_FILE, weights, {"format": "mlx"})
                 fault_point("checkpoint.partial")  # the step folder half-written
                 _write_safetensors(tmp / OPTIMIZER_FILE, optimizer_state)
+                if method_state:
+                    _write_safetensors(tmp / METHOD_STATE_FILE, method_state)
                 _write_json(tmp / ADAPTER_CONFIG, adapter_config)
                 _write_json(tmp / STATE_FILE, trainer_state)
                 fault_point("checkpoint.written")  # whole, not yet renamed into place
@@ -290,6 +297,7 @@ class RunFolder:
             weights=mx.load(str(path / ADAPTER_FILE)),
             optimizer=mx.load(str(path / OPTIMIZER_FILE)),
             state=json.loads((path / STATE_FILE).read_text()),
+            method_state=mx.load(str(path / METHOD_STATE_FILE)) if (path / METHOD_STATE_FILE).is_file() else {},
         )
 
     def adapter_dir(self, which: str = "final") -> Path:
