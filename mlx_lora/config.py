@@ -273,6 +273,10 @@ class TrainConfig:
         if self.schedule.relora_every and self.adapter.fine_tune_type != "lora":
             raise UserError(f"relora_every (schedule.relora_every, --relora-every): ReLoRA restarts a plain LoRA "
                             f"adapter; it cannot be used with fine_tune_type {self.adapter.fine_tune_type}")
+        if self.schedule.relora_every and self.preference.objective == "dpo":
+            raise UserError("relora_every (schedule.relora_every, --relora-every): DPO's reference model is the base "
+                            "with the adapter switched off, and ReLoRA merges the adapter into the base, which "
+                            "would move the reference; use --objective orpo with ReLoRA, or plain LoRA with DPO")
         adapter, schedule = self.adapter, self.schedule
         if adapter.fine_tune_type == "adalora" and not schedule.epochs and \
                 adapter.adalora_tinit + adapter.adalora_tfinal >= schedule.iters:

@@ -128,6 +128,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     method = str(section("adapter").get("fine_tune_type", "") or "")
     if method == "lora" and int(section("model").get("quantize_bits", 0) or 0):
         method = "qlora"
+    if method == "lora" and int(section("schedule").get("relora_every", 0) or 0):
+        method = "relora"
     started = next((e for e in events if e.get("event") == "run_started"), {})
     steps = [e for e in events if e.get("event") == "step_report"]
     evals = [e for e in events if e.get("event") == "eval_report" and e.get("step", 0) > 0]

@@ -193,7 +193,9 @@ def _adapter_classes() -> tuple[type, ...]:
     from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
     from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
 
-    return (LoRALinear, LoRASwitchLinear, LoRAEmbedding, DoRALinear, DoRAEmbedding)
+    from mlx_lora.train.adalora import AdaLoRALinear  # while training (saved AdaLoRA adapters are plain LoRA)
+
+    return (LoRALinear, LoRASwitchLinear, LoRAEmbedding, DoRALinear, DoRAEmbedding, AdaLoRALinear)
 
 
 def _wrapped(module) -> Any:

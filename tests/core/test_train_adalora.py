@@ -60,6 +60,12 @@ def test_adalora_trains_p_lambda_q_on_every_chosen_matrix_and_starts_as_the_base
     assert q.lora_e.shape == (4,) and not mx.any(q.lora_e).item()
     base, _ = mlx_lm.load(str(tiny_model))
     assert mx.allclose(logits(p.model), logits(base), atol=1e-5).item()  # λ = 0: the adapter starts as identity
+    from mlx_lora.chat.adapters import adapter_disabled
+
+    q.lora_e = mx.ones((4,))
+    assert not mx.allclose(logits(p.model), logits(base), atol=1e-4).item()
+    with adapter_disabled(p.model):  # DPO's reference model is the base with the adapter switched off
+        assert mx.allclose(logits(p.model), logits(base), atol=1e-5).item()
 
 
 def test_the_loss_falls_and_the_total_rank_after_tfinal_is_the_budget(trained):

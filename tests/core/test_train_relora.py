@@ -103,6 +103,9 @@ def test_the_loss_falls_and_merges_are_events_in_the_metrics(trained):
     saved = json.loads((result.run_dir / "adapter_config.json").read_text())
     assert saved["relora"] == {"merges": 2, "every": 4, "adapter_rank": 4}
     assert saved["fine_tune_type"] == "lora" and saved["lora_parameters"]["rank"] == 12
+    from mlx_lora.runs import summarize_run
+
+    assert summarize_run(result.run_dir).method == "relora"  # the Runs page's method column
 
 
 def test_the_saved_adapter_is_the_in_memory_model_for_chat_fuse_and_peft(trained, tiny_model, tmp_path):
@@ -157,6 +160,8 @@ def test_resume_across_a_merge_is_exact(tiny_model, dataset, tmp_path):
 def test_relora_needs_plain_lora_and_a_full_precision_base(tiny_model, monkeypatch):
     with pytest.raises(UserError, match="relora_every.*fine_tune_type dora"):
         TrainConfig().replace(fine_tune_type="dora", relora_every=10)
+    with pytest.raises(UserError, match="relora_every.*DPO's reference model"):
+        TrainConfig().replace(objective="dpo", relora_every=10)
     with pytest.raises(UserError, match="relora_warmup.*less than relora_every"):
         TrainConfig().replace(relora_every=4, relora_warmup=4)
     # on a GPU a quantised base stays quantised for LoRA, but ReLoRA dequantises it (and says so)
