@@ -36,8 +36,14 @@ def _stats(reporter, should_stop, tokenizer, records, max_seq_length: int, mask_
 
 
 def _preview(reporter, should_stop, tokenizer, record, mask_prompt: bool):
+    """[Span], or for a preference pair ([Span] of chosen, [Span] of rejected)."""
+    from mlx_lora.data.records import PREFERENCE, record_format
     from mlx_lora.data.render import preview
 
+    if record_format(record) == PREFERENCE:
+        from mlx_lora.data.preference import preview_pair
+
+        return preview_pair(tokenizer, record)
     return preview(tokenizer, record, mask_prompt)
 
 
@@ -58,6 +64,7 @@ class DataController(QObject):
     dataset_checked = Signal(object, dict)  # DatasetReport, {file name: records}
     stats_computed = Signal(object)  # DatasetStats of the training records
     preview_rendered = Signal(int, list)  # record index, [Span]
+    pair_preview_rendered = Signal(int, list, list)  # record index, [Span] of chosen, [Span] of rejected
     tokenizer_loading = Signal(str)  # model label
     busy_changed = Signal(bool)
     failed = Signal(str)
@@ -145,7 +152,13 @@ class DataController(QObject):
         record = records[index]
         self._with_tokenizer(lambda tok: self._run(
             "preview", _preview, tok, record, self.mask_prompt,
-            on_finished=lambda spans: self.preview_rendered.emit(index, list(spans))))
+            on_finished=lambda spans: self._on_preview_done(index, spans)))
+
+    def _on_preview_done(self, index: int, spans) -> None:
+        if isinstance(spans, tuple):  # a preference pair
+            self.pair_preview_rendered.emit(index, list(spans[0]), list(spans[1]))
+        else:
+            self.preview_rendered.emit(index, list(spans))
 
     # -- internals -----------------------------------------------------------------
     def _with_tokenizer(self, then) -> None:

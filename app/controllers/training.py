@@ -27,6 +27,9 @@ class RunHistory:
     learning_rates: list[float] = field(default_factory=list)
     val_steps: list[int] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
+    reward_steps: list[int] = field(default_factory=list)  # dpo/orpo validations
+    reward_margins: list[float] = field(default_factory=list)
+    reward_accuracies: list[float] = field(default_factory=list)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
     total_steps: int = 0
     last_report: dict = field(default_factory=dict)
@@ -199,6 +202,9 @@ class TrainingController(QObject):
                                                    for a in ("steps", "losses", "learning_rates"))
             keep = [k for k, s in enumerate(h.val_steps) if s <= step]
             h.val_steps, h.val_losses = ([getattr(h, a)[k] for k in keep] for a in ("val_steps", "val_losses"))
+            keep = [k for k, s in enumerate(h.reward_steps) if s <= step]
+            h.reward_steps, h.reward_margins, h.reward_accuracies = (
+                [getattr(h, a)[k] for k in keep] for a in ("reward_steps", "reward_margins", "reward_accuracies"))
         for note in event.get("notes") or ():
             self.log_line.emit(f"note: {note}")
         self.run_started.emit(event)
@@ -217,6 +223,10 @@ class TrainingController(QObject):
         if "val_loss" in event:
             self.history.val_steps.append(int(event.get("step", 0)))
             self.history.val_losses.append(float(event["val_loss"]))
+        if event.get("reward_margin") is not None:  # preference objectives
+            self.history.reward_steps.append(int(event.get("step", 0)))
+            self.history.reward_margins.append(float(event["reward_margin"]))
+            self.history.reward_accuracies.append(float(event.get("reward_accuracy") or 0.0))
         self.eval_reported.emit(event)
 
     def _on_checkpoint_saved(self, path: str) -> None:

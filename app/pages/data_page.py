@@ -5,7 +5,8 @@ before any training, what the model will learn from it.
 - token statistics with the selected model's tokenizer, and a histogram of
   example lengths with the max-sequence-length cut-off;
 - each example rendered through the chat template, trained tokens highlighted
-  and masked tokens greyed;
+  and masked tokens greyed (for preference data: the chosen and the rejected
+  answer of the pair, one above the other);
 - the train/valid/test split sizes.
 """
 
@@ -46,6 +47,15 @@ def spans_to_html(spans: list, colors: dict[str, str]) -> str:
             + "".join(parts) + "</pre>")
 
 
+def pair_to_html(chosen: list, rejected: list, colors: dict[str, str]) -> str:
+    """The two sides of a preference pair, each under a heading."""
+    def heading(text: str, color: str) -> str:
+        return f"<p style='margin:6px 0 0 0'><b style='color:{color}'>{text}</b></p>"
+
+    return (heading("Chosen", colors["series_4"]) + spans_to_html(chosen, colors)
+            + heading("Rejected", colors["danger"]) + spans_to_html(rejected, colors))
+
+
 def _make_histogram():
     from app.widgets.charts import LengthHistogram
 
@@ -58,6 +68,7 @@ class DataPage(QWidget):
         self.controller = controller
         self.setAcceptDrops(True)
         self._spans: list = []
+        self._pair: tuple[list, list] | None = None  # (chosen, rejected) spans of a preference pair
 
         # -- source and problems (left) -----------------------------------------------
         source = Card("Dataset")
@@ -159,6 +170,7 @@ class DataPage(QWidget):
         controller.dataset_checked.connect(self._on_dataset_checked)
         controller.stats_computed.connect(self._on_stats_computed)
         controller.preview_rendered.connect(self._on_preview_rendered)
+        controller.pair_preview_rendered.connect(self._on_pair_preview_rendered)
         controller.tokenizer_loading.connect(
             lambda label: self.preview_info.setText(f"Loading the tokenizer of {label}…"))
         controller.failed.connect(self._on_failed)
@@ -174,6 +186,8 @@ class DataPage(QWidget):
             self.histogram.widget.apply_theme()
         if self._spans:
             self.preview_view.setHtml(spans_to_html(self._spans, ThemeManager.colors()))
+        elif self._pair:
+            self.preview_view.setHtml(pair_to_html(*self._pair, ThemeManager.colors()))
 
     # -- drag and drop -------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
@@ -267,11 +281,23 @@ class DataPage(QWidget):
     def _on_preview_rendered(self, index: int, spans: list) -> None:
         if index != self.example_index.value() - 1:
             return
-        self._spans = spans
+        self._spans, self._pair = spans, None
         trained = sum(s.token_count for s in spans if s.trained)
         total = sum(s.token_count for s in spans)
         self.preview_info.setText(f"{total} tokens, {trained} trained")
         self.preview_view.setHtml(spans_to_html(spans, ThemeManager.colors()))
+
+    def _on_pair_preview_rendered(self, index: int, chosen: list, rejected: list) -> None:
+        if index != self.example_index.value() - 1:
+            return
+        self._spans, self._pair = [], (chosen, rejected)
+
+        def counts(spans) -> str:
+            return (f"{sum(s.token_count for s in spans)} tokens, "
+                    f"{sum(s.token_count for s in spans if s.trained)} trained")
+
+        self.preview_info.setText(f"Preference pair: chosen {counts(chosen)} · rejected {counts(rejected)}")
+        self.preview_view.setHtml(pair_to_html(chosen, rejected, ThemeManager.colors()))
 
     def _on_failed(self, message: str) -> None:
         self.summary.setText(f"<span style='color:{ThemeManager.colors()['danger']}'>{html.escape(message)}</span>")

@@ -222,6 +222,7 @@ class TrainPage(QWidget):
         h = self.controller.history
         self.charts.widget.set_history(h.steps, h.losses, smoothed(h.losses), h.val_steps, h.val_losses,
                                        h.learning_rates)
+        self.charts.widget.set_rewards(h.reward_steps, h.reward_margins, h.reward_accuracies)
 
     def _reset_run_view(self) -> None:
         self.banner.setVisible(False)
@@ -348,7 +349,9 @@ class TrainPage(QWidget):
             self.tiles["val"].set_value(f"{event['val_loss']:.3f}")
             what = "baseline (untrained) validation loss" if event.get("step") == 0 else "validation loss"
             best = "  (best so far)" if event.get("best") else ""
-            self._append_log(f"step {event.get('step')}: {what} {event['val_loss']:.4f}{best}")
+            rewards = (f", reward margin {event['reward_margin']:.4f}, accuracy {event['reward_accuracy']:.0%}"
+                       if event.get("reward_margin") is not None else "")
+            self._append_log(f"step {event.get('step')}: {what} {event['val_loss']:.4f}{rewards}{best}")
         self._redraw()
 
     def _on_run_ended(self, outcome: str, message: str) -> None:

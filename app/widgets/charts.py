@@ -29,7 +29,8 @@ def _style_plot(plot: pg.PlotWidget, title: str, left: str) -> None:
 
 
 class TrainingCharts(QWidget):
-    """Loss (raw + smoothed, validation points) and learning rate, sharing the step axis."""
+    """Loss (raw + smoothed, validation points) and learning rate, sharing the step axis; for
+    DPO/ORPO runs also the validation reward margin and accuracy (hidden until there are any)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -42,6 +43,13 @@ class TrainingCharts(QWidget):
         self.lr_plot.setXLink(self.loss_plot)
         layout.addWidget(self.loss_plot, 3)
         layout.addWidget(self.lr_plot, 2)
+        self.reward_plot = pg.PlotWidget()
+        self.reward_plot.setXLink(self.loss_plot)
+        self.reward_plot.setVisible(False)
+        layout.addWidget(self.reward_plot, 2)
+        self.reward_legend = self.reward_plot.getPlotItem().addLegend(offset=(-10, 10))
+        self.margin = self.reward_plot.plot(name="margin", symbol="o", symbolSize=6)
+        self.accuracy = self.reward_plot.plot(name="accuracy", symbol="s", symbolSize=6)
         self.legend = self.loss_plot.getPlotItem().addLegend(offset=(-10, 10))
         self.raw = self.loss_plot.plot(name="train loss")
         self.smooth = self.loss_plot.plot(name="smoothed")
@@ -53,6 +61,13 @@ class TrainingCharts(QWidget):
         c = ThemeManager.colors()
         _style_plot(self.loss_plot, "Loss", "")
         _style_plot(self.lr_plot, "Learning rate", "")
+        _style_plot(self.reward_plot, "Validation rewards", "")
+        self.reward_plot.getPlotItem().setLabel("bottom", "step", color=c["secondary"])
+        for series, color in ((self.margin, c["series_1"]), (self.accuracy, c["series_4"])):
+            series.setPen(pg.mkPen(color, width=2))
+            series.setSymbolBrush(pg.mkBrush(color))
+            series.setSymbolPen(pg.mkPen(c["base"], width=1))
+        self.reward_legend.setLabelTextColor(c["secondary"])
         self.loss_plot.getPlotItem().setLabel("bottom", "step", color=c["secondary"])
         self.lr_plot.getPlotItem().setLabel("bottom", "step", color=c["secondary"])
         self.raw.setPen(pg.mkPen(c["series_3"], width=1))
@@ -68,8 +83,15 @@ class TrainingCharts(QWidget):
         self.valid.setData(np.asarray(val_steps, float), np.asarray(val_losses, float))
         self.lr.setData(np.asarray(steps, float), np.asarray(learning_rates, float))
 
+    def set_rewards(self, steps, margins, accuracies) -> None:
+        """Reward margin (chosen − rejected) and accuracy (share of pairs chosen wins, 0–1)."""
+        self.margin.setData(np.asarray(steps, float), np.asarray(margins, float))
+        self.accuracy.setData(np.asarray(steps, float), np.asarray(accuracies, float))
+        self.reward_plot.setVisible(bool(len(steps)))
+
     def clear(self) -> None:
         self.set_history([], [], [], [], [], [])
+        self.set_rewards([], [], [])
 
 
 class LengthHistogram(pg.PlotWidget):
