@@ -93,3 +93,24 @@ def test_validation_rewards_get_their_own_chart(qtbot, tmp_path):
     assert "reward margin 1.6000, accuracy 100%" in page.log_view.toPlainText()
     charts.clear()
     assert not charts.reward_plot.isVisibleTo(charts)
+
+
+@pytest.mark.timeout(300)
+def test_dpo_trains_from_the_app_with_the_real_engine(qtbot, demo_model, tmp_path):
+    from mlx_lora import paths
+    from tests.app.test_whole_flow import TINY, make_window
+
+    data = paths.sample_datasets_dir() / "pirate-preference"
+    window = make_window(qtbot, demo_model, **{**TINY, "iters": 2, "steps_per_eval": 2, "save_every": 2},
+                         data=str(data), objective="dpo", run_dir=str(tmp_path / "dpo-run"))
+    train, training = window.train_page, window.context.training
+    with qtbot.waitSignal(training.run_ended, timeout=240_000) as ended:
+        train.start_button.click()
+    assert ended.args[0] == "finished", train.log_view.toPlainText()
+    history = training.history
+    assert history.reward_steps == [0, 2] and history.reward_margins[0] == pytest.approx(0, abs=1e-6)
+    assert list(train.charts.widget.margin.getData()[0]) == [0, 2]
+    assert history.val_losses[0] == pytest.approx(0.6931, abs=1e-4)  # DPO starts at log 2
+    log = train.log_view.toPlainText()
+    assert "note: DPO (beta 0.1)" in log and "reward margin" in log
+    assert (tmp_path / "dpo-run" / "adapters.safetensors").is_file()
