@@ -193,3 +193,14 @@ def test_a_stopped_dpo_run_resumes_exactly(tiny_model, pairs_dataset, dpo_run, t
     assert isinstance(resumed.events[-1], RunFinished)
     expected = losses(uninterrupted)
     assert losses(resumed.events) == {s: pytest.approx(expected[s], rel=1e-4) for s in range(4, 9)}
+
+
+@pytest.mark.parametrize("settings", [{"fine_tune_type": "dora"}, {"grad_checkpoint": True}, {"quantize_bits": 4}],
+                         ids=["dora", "grad-checkpoint", "qlora"])
+def test_dpo_with_dora_gradient_checkpointing_and_a_quantised_base(tiny_model, pairs_dataset, tmp_path, settings):
+    _, result, events = run(tiny_model, pairs_dataset, tmp_path / "run", objective="dpo", iters=2,
+                            steps_per_eval=2, **settings)
+    evals = [e for e in events if isinstance(e, EvalReport)]
+    assert result.status == "finished"
+    assert evals[0].val_loss == pytest.approx(math.log(2), abs=1e-5)  # the reference is exactly the base
+    assert evals[-1].val_loss < evals[0].val_loss
