@@ -39,7 +39,7 @@ class RunSummary:
     name: str
     model: str
     dataset: str
-    method: str  # lora, dora or full (with "q" prefix for a quantised base: "qlora")
+    method: str  # lora, dora or full (with "q" prefix for a quantised base: "qlora"), "+ dpo"/"+ orpo" appended
     status: str  # finished | stopped | failed | incomplete
     steps_done: int
     total_steps: int
@@ -130,6 +130,9 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         method = "qlora"
     if method == "lora" and int(section("schedule").get("relora_every", 0) or 0):
         method = "relora"
+    objective = str(section("preference").get("objective", "") or "")
+    if method and objective in ("dpo", "orpo"):  # their losses are per pair: not comparable with sft's
+        method += f" + {objective}"
     started = next((e for e in events if e.get("event") == "run_started"), {})
     steps = [e for e in events if e.get("event") == "step_report"]
     evals = [e for e in events if e.get("event") == "eval_report" and e.get("step", 0) > 0]
