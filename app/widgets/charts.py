@@ -47,7 +47,7 @@ class TrainingCharts(QWidget):
         self.reward_plot.setXLink(self.loss_plot)
         self.reward_plot.setVisible(False)
         layout.addWidget(self.reward_plot, 2)
-        self.reward_legend = self.reward_plot.getPlotItem().addLegend(offset=(-10, 10))
+        self.reward_legend = self.reward_plot.getPlotItem().addLegend(offset=(10, 10))  # top left: margins rise
         self.margin = self.reward_plot.plot(name="margin", symbol="o", symbolSize=6)
         self.accuracy = self.reward_plot.plot(name="accuracy", symbol="s", symbolSize=6)
         self.legend = self.loss_plot.getPlotItem().addLegend(offset=(-10, 10))
