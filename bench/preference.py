@@ -7,8 +7,10 @@ learns prompt + chosen; dpo and orpo see both answers) with the same settings, o
 after the other in this process. Then every final adapter is scored on the 10
 validation pairs with the same two yardsticks: the chosen answers' loss per token
 (what sft minimises) and DPO's reward margin/accuracy against the base at β=0.1
-(does the adapter prefer the pirate answer more than the base does?). Prints a
-markdown table.
+(does the adapter prefer the pirate answer more than the base does?). Last, the
+cost of one training step of each objective on the same 2 pairs, interleaved
+(sft, dpo, orpo, sft, …) so that the machine's load drifts alike for all three.
+Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -47,6 +49,43 @@ def score(config, run_dir: Path) -> dict[str, float]:
     return {"chosen_nll": nll, **metrics}
 
 
+def step_costs(objectives: list[str], repeats: int) -> dict[str, list[float]]:
+    """Seconds per forward+backward of each objective on the same batch of 2 pairs (sft: their
+    2 chosen chats), LoRA as in the runs, interleaved ``repeats`` times after one warm-up."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from mlx_lora.config import TrainConfig
+    from mlx_lora.data.dataset import load_splits
+    from mlx_lora.paths import sample_datasets_dir
+    from mlx_lora.train.batches import make_batch
+    from mlx_lora.train.methods import prepare_model
+    from mlx_lora.train.objectives import SupervisedObjective
+    from mlx_lora.train.preference import PreferenceLoss, encode_pairs, make_pair_batch
+
+    data = sample_datasets_dir() / "pirate-preference"
+    config = TrainConfig().replace(model="demo", data=str(data), num_layers=8, rank=8)
+    prepared = prepare_model(config)
+    model = prepared.model
+    pairs = encode_pairs(prepared.tokenizer, load_splits(data).train[:2], 256, "truncate").examples
+    batches = {"sft": make_batch([p.chosen for p in pairs], [0, 1]), "dpo": make_pair_batch(pairs, [0, 1])}
+    batches["orpo"] = batches["dpo"]
+    losses = {"sft": SupervisedObjective().make_loss(), "dpo": PreferenceLoss("dpo"), "orpo": PreferenceLoss("orpo")}
+    steps = {}
+    for name in objectives:
+        losses[name].check(model, mx.array(batches[name][0][:1]))
+        steps[name] = nn.value_and_grad(model, losses[name])
+    times: dict[str, list[float]] = {name: [] for name in objectives}
+    for repeat in range(repeats + 1):
+        for name in objectives:
+            start = time.perf_counter()
+            (loss, _), grads = steps[name](model, *map(mx.array, batches[name]))
+            mx.eval(loss, grads)
+            if repeat:  # the first round is warm-up
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def main() -> None:
     from mlx_lora.config import TrainConfig
     from mlx_lora.events import RecordingReporter
@@ -57,6 +96,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--objectives", nargs="+", default=["sft", "dpo", "orpo"])
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of the interleaved step-cost measure")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="bench-preference-"))
     rows = []
@@ -87,6 +127,15 @@ def main() -> None:
         print(f"| {objective} | {v0:.3f} → {v1:.3f} | {per_step:.2f} | {per_step / base_step:.2f}× | {wall:.0f} "
               f"| {peak:.2f} | {size / 1024:.0f} | {s['chosen_nll']:.3f} | {s['reward_margin']:+.3f} "
               f"| {s['reward_accuracy']:.0%} |")
+    times = step_costs(args.objectives, args.repeats)
+    first = args.objectives[0]
+    print(f"\nOne forward+backward on the same 2 pairs, {args.repeats} interleaved rounds (median s):\n")
+    print("| objective | median s | min s | × " + first + " (median) |")
+    print("|---|---|---|---|")
+    for name, values in times.items():
+        median = sorted(values)[len(values) // 2]
+        base = sorted(times[first])[len(times[first]) // 2]
+        print(f"| {name} | {median:.2f} | {min(values):.2f} | {median / base:.2f}× |")
 
 
 if __name__ == "__main__":
