@@ -30,7 +30,6 @@ loss are means per pair (not per token).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
 import mlx.core as mx
@@ -233,5 +232,3 @@ class PreferenceObjective:
     def evaluate(self, model, loss, examples, batch_size, num_batches, seed, should_stop):
         return evaluate_pairs(model, loss, examples, batch_size, num_batches, seed, should_stop)
 
-
-LOG_2 = math.log(2.0)
