@@ -48,7 +48,7 @@ class StepReport(Event):
     loss: float  # mean loss per trained token since the last report
     learning_rate: float  # of the A matrices / every weight; B matrices get lora_plus_ratio times this
     tokens_per_second: float  # non-padding tokens processed per second since the last report
-    trained_tokens: int  # tokens that carried the loss, since the run began
+    trained_tokens: int  # tokens that carried the loss, since the run began (pairs, for dpo and orpo)
     peak_memory_gb: float
     elapsed_s: float  # since the run began, across resumes
     eta_s: float
