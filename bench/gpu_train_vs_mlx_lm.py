@@ -1,16 +1,22 @@
-"""Our trainer next to mlx-lm's on a GPU (CUDA or Metal): a 1B Llama-shape model
-with random bf16 weights, synthetic long-tailed chats. A first probe for the
-performance issue, not its harness yet.
+"""Our trainer next to mlx-lm's and torch+PEFT's on a GPU: a Llama-shape model with random
+bf16 weights (1B by default), the long-tailed chats of bench/long_tailed.py.
 
-    python bench/gpu_train_vs_mlx_lm.py --tokenizer DIR [--iters 40] [--only ours|mlx-lm]
+    python bench/gpu_train_vs_mlx_lm.py --tokenizer DIR [--iters 40] [--only ours,mlx-lm,peft]
+        [--variants] [--json OUT.json]
 
 DIR holds the demo model's tokenizer files (tokenizer.json, tokenizer_config.json,
-special_tokens_map.json, generation_config.json; `mlx-lora models demo` prints
-the folder). Both trainers: LoRA rank 16 (scale 2) on every linear layer of all 16
-layers, batch 8, max length 1024, Adam 1e-4, the model's own dtype (bf16). Each
-runs in its own process through the code strings of bench/train_vs_mlx_lm.py
-(ours with compute_dtype "auto" instead of float32). Prints tokens/s per report
-window (10 steps; the first is warm-up) and the peak memory.
+special_tokens_map.json, generation_config.json). All trainers: LoRA rank 16
+(scale 2) on every linear layer of all layers, batch 8, max length 1024, Adam
+1e-4, bf16, the largest batch first (so each peak is its worst case). Each runs
+in its own process: ours and mlx-lm's through bench/train_vs_mlx_lm.py's code
+strings, PEFT through the torch loop below (random batches padded to their
+longest, as Hugging Face's collator does; sdpa attention; loss on the answer
+only). Throughput: dataset tokens (no padding) and examples per second over the
+report windows after the first (10 steps each). ``--variants`` adds our trainer
+with the step not compiled, and with 2048-row loss chunks.
+
+MFU: 4 × matmul parameters × dataset tokens/s over the H200's ~790 TFLOP/s bf16
+(LoRA: no weight gradients for the base; padding and attention not counted).
 
 On the H200 the tree's MLX came as cp312 wheels (mlx, mlx-cuda-13 split in two
 parts to fit a call's carry limit, mlx-lm, platformdirs, gguf) installed with
@@ -21,8 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -30,74 +35,146 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-SETTINGS = dict(rank=16, scale=2.0, num_layers=16, batch_size=8, max_seq_length=1024, learning_rate=1e-4)
+SETTINGS = dict(rank=16, scale=2.0, num_layers=16, batch_size=8, max_seq_length=1024, learning_rate=1e-4,
+                compute_dtype="auto", worst_first=True)
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_attention_heads=32, num_key_value_heads=8,
                 num_hidden_layers=16, head_dim=64, tie_word_embeddings=True)
+PEAK_BF16_FLOPS = 790e12
+
+PEFT = r"""
+import json, random, sys, time
+import torch
+from pathlib import Path
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import LoraConfig, get_peft_model
+model_path, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+torch.manual_seed(0); random.seed(0)
+tok = AutoTokenizer.from_pretrained(model_path)
+model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.bfloat16, attn_implementation="sdpa").cuda()
+model = get_peft_model(model, LoraConfig(r=s["rank"], lora_alpha=s["rank"] * s["scale"], lora_dropout=0.0,
+                                         target_modules="all-linear", task_type="CAUSAL_LM"))
+def encode(messages, **kwargs):
+    out = tok.apply_chat_template(messages, tokenize=True, **kwargs)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)  # transformers 5 returns a BatchEncoding
+examples = []
+for line in (Path(data) / "train.jsonl").read_text().splitlines():
+    messages = json.loads(line)["messages"]
+    ids = encode(messages)[:s["max_seq_length"]]
+    prompt = len(encode(messages[:-1], add_generation_prompt=True))
+    examples.append((ids, prompt))
+order = list(range(len(examples))); random.shuffle(order)
+batches = [order[i:i + s["batch_size"]] for i in range(0, len(order) - s["batch_size"] + 1, s["batch_size"])]
+if s.get("worst_first"):
+    longest = sorted(range(len(examples)), key=lambda i: -len(examples[i][0]))[:s["batch_size"]]
+    batches.insert(0, longest)
+optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s["learning_rate"], weight_decay=0.0)
+model.train()
+torch.cuda.reset_peak_memory_stats()
+windows, examples_s, real, rows, losses = [], [], 0, 0, []
+start = time.perf_counter()
+for step in range(iters):
+    chosen = [examples[i] for i in batches[step % len(batches)]]
+    width = max(len(ids) for ids, _ in chosen)
+    input_ids = torch.full((len(chosen), width), tok.pad_token_id or 0, dtype=torch.long)
+    labels = torch.full((len(chosen), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(chosen), width), dtype=torch.long)
+    for row, (ids, prompt) in enumerate(chosen):
+        input_ids[row, :len(ids)] = torch.tensor(ids); attention[row, :len(ids)] = 1
+        labels[row, prompt:len(ids)] = torch.tensor(ids[prompt:])
+    out = model(input_ids=input_ids.cuda(), attention_mask=attention.cuda(), labels=labels.cuda())
+    out.loss.backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+    losses.append(out.loss.item())  # synchronises
+    real += sum(len(ids) for ids, _ in chosen); rows += len(chosen)
+    if (step + 1) % window == 0:
+        seconds = time.perf_counter() - start
+        windows.append(real / seconds); examples_s.append(rows / seconds)
+        real = rows = 0; start = time.perf_counter()
+print("RESULT " + json.dumps({"windows": windows, "examples": examples_s,
+                              "peak_gb": torch.cuda.max_memory_allocated() / 1e9, "max_rss_gb": 0,
+                              "final_loss": sum(losses[-window:]) / window}))
+"""
 
 
-def make_model(folder: Path, tokenizer_dir: Path) -> Path:
+def make_model(folder: Path, tokenizer_dir: Path, shape: dict) -> Path:
     import mlx.core as mx
 
     from tests.tiny import make_tiny_model
 
     if (folder / "config.json").exists():
         return folder
-    make_tiny_model(folder, tokenizer_dir, **LLAMA_1B)
+    make_tiny_model(folder, tokenizer_dir, **shape)
     weights = mx.load(str(folder / "model.safetensors"))
-    mx.save_safetensors(str(folder / "model.safetensors"), {k: v.astype(mx.bfloat16) for k, v in weights.items()})
+    mx.save_safetensors(str(folder / "model.safetensors"), {k: v.astype(mx.bfloat16) for k, v in weights.items()},
+                        metadata={"format": "pt"})
     config = json.loads((folder / "config.json").read_text())
     config["torch_dtype"] = "bfloat16"
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
 
-def make_chats(folder: Path, count: int = 2000) -> Path:
-    """Long-tailed lengths: most answers short, a tail up to 900 words."""
-    rng = random.Random(0)
-    words = "the ship sails over stars maps treasure wind and sea captain crew island gold north south".split()
-
-    def n_words() -> int:
-        return int(min(900, rng.lognormvariate(4.2, 0.9)))
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "train.jsonl", "w") as fh:
-        for _ in range(count):
-            question = " ".join(rng.choice(words) for _ in range(max(5, n_words() // 4)))
-            answer = " ".join(rng.choice(words) for _ in range(max(5, n_words())))
-            fh.write(json.dumps({"messages": [{"role": "user", "content": question},
-                                              {"role": "assistant", "content": answer}]}) + "\n")
-    shutil.copy(folder / "train.jsonl", folder / "valid.jsonl")
-    return folder
+def matmul_parameters(shape: dict, vocab: int = 49152) -> int:
+    d, i, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    q, kv = shape["num_attention_heads"] * shape["head_dim"], shape["num_key_value_heads"] * shape["head_dim"]
+    return layers * (2 * d * q + 2 * d * kv + 3 * d * i) + d * vocab
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokenizer", required=True, type=Path)
     parser.add_argument("--iters", type=int, default=40)
-    parser.add_argument("--only", choices=["ours", "mlx-lm"])
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--only", default="ours,mlx-lm,peft")
+    parser.add_argument("--variants", action="store_true")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--smoke", action="store_true", help="a 2-layer 256-wide model, to try the script on a CPU")
     args = parser.parse_args()
+    shape = dict(LLAMA_1B, hidden_size=256, intermediate_size=512, num_hidden_layers=2) if args.smoke else LLAMA_1B
 
     import mlx_lora  # noqa: F401
     import mlx.core as mx
 
     import bench.train_vs_mlx_lm as cpu_bench
+    from bench.long_tailed import make_chats
 
     print("device", mx.default_device(), flush=True)
-    model = make_model(args.work / "llama1b", args.tokenizer)
+    model = make_model(args.work / ("smoke" if args.smoke else "llama1b"), args.tokenizer, shape)
     data = make_chats(args.work / "chats")
-    trainers = {"ours": cpu_bench.OURS.replace('compute_dtype="float32"', 'compute_dtype="auto"'),
-                "mlx-lm": cpu_bench.MLX_LM}
-    for name, code in trainers.items():
-        if args.only and name != args.only:
-            continue
+    runs = [(name, code, {}) for name, code in (("ours", cpu_bench.OURS), ("mlx-lm", cpu_bench.MLX_LM),
+                                                 ("peft", PEFT)) if name in args.only.split(",")]
+    if args.variants:
+        runs += [("ours, not compiled", cpu_bench.OURS, {"module": {"step.COMPILE_ON_GPU": False}}),
+                 ("ours, loss chunks of 2048", cpu_bench.OURS, {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 2048}})]
+    results = {}
+    for name, code, extra in runs:
         start = time.time()
-        result = cpu_bench.run(code, str(model), str(data), str(args.work / f"run-{name}-{time.time():.0f}"),
-                               str(args.iters), "10", json.dumps(SETTINGS))
-        steady = result["windows"][1:]
-        print(f"{name}: tokens/s {sum(steady) / len(steady):.0f} (windows {[round(w) for w in result['windows']]}), "
-              f"peak {result['peak_gb']:.1f} GB, loss {result['final_loss']:.3f}, wall {time.time() - start:.0f} s",
-              flush=True)
+        try:
+            result = cpu_bench.run(code, str(model), str(data), str(args.work / f"run-{time.time():.0f}"),
+                                   str(args.iters), str(args.window), json.dumps({**SETTINGS, **extra}))
+        except SystemExit as exc:  # one trainer failing should not lose the others' numbers
+            print(f"{name}: failed: {str(exc)[-1500:]}", flush=True)
+            continue
+        result["wall_s"] = time.time() - start
+        results[name] = result
+        print(f"{name}: {json.dumps(result)}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+
+    flops = 4 * matmul_parameters(shape)
+    base = results.get("mlx-lm")
+    print(f"\n1B Llama-shape, random bf16, long-tailed chats, LoRA r16 all linear layers, batch 8, ≤1024 tokens, "
+          f"{args.iters} steps (first 10 dropped), largest batch first.\n")
+    print("| trainer | examples/s | dataset tokens/s | MFU | peak GB | × mlx-lm examples/s | × mlx-lm memory |"
+          + (" × PEFT tokens/s |" if "peft" in results else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if "peft" in results else ""))
+    for name, r in results.items():
+        tokens, examples = statistics.mean(r["windows"][1:]), statistics.mean(r["examples"][1:])
+        cells = [f"{examples:.1f}", f"{tokens:,.0f}", f"{flops * tokens / PEAK_BF16_FLOPS:.1%}", f"{r['peak_gb']:.1f}"]
+        if base:
+            cells += [f"{examples / statistics.mean(base['examples'][1:]):.2f}×", f"{r['peak_gb'] / base['peak_gb']:.2f}×"]
+        if "peft" in results:
+            cells.append(f"{tokens / statistics.mean(results['peft']['windows'][1:]):.2f}×")
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Our trainer next to mlx-lm's, on the demo model on this CPU.
 
-    .venv/bin/python bench/train_vs_mlx_lm.py [--iters 25] [--warmup 5] [--repeats 1]
+    .venv/bin/python bench/train_vs_mlx_lm.py [--iters 25] [--window 5] [--repeats 1]
+    .venv/bin/python bench/train_vs_mlx_lm.py --data long-tailed --batch-size 8 --max-seq-length 1024 \
+        --worst-first [--ours '{"max_batch_tokens": 2048}']
 
 Both runs use the same settings: the demo model dequantised to one fp32 folder
 (so neither spends time dequantising, and both compute in fp32 through
@@ -30,26 +32,58 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 SETTINGS = dict(rank=8, scale=2.0, num_layers=16, batch_size=4, max_seq_length=256, learning_rate=1e-4)
 
 OURS = r"""
 import json, resource, sys
 import mlx_lora  # OpenBLAS preload before mlx.core
 import mlx.core as mx
+import numpy as np
 from mlx_lora.config import TrainConfig
 from mlx_lora.events import RecordingReporter
 from mlx_lora.train import StepReport, train
+from mlx_lora.train import loop
 model, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
+from mlx_lora.train import evaluate, step
+rows = []  # per micro-batch: (examples, real tokens)
+for_objective = step.for_objective
+def counting_for_objective(*args):
+    loss_and_grad, make_batch = for_objective(*args)
+    def counting_make_batch(examples, indices):
+        rows.append((len(indices), sum(len(examples[i].tokens) for i in indices)))
+        return make_batch(examples, indices)
+    return loss_and_grad, counting_make_batch
+step.for_objective = counting_for_objective
+for name, value in s.get("module", {}).items():  # e.g. {"step.COMPILE_ON_GPU": false}: variants to measure
+    module, attr = name.split(".")
+    setattr({"step": step, "evaluate": evaluate}[module], attr, value)
+if s.get("worst_first"):
+    class WorstFirst(loop.BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
+        def epoch(self, epoch):
+            batches = list(super().epoch(epoch))
+            if epoch == 0:
+                worst = max(range(len(batches)), key=lambda i: len(batches[i]) * self.lengths[batches[i]].max())
+                batches.insert(0, batches.pop(worst))
+                self._cache = {0: batches}
+            return batches
+    loop.BatchPlan = WorstFirst
 config = TrainConfig().replace(
     model=model, data=data, run_dir=run_dir, iters=iters, steps_per_report=window, steps_per_eval=10**6,
     save_every=10**6, valid_ratio=0.0, rank=s["rank"], alpha=s["scale"] * s["rank"], num_layers=s["num_layers"],
     batch_size=s["batch_size"], max_seq_length=s["max_seq_length"], learning_rate=s["learning_rate"],
-    lr_schedule="constant", max_grad_norm=0.0, mask_prompt=True, compute_dtype="float32")
+    lr_schedule="constant", max_grad_norm=0.0, mask_prompt=True, compute_dtype=s.get("compute_dtype", "float32"),
+    **s.get("ours", {}))
 recorder = RecordingReporter()
 result = train(config, recorder)
 reports = recorder.of(StepReport)
+examples, seconds = [], []
+for k, r in enumerate(reports):
+    part = rows[k * window:(k + 1) * window]
+    seconds.append(sum(t for _, t in part) / r.tokens_per_second)
+    examples.append(sum(n for n, _ in part) / seconds[-1])
 print("RESULT " + json.dumps({
-    "windows": [r.tokens_per_second for r in reports],
+    "windows": [r.tokens_per_second for r in reports], "examples": examples,
     "peak_gb": max(r.peak_memory_gb for r in reports),
     "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     "final_loss": result.final_loss}))
@@ -73,17 +107,23 @@ model.freeze()
 linear_to_lora_layers(model, s["num_layers"], {"rank": s["rank"], "scale": s["scale"], "dropout": 0.0})
 records = [json.loads(l) for l in (Path(data) / "train.jsonl").read_text().splitlines() if l.strip()]
 dataset = CacheDataset(ChatDataset(records, tokenizer, mask_prompt=True))
-real_tokens = []  # per iteration: non-padding tokens in the batch
+real_tokens, rows = [], []  # per iteration: non-padding tokens and examples in the batch
 def counting_batches(**kwargs):
+    if s.get("worst_first"):  # a batch holding the longest examples first (width max_seq_length): its peak counts
+        longest = sorted(range(len(dataset)), key=lambda i: -len(dataset[i][0]))[:kwargs["batch_size"]]
+        first = next(iterate_batches(**{**kwargs, "dataset": [dataset[i] for i in longest]}))
+        real_tokens.append(int(np.array(first[1])[:, 1].sum())); rows.append(first[0].shape[0])
+        yield first
     for batch, lengths in iterate_batches(**kwargs):
-        real_tokens.append(int(np.array(lengths)[:, 1].sum()))
+        real_tokens.append(int(np.array(lengths)[:, 1].sum())); rows.append(batch.shape[0])
         yield batch, lengths
-windows = []
+windows, examples = [], []
 class Callback(TrainingCallback):
     def on_train_loss_report(self, info):
         seconds = window / info["iterations_per_second"]
         done = len(windows) * window
         windows.append(sum(real_tokens[done:done + window]) / seconds)
+        examples.append(sum(rows[done:done + window]) / seconds)
         self.loss = info["train_loss"]
 callback = Callback()
 args = TrainingArgs(batch_size=s["batch_size"], iters=iters, steps_per_report=window, steps_per_eval=10**6,
@@ -94,7 +134,7 @@ mx.reset_peak_memory()
 train(model=model, optimizer=optim.Adam(learning_rate=s["learning_rate"]), train_dataset=dataset, val_dataset=None,
       args=args, iterate_batches=counting_batches, training_callback=callback)
 print("RESULT " + json.dumps({
-    "windows": windows, "peak_gb": mx.get_peak_memory() / 1e9,
+    "windows": windows, "examples": examples, "peak_gb": mx.get_peak_memory() / 1e9,
     "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "final_loss": callback.loss}))
 """
 
@@ -136,38 +176,68 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=25, help="steps per run (default 25)")
     parser.add_argument("--window", type=int, default=5, help="steps per report window; the first is warm-up")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each trainer, alternated")
+    parser.add_argument("--data", choices=("pirate", "long-tailed"), default="pirate",
+                        help="the pirate sample set, or bench/long_tailed.py's synthetic chats")
+    parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
+    parser.add_argument("--max-seq-length", type=int, default=SETTINGS["max_seq_length"])
+    parser.add_argument("--num-layers", type=int, default=SETTINGS["num_layers"])
+    parser.add_argument("--ours", default="{}", help='extra settings for our trainer, JSON, e.g. '
+                                                     '\'{"max_batch_tokens": 2048}\'')
+    parser.add_argument("--worst-first", action="store_true",
+                        help="each trainer starts with its largest batch, so the peak memory is its worst case")
+    parser.add_argument("--only", choices=("ours", "mlx-lm"))
     args = parser.parse_args()
-    data = str(REPO / "resources" / "datasets" / "pirate")
+    settings = {**SETTINGS, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+                "num_layers": args.num_layers, "ours": json.loads(args.ours), "worst_first": args.worst_first}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        if args.data == "pirate":
+            data = str(REPO / "resources" / "datasets" / "pirate")
+        else:
+            from bench.long_tailed import make_chats
+
+            data = str(make_chats(Path(tmp) / "long-tailed"))
         model = Path(tmp) / "demo-fp32"
         subprocess.run([sys.executable, "-c", FP32_COPY, str(model)], check=True, cwd=REPO)
         results: dict[str, list[dict]] = {"ours": [], "mlx-lm": []}
         for repeat in range(args.repeats):
             for name, code in (("ours", OURS), ("mlx-lm", MLX_LM)):
+                if args.only and name != args.only:
+                    continue
                 run_dir = str(Path(tmp) / f"{name}-{repeat}")
                 print(f"running {name} ({repeat + 1}/{args.repeats})…", file=sys.stderr, flush=True)
                 results[name].append(run(code, str(model), data, run_dir, str(args.iters), str(args.window),
-                                         json.dumps(SETTINGS)))
+                                         json.dumps(settings)))
+                print(json.dumps(results[name][-1]), file=sys.stderr, flush=True)
+    print_table(results, settings, args)
 
-    def summary(name: str) -> dict:
-        runs = results[name]
-        throughput = [w for r in runs for w in r["windows"][1:]]  # the first window is warm-up
-        return {"tokens/s": statistics.mean(throughput), "peak": max(r["peak_gb"] for r in runs),
-                "rss": max(r["max_rss_gb"] for r in runs), "loss": statistics.mean(r["final_loss"] for r in runs)}
 
-    ours, theirs = summary("ours"), summary("mlx-lm")
-    print(f"\nDemo model (SmolLM2-135M) dequantised to fp32, pirate dataset, LoRA rank {SETTINGS['rank']} on the "
-          f"last {SETTINGS['num_layers']} layers, batch {SETTINGS['batch_size']}, max length "
-          f"{SETTINGS['max_seq_length']}, {args.iters} steps ({args.window} warm-up) × {args.repeats}, CPU + OpenBLAS.\n")
-    print("| measure | mlx-lm trainer | ours | ours / mlx-lm |")
-    print("|---|---|---|---|")
-    print(f"| dataset tokens/s (no padding) | {theirs['tokens/s']:.1f} | {ours['tokens/s']:.1f} | "
-          f"{ours['tokens/s'] / theirs['tokens/s']:.2f}× |")
-    print(f"| peak MLX memory while training (GB) | {theirs['peak']:.2f} | {ours['peak']:.2f} | "
-          f"{ours['peak'] / theirs['peak']:.2f}× |")
-    print(f"| max RSS of the process (GB) | {theirs['rss']:.2f} | {ours['rss']:.2f} | "
-          f"{ours['rss'] / theirs['rss']:.2f}× |")
-    print(f"| training loss of the last window | {theirs['loss']:.3f} | {ours['loss']:.3f} | (different batches) |")
+def summary(runs: list[dict]) -> dict:
+    throughput = [w for r in runs for w in r["windows"][1:]]  # the first window is warm-up
+    examples = [w for r in runs for w in r["examples"][1:]]
+    return {"tokens/s": statistics.mean(throughput), "examples/s": statistics.mean(examples),
+            "peak": max(r["peak_gb"] for r in runs), "rss": max(r["max_rss_gb"] for r in runs),
+            "loss": statistics.mean(r["final_loss"] for r in runs)}
+
+
+def print_table(results: dict[str, list[dict]], settings: dict, args) -> None:
+    names = [n for n in ("mlx-lm", "ours") if results[n]]
+    rows = {n: summary(results[n]) for n in names}
+    print(f"\nDemo model (SmolLM2-135M) dequantised to fp32, {args.data} dataset, LoRA rank {settings['rank']} on "
+          f"the last {settings['num_layers']} layers, batch {settings['batch_size']}, max length "
+          f"{settings['max_seq_length']}, {args.iters} steps ({args.window} warm-up) × {args.repeats}, CPU + "
+          f"OpenBLAS; ours with {settings['ours'] or 'defaults'}{', largest batch first' * args.worst_first}.\n")
+    print("| measure | " + " | ".join(names) + (" | ours / mlx-lm |" if len(names) == 2 else " |"))
+    print("|---|" + "---|" * (len(names) + (len(names) == 2)))
+    for key, label, fmt in (("examples/s", "examples/s", "{:.2f}"), ("tokens/s", "dataset tokens/s (no padding)",
+                                                                     "{:.1f}"),
+                            ("peak", "peak MLX memory while training (GB)", "{:.2f}"),
+                            ("rss", "max RSS of the process (GB)", "{:.2f}"),
+                            ("loss", "training loss of the last window", "{:.3f}")):
+        cells = [fmt.format(rows[n][key]) for n in names]
+        ratio = ""
+        if len(names) == 2:
+            ratio = " (different batches) |" if key == "loss" else f" {rows['ours'][key] / rows['mlx-lm'][key]:.2f}× |"
+        print(f"| {label} | " + " | ".join(cells) + " |" + ratio)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ trained token left is always left out. Both are counted and reported.
 
 Batching: per epoch the examples are shuffled, cut into windows of
 ``WINDOW_BATCHES`` batches, sorted by length inside each window and cut into
-batches, and the batches are shuffled. Examples of similar length share a batch,
+batches, and the batches are shuffled. With ``max_batch_tokens`` a batch holds
+fewer than ``batch_size`` examples where rows × its longest example would pass
+the cap, so the peak memory follows the cap rather than batch_size ×
+max_seq_length (on a long-tailed set only the few longest batches shrink). Examples of similar length share a batch,
 so little compute goes to padding, while each epoch still mixes differently.
 (mlx-lm sorts by a length that is always 1 — ``CacheDataset.itemlen`` — so its
 batches are padded to the longest of random examples.) Because an epoch's
@@ -111,17 +114,32 @@ class Cursor:
 class BatchPlan:
     """The batches of every epoch, as lists of example indices; see the module docstring."""
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, max_tokens: int = 0) -> None:
         if not lengths:
             raise UserError("the training set has no usable example (all were empty, or dropped by max_seq_length)")
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
+        self.max_tokens = max_tokens  # 0: no cap on rows × longest
         self._cache: dict[int, list[np.ndarray]] = {}
 
     def __len__(self) -> int:
-        """Batches per epoch (the last one may be smaller)."""
+        """Batches per epoch (the last one may be smaller; with a token cap, epoch 0's count)."""
+        if self.max_tokens:
+            return len(self.epoch(0))
         return math.ceil(len(self.lengths) / self.batch_size)
+
+    def _cut(self, part: np.ndarray) -> list[np.ndarray]:
+        """A window's examples, longest first, cut into batches of ``batch_size`` — fewer where
+        rows × the longest would pass ``max_tokens`` (a long example gets a smaller batch)."""
+        if not self.max_tokens:
+            return [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        batches, start = [], 0
+        while start < len(part):
+            rows = min(self.batch_size, max(1, self.max_tokens // int(self.lengths[part[start]])))
+            batches.append(part[start:start + rows])
+            start += rows
+        return batches
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
         if epoch not in self._cache:
@@ -132,7 +150,7 @@ class BatchPlan:
             for start in range(0, len(order), window):
                 part = order[start:start + window]
                 part = part[np.argsort(-self.lengths[part], kind="stable")]
-                batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+                batches += self._cut(part)
             self._cache = {epoch: [batches[i] for i in rng.permutation(len(batches))]}
         return self._cache[epoch]
 
@@ -156,10 +174,16 @@ class BatchPlan:
         return 1 - real / padded if padded else 0.0
 
 
-def make_batch(examples: list[Example], indices) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(inputs, targets, mask) each (B, L), and positions (N,): the flat indices where mask is 1."""
+def make_batch(examples: list[Example], indices, multiple: int = 1, limit: int = 0) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs, targets, mask) each (B, L), and positions (N,): the flat indices where mask is 1.
+    ``multiple``: L + 1 is rounded up to it, but not past ``limit`` (a GPU builds kernels per
+    shape; see train/step.py)."""
     chosen = [examples[i] for i in indices]
-    width = max(len(e.tokens) for e in chosen)
+    longest = max(len(e.tokens) for e in chosen)
+    width = -(-longest // multiple) * multiple
+    if limit:
+        width = max(longest, min(width, limit))
     tokens = np.zeros((len(chosen), width), np.int32)
     trained = np.zeros((len(chosen), width), np.float32)
     for row, example in enumerate(chosen):

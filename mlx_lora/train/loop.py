@@ -39,6 +39,7 @@ from mlx_lora import backend
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
+from mlx_lora.train import step as step_fn
 from mlx_lora.train.batches import BatchPlan, Cursor
 from mlx_lora.train.events import (
     CheckpointSaved,
@@ -216,7 +217,8 @@ class _Trainer:
         self.train_set = self.objective.encode(tokenizer, splits.train, data)
         self.valid_set = self.objective.encode(tokenizer, splits.valid, data)
         self.test_count = len(splits.test)
-        self.plan = BatchPlan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed)
+        self.plan = BatchPlan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed,
+                              data.max_batch_tokens)
         accumulation = config.optimizer.grad_accumulation_steps
         self.steps_per_epoch = len(self.plan) / accumulation
         epochs = config.schedule.epochs
@@ -314,10 +316,9 @@ class _Trainer:
         accumulation = config.optimizer.grad_accumulation_steps
         max_norm = config.optimizer.max_grad_norm
         examples = self.train_set.examples
-        # Not mx.compile'd (mlx-lm compiles its step): on CPU it measured no faster (tiny model
-        # 1.07 vs 1.02 s/step, demo model 4.7 vs 3.6 s/step on a busy 2-core machine), and the
-        # number of trained positions changes every batch, which would retrace every step.
-        loss_and_grad = nn.value_and_grad(model, self.loss)
+        # sft on a GPU: a compiled step over padded widths; else eager (see train/step.py)
+        loss_and_grad, make_batch = step_fn.for_objective(model, self.loss, self.objective,
+                                                          config.data.max_seq_length)
 
         def apply_update(grad_sum, tokens):
             grads = self.hooks.adjust_gradients(tree_map(lambda g: g / tokens, grad_sum))
@@ -341,7 +342,7 @@ class _Trainer:
                 if self.should_stop():
                     raise Cancelled()  # the partial step is dropped; progress.cursor is still its start
                 cursor, indices = next(stream)
-                batch = self.objective.make_batch(examples, indices)
+                batch = make_batch(examples, indices)
                 real_tokens += int(sum(len(examples[i].tokens) for i in indices))
                 (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
                 if grad_sum is None:

@@ -1,0 +1,300 @@
+"""How much memory a training run will need, before any weight is loaded.
+
+:func:`estimate_training_memory` adds up, in bytes:
+
+- ``weights``: the base as it is held for the run (dequantised to float32 on
+  CPU; quantised weights stay quantised on a GPU; the compute dtype otherwise);
+- ``trainable``, ``gradients``, ``optimizer``: the trained weights (LoRA's A
+  and B in float32, as mlx-lm creates them; the adapted layers' weights for
+  full fine-tuning), the gradient sum plus the scaled copy made by the update,
+  and Adam's two moments;
+- ``activations``: what the backward pass keeps per adapted layer and token
+  (only layers from the first adapted one up carry gradients, so frozen lower
+  layers keep nothing), or only each layer's input with gradient
+  checkpointing plus one layer recomputed;
+- ``attention``: the (B, heads, L, L) probabilities MLX keeps per adapted
+  layer on CPU (its fused attention has no fused backward there);
+- ``loss``: the logits and softmax of the LM head (vocabulary-wide rows, in
+  float32) at the trained positions, or at every position when the whole
+  (B, L, V) logits are formed, or one chunk's worth with a chunked loss.
+
+The model's shape comes from ``config.json`` or a GGUF file's metadata (read
+with ``gguf.GGUFReader``, memory-mapped: tensors are not loaded). Coefficients
+were fitted to peaks measured by ``bench/memory_check.py`` (MLX 0.32, CPU,
+float32; RESULTS.md has the table): estimates fall within 15% of the measured
+peak there. On a GPU the same per-token counts are used in the compute dtype;
+see RESULTS.md for how close that is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+from mlx_lora.errors import UserError
+
+GB = 1e9
+
+# Per adapted layer and token, the activations the backward keeps, in values of the
+# compute dtype: the residual input, the two normalised inputs, the attention output,
+# the mid-layer residual (5 D), q, k and v, and SwiGLU's gate, up, sigmoid, silu and product
+# (5 I). Fitted on CPU float32 peaks of three shapes (demo D=576 I=1536; D=256 I=2048;
+# D=1024 I=512; bench/memory_check.py): 5.2 D + 5.06 I + 1.0 (q + k + v).
+HIDDEN_PER_TOKEN = 5.25
+INTERMEDIATE_PER_TOKEN = 5.0
+QKV_PER_TOKEN = 1.0
+# The unchunked loss keeps ≈ 4.5 vocabulary-wide float32 rows per position it is computed
+# at (the head's output, the softmax, the gradient flowing back; measured 4.3 on the demo
+# model, 4.9 at D=256 V=8192). The chunked, fused loss (evaluate._head_loss) holds ≈ 8
+# rows per position of one chunk (5–14 measured, fitted on the total): logits, their exponent, the
+# one-hot difference and MLX's temporaries, but only for 256 positions.
+LOSS_ROWS_PER_POSITION = 4.5
+LOSS_ROWS_PER_CHUNK_POSITION = 8.0
+# (B, heads, L, L) float32 probabilities kept per adapted layer (CPU: the fused
+# attention falls back to matmul + softmax for its backward).
+ATTENTION_PROBS_PER_LAYER = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelShape:
+    """What the estimate needs to know about a decoder-only transformer (llama family)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    tied_embeddings: bool = True
+    quantized_bits: int = 0  # 0: stored in floating point
+    quantized_group_size: int = 64
+    stored_dtype_bytes: int = 2  # float16/bfloat16 as stored; 4 for float32
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear layer of one transformer layer."""
+        d, q, kv, i = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, \
+            self.intermediate_size
+        return {"self_attn.q_proj": (d, q), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
+                "self_attn.o_proj": (q, d), "mlp.gate_proj": (d, i), "mlp.up_proj": (d, i),
+                "mlp.down_proj": (i, d)}
+
+    @property
+    def layer_linear_parameters(self) -> int:
+        return sum(a * b for a, b in self.linear_shapes().values())
+
+    @property
+    def embedding_parameters(self) -> int:
+        return self.vocab_size * self.hidden_size * (1 if self.tied_embeddings else 2)
+
+    @property
+    def parameters(self) -> int:
+        norms = (2 * self.num_layers + 1) * self.hidden_size
+        return self.num_layers * self.layer_linear_parameters + self.embedding_parameters + norms
+
+
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def shape_from_config(config: dict) -> ModelShape:
+    """A :class:`ModelShape` from a Hugging Face ``config.json`` dict."""
+    text = config.get("text_config", config)  # multimodal wrappers keep the language model's shape here
+    try:
+        hidden = int(text["hidden_size"])
+        heads = int(text["num_attention_heads"])
+        quant = config.get("quantization") or config.get("quantization_config") or {}
+        return ModelShape(
+            hidden_size=hidden, intermediate_size=int(text["intermediate_size"]),
+            num_layers=int(text["num_hidden_layers"]), num_heads=heads,
+            num_kv_heads=int(text.get("num_key_value_heads") or heads),
+            head_dim=int(text.get("head_dim") or hidden // heads), vocab_size=int(text["vocab_size"]),
+            tied_embeddings=bool(text.get("tie_word_embeddings", False)),
+            quantized_bits=int(quant.get("bits", 0) or 0), quantized_group_size=int(quant.get("group_size", 64) or 64),
+            stored_dtype_bytes=_DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"config.json: cannot read the model's shape (missing or bad {exc})") from exc
+
+
+def shape_from_gguf(path: str | Path) -> ModelShape:
+    """A :class:`ModelShape` from a GGUF file's metadata and tensor table (nothing is loaded)."""
+    import gguf
+
+    from mlx_lora.models.gguf import check_gguf, gguf_to_hf_config
+
+    check_gguf(path)  # gguf's reader trusts the header; this walks it with every bound checked
+    reader = gguf.GGUFReader(str(path))
+    metadata = {key: field.contents() for key, field in reader.fields.items()
+                if not key.startswith("tokenizer.ggml.") or key.endswith("_id")}
+    if "vocab_size" not in "".join(metadata):  # older files: the vocabulary's length
+        metadata["tokenizer.ggml.tokens"] = [None] * len(reader.fields["tokenizer.ggml.tokens"].data)
+    names = {t.name for t in reader.tensors}
+    config = gguf_to_hf_config(metadata, has_output="output.weight" in names)
+    bits = 0
+    types = {t.tensor_type.name for t in reader.tensors if t.name.endswith("attn_q.weight")}
+    for name in types:
+        if name.startswith("Q") and name[1].isdigit():
+            bits = int(name[1])
+    # gguf Q4_0/Q8_0 tensors are read as MLX affine quantisation with groups of 32
+    quant = {"bits": bits, "group_size": 32} if bits else {}
+    return shape_from_config({**config, "quantization": quant, "torch_dtype": "float16"})
+
+
+def read_model_shape(model: str | Path) -> ModelShape:
+    """The shape of a model: ``demo``, a model folder, its ``config.json``, a ``.gguf`` file,
+    or a Hub id already in the local cache. Raises :class:`UserError` when it cannot be read."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if text == "demo":
+        from mlx_lora.models.demo import demo_gguf_path
+
+        return shape_from_gguf(demo_gguf_path())
+    if path.suffix.lower() == ".gguf":
+        return shape_from_gguf(path)
+    if path.is_dir():
+        path = path / "config.json"
+    elif not path.exists() and text.count("/") == 1 and not text.startswith((".", "/", "~")):
+        from mlx_lora.models import hub
+
+        path = hub.cached_model_path(text) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{path}: no config.json to read the model's shape from")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read it as JSON ({exc})") from exc
+    return shape_from_config(config)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes per part (see the module docstring) and their total."""
+
+    parts: dict[str, int]
+    batch: tuple[int, int]  # the (rows, length) of the largest batch the estimate is for
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def total_gb(self) -> float:
+        return self.total_bytes / GB
+
+    def fits(self, available_bytes: int, headroom: float = 0.85) -> bool:
+        """Whether the run fits in ``available_bytes`` with ``1 - headroom`` left for the OS and the app."""
+        return self.total_bytes <= available_bytes * headroom
+
+    def describe(self) -> str:
+        """One line, largest parts first, e.g. ``6.1 GB: activations 3.2, weights 0.5, …``."""
+        parts = sorted(self.parts.items(), key=lambda kv: -kv[1])
+        return f"{self.total_gb:.1f} GB: " + ", ".join(f"{name} {value / GB:.2f}" for name, value in parts if value)
+
+
+def _targets(shape: ModelShape, targets: Sequence[str]) -> list[str]:
+    names = list(shape.linear_shapes())
+    chosen: set[str] = set()
+    for target in targets:
+        if target == "all-linear":
+            chosen.update(names)
+        elif target == "attention":
+            chosen.update(n for n in names if n.startswith("self_attn."))
+        elif target == "mlp":
+            chosen.update(n for n in names if n.startswith("mlp."))
+        elif target in ("q", "k", "v", "o"):
+            chosen.add(f"self_attn.{target}_proj")
+        else:
+            chosen.update(n for n in names if n == target or n.endswith("." + target))
+    return sorted(chosen)
+
+
+def estimate_training_memory(config, *, shape: ModelShape | None = None, device: str | None = None,
+                             batch_tokens: tuple[int, int] | None = None, trained_share: float = 1.0,
+                             loss_chunk: int | None = None, full_logits: bool = False) -> MemoryEstimate:
+    """Peak memory of a training run with this :class:`~mlx_lora.config.TrainConfig`.
+
+    ``shape``: the model's shape (default: read from ``config.model.model`` without loading
+    it, see :func:`read_model_shape`). ``device``: ``"cpu"`` or ``"gpu"`` (default: this
+    machine's). ``batch_tokens``: the (rows, length) of the largest batch (default: batch
+    size × max_seq_length — batches are padded to their longest example, and with a long
+    tail the longest batch is that wide). ``trained_share``: the share of positions that
+    carry the loss (1.0, the worst case, by default; ~0.5–0.9 for chats with the prompt
+    masked). ``loss_chunk``: positions per chunk of a chunked loss (None: our trainer's
+    default; 0: unchunked). ``full_logits``: the (B, L, V) logits are formed (mlx-lm's
+    trainer, or a model our trained-positions loss cannot split).
+
+    Example::
+
+        estimate = estimate_training_memory(TrainConfig().replace(model="demo", batch_size=8))
+        estimate.total_gb, estimate.fits(16 * 2**30), estimate.describe()
+    """
+    from mlx_lora import backend
+
+    shape = shape or read_model_shape(config.model.model)
+    device = device or backend.device_kind()
+    on_cpu = device == "cpu"
+    model, adapter, data = config.model, config.adapter, config.data
+    compute = _DTYPE_BYTES.get(model.compute_dtype) or (4 if on_cpu else shape.stored_dtype_bytes)
+
+    # -- weights -----------------------------------------------------------
+    bits = shape.quantized_bits or model.quantize_bits
+    group = shape.quantized_group_size if shape.quantized_bits else model.quantize_group_size
+    full = adapter.fine_tune_type == "full"
+    linear = shape.num_layers * shape.layer_linear_parameters
+    rest = shape.parameters - linear
+    if bits and not on_cpu and not full:
+        # packed bits plus a scale and a bias (2 bytes each) per group; embedding quantised too
+        weights = (linear + shape.embedding_parameters) * (bits / 8 + 4 / group) + \
+            (rest - shape.embedding_parameters) * compute
+    else:
+        weights = shape.parameters * compute
+
+    # -- trained weights, gradients, optimiser -----------------------------
+    layers = shape.num_layers if adapter.num_layers == -1 else min(adapter.num_layers, shape.num_layers)
+    linear_shapes = shape.linear_shapes()
+    if full:
+        trainable = layers * (shape.layer_linear_parameters + 2 * shape.hidden_size) * compute
+    else:
+        per_layer = sum(adapter.rank * (i + o) + (o if adapter.fine_tune_type == "dora" else 0)
+                        for name, (i, o) in linear_shapes.items() if name in _targets(shape, adapter.targets))
+        trainable = layers * per_layer * 4  # mlx-lm creates lora_a / lora_b in float32
+    gradients = 2 * trainable  # the accumulated sum and the scaled (clipped) copy the update makes
+    optimizer = 2 * trainable  # Adam's first and second moments
+
+    # -- activations -------------------------------------------------------
+    rows, length = batch_tokens or (data.batch_size, data.max_seq_length)
+    tokens = rows * length
+    d, i = shape.hidden_size, shape.intermediate_size
+    qkv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
+    per_token = HIDDEN_PER_TOKEN * d + INTERMEDIATE_PER_TOKEN * i + QKV_PER_TOKEN * qkv  # values, one layer
+    probs = ATTENTION_PROBS_PER_LAYER * rows * shape.num_heads * length * length * 4 if on_cpu else 0
+    if model.grad_checkpoint:
+        # each layer keeps its input; one layer at a time is recomputed with everything it keeps
+        activations = (layers * d + per_token) * tokens * compute
+        attention = probs
+        recompute = per_token * tokens * compute + probs
+    else:
+        activations = layers * per_token * tokens * compute
+        attention = layers * probs
+        recompute = 0
+
+    # -- the LM head and the loss -------------------------------------------
+    positions = tokens if full_logits else math.ceil(tokens * trained_share)
+    if loss_chunk is None:
+        from mlx_lora.train.evaluate import DEFAULT_LOSS_CHUNK
+
+        loss_chunk = 0 if full_logits else DEFAULT_LOSS_CHUNK
+    if loss_chunk and positions > loss_chunk:
+        loss = LOSS_ROWS_PER_CHUNK_POSITION * loss_chunk * shape.vocab_size * 4
+    else:
+        loss = LOSS_ROWS_PER_POSITION * positions * shape.vocab_size * 4
+    # with checkpointing the loss runs while only the layers' inputs are kept, before any
+    # layer is recomputed: the two peaks do not add up
+    loss = max(0, loss - recompute)
+
+    parts = {"weights": int(weights), "trainable": int(trainable), "gradients": int(gradients),
+             "optimizer": int(optimizer), "activations": int(activations), "attention": int(attention),
+             "loss": int(loss)}
+    return MemoryEstimate(parts, (rows, length))

@@ -1,0 +1,62 @@
+"""The performance paths give the same loss as the plain one: the compiled, dense-head step
+(GPU), widths rounded up, the token cap on batches."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from mlx_lora.config import TrainConfig
+from mlx_lora.train import step as step_fn
+from mlx_lora.train.batches import BatchPlan, Example, make_batch
+from mlx_lora.train.evaluate import MaskedLoss
+from mlx_lora.train.methods import prepare_model
+
+
+def _examples(rng, count=6):
+    examples = []
+    for _ in range(count):
+        n = int(rng.integers(8, 40))
+        trained = [False] * (n // 3) + [True] * (n - n // 3)
+        examples.append(Example(tuple(int(t) for t in rng.integers(0, 1000, n)), tuple(trained)))
+    return examples
+
+
+def test_the_compiled_dense_step_with_padded_widths_matches_the_eager_one(tiny_model):
+    model = prepare_model(TrainConfig().replace(model=str(tiny_model), rank=4)).model
+    model.train()
+    examples = _examples(np.random.default_rng(0))
+    loss = MaskedLoss(chunk=16)  # several chunks, in both paths
+    assert loss.check(model, mx.array([examples[0].tokens]))
+    eager = step_fn.loss_and_grad(model, loss, compiled=False)
+    compiled = step_fn.loss_and_grad(model, loss, compiled=True)
+    mx.eval(model.parameters())
+    (value, count), grads = eager(model, *map(mx.array, make_batch(examples, range(6))))
+    mx.eval(value, grads)
+    padded = make_batch(examples, range(6), multiple=64)
+    assert padded[0].shape[1] == 63  # widths rounded up: inputs are width − 1
+    assert make_batch(examples, range(6), 64, 50)[0].shape[1] == 49  # not past the limit
+    for _ in range(2):  # the second call reuses the compiled graph
+        (c_value, c_count), c_grads = compiled(model, *map(mx.array, padded))
+        mx.eval(c_value, c_grads)
+        assert c_count.item() == count.item()
+        assert c_value.item() == pytest.approx(value.item(), rel=1e-5)
+        flat, c_flat = dict(tree_flatten(grads)), dict(tree_flatten(c_grads))
+        assert any(float(mx.abs(g).max()) > 0 for g in flat.values())
+        for name, grad in flat.items():
+            assert mx.allclose(grad, c_flat[name], atol=1e-5).item(), name
+
+
+def test_a_token_cap_gives_long_examples_smaller_batches_and_keeps_every_example():
+    lengths = [int(x) for x in np.random.default_rng(2).lognormal(4.5, 0.8, size=400).clip(5, 1024)]
+    plan = BatchPlan(lengths, batch_size=8, seed=0, max_tokens=2048)
+    batches = plan.epoch(0)
+    assert sorted(int(i) for b in batches for i in b) == list(range(400))
+    assert max(len(b) * max(lengths[i] for i in b) for b in batches) <= 2048
+    assert max(len(b) for b in batches) == 8 and min(len(b) for b in batches) <= 2
+    uncapped = BatchPlan(lengths, batch_size=8, seed=0)
+    assert len(plan) > len(uncapped) == 50
+    assert max(len(b) * max(lengths[i] for i in b) for b in uncapped.epoch(0)) > 4000
