@@ -81,7 +81,7 @@ def long_records(n: int) -> list[dict]:
 @pytest.mark.parametrize("too_long", ["drop", "truncate"])
 def test_over_length_examples_are_reported_before_training_and_never_exceed_the_limit(
         too_long, tiny_model, tmp_path, monkeypatch):
-    import mlx_lora.train.loop as loop
+    import mlx_lora.train.objectives as objectives  # the sft objective's batches
 
     records = persona_records(20) + long_records(4)
     data = tmp_path / "data"
@@ -89,14 +89,14 @@ def test_over_length_examples_are_reported_before_training_and_never_exceed_the_
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (data / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in persona_records(2) + long_records(1)))
     widths = []
-    real_make_batch = loop.make_batch
+    real_make_batch = objectives.make_batch
 
     def spy(examples, indices):
         batch = real_make_batch(examples, indices)
         widths.append(batch[0].shape[1] + 1)  # inputs are the tokens minus the last
         return batch
 
-    monkeypatch.setattr(loop, "make_batch", spy)
+    monkeypatch.setattr(objectives, "make_batch", spy)
     recorder = RecordingReporter()
     limit = 96
     result = train(tiny_config(tiny_model, data, tmp_path / "run", iters=12, max_seq_length=limit,
