@@ -231,6 +231,8 @@ class RunConfig(Section):
     save_every: int = setting(50, "Save a checkpoint every this many steps (and at the end).", min=1)
     keep_checkpoints: int = setting(3, "How many of the latest checkpoints to keep; 0 keeps them all. The best "
                                        "one is kept apart in best/.", min=0, advanced=True)
+    hostfile: str = setting("", "Train on several machines: an mlx.launch hostfile (JSON) naming them; the "
+                                "first host is rank 0 and writes the run. Empty: this machine only.", advanced=True)
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -249,6 +251,7 @@ SECTIONS: dict[str, type[Section]] = {
 RESUMABLE_CHANGES = frozenset({
     "iters", "epochs", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
     "keep_checkpoints", "early_stopping_patience", "early_stopping_min_delta", "run_dir", "resume",
+    "hostfile",  # the global batch is the same on any number of machines
 })
 
 

@@ -119,6 +119,9 @@ class StopFlag:
     def __call__(self) -> bool:
         return self.requested
 
+    def request(self) -> None:
+        self.requested = True
+
     def install(self) -> None:
         self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
 
@@ -137,6 +140,8 @@ class StopFlag:
 def _train(args: argparse.Namespace) -> int:
     from mlx_lora.config import config_from_args
     from mlx_lora.train import train
+    from mlx_lora.cli.launch import run_launched, watch_stdin_for_stop
+    from mlx_lora.train.distributed import launched
 
     stdout = sys.stdout
     if args.json_events:
@@ -148,7 +153,12 @@ def _train(args: argparse.Namespace) -> int:
     stop = StopFlag()
     try:
         config = config_from_args(args)
+        if config.run.hostfile and not launched():  # several machines: mlx.launch runs the ranks
+            sys.stdout = stdout
+            return run_launched(config, args.json_events, stdout)
         stop.install()
+        if launched():  # a rank: run_launched's "stop" line arrives on stdin
+            watch_stdin_for_stop(stop.request)
         result = train(config, reporter, stop)
     finally:
         sys.stdout = stdout

@@ -38,6 +38,7 @@ class RunStarted(Event):
     compute_dtype: str
     resumed: bool
     notes: tuple[str, ...] = ()  # things a person should know, e.g. "dequantised 4-bit base to float32 for CPU"
+    world_size: int = 1  # processes training together (mlx.launch, data-parallel); 1 on one machine
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,6 +41,7 @@ from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
 from mlx_lora.train import step as step_fn
 from mlx_lora.train.batches import BatchPlan, Cursor
+from mlx_lora.train.distributed import World
 from mlx_lora.train.events import (
     CheckpointSaved,
     EvalReport,
@@ -152,10 +153,11 @@ def train(config: TrainConfig, reporter: Reporter = NullReporter(),
     Returns how it ended. A problem the user can fix raises :class:`UserError` after a
     ``RunFailed`` event; divergence (NaN loss) returns a failed result instead.
     """
-    out = _Logged(reporter)
+    world = World()  # several processes under mlx.launch: see mlx_lora/train/distributed.py
+    out = _Logged(reporter if world.is_main else NullReporter())
     trainer = None
     try:
-        trainer = _Trainer(config, out, should_stop)
+        trainer = _Trainer(config, out, world.collective_stop(should_stop), world)
         return trainer.run()
     except UserError as exc:
         out.emit(RunFailed(trainer.progress.step if trainer else 0, str(out.folder.path) if out.folder else "",
@@ -181,10 +183,12 @@ def _latest(run: RunFolder | None) -> str | None:
 
 
 class _Trainer:
-    def __init__(self, config: TrainConfig, out: _Logged, should_stop: Callable[[], bool]) -> None:
+    def __init__(self, config: TrainConfig, out: _Logged, should_stop: Callable[[], bool],
+                 world: World) -> None:
         self.config = config
         self.out = out
         self.should_stop = should_stop
+        self.world = world
         self.progress = _Progress()
         self.last_checkpoint: Path | None = None
         self.last_checkpoint_step = -1
@@ -238,7 +242,11 @@ class _Trainer:
             run_dir = Path(config.run.run_dir).expanduser() if config.run.run_dir else default_run_dir(config)
             self.folder = RunFolder(run_dir)
             self.config = config = config.replace(run_dir=str(self.folder.path))
-            self.folder.create(config)
+            if self.world.is_main:
+                self.folder.create(config)
+        self.world.sync_training_state(model, self.optimizer)
+        if not self.world.is_main:
+            return  # only rank 0 writes the run folder
         self.out.folder = self.folder
         if resuming:
             self.folder.cut_metrics(self.progress.step)
@@ -265,7 +273,7 @@ class _Trainer:
         config, progress = self.config, self.progress
         model = self.prepared.model
         resumed = bool(config.run.resume)
-        notes = list(self.prepared.notes) + self.objective.notes
+        notes = list(self.prepared.notes) + self.objective.notes + self.world.notes(config.adapter.dropout)
         if self.train_set.truncated:
             notes.append(f"{self.train_set.truncated} training example(s) longer than max_seq_length "
                          f"({config.data.max_seq_length} tokens) were truncated at the end")
@@ -293,7 +301,8 @@ class _Trainer:
             trained_tokens_per_epoch=self.train_set.trained_tokens,
             truncated_examples=self.train_set.truncated, dropped_examples=self.train_set.dropped,
             padding_fraction=round(self.plan.padding_fraction(), 4), device=backend.backend_name(),
-            compute_dtype=self.prepared.compute_dtype, resumed=resumed, notes=tuple(notes)))
+            compute_dtype=self.prepared.compute_dtype, resumed=resumed, notes=tuple(notes),
+            world_size=self.world.size))
 
         self.session_start = time.perf_counter()
         self.session_start_elapsed = progress.elapsed_s
@@ -342,6 +351,9 @@ class _Trainer:
                 if self.should_stop():
                     raise Cancelled()  # the partial step is dropped; progress.cursor is still its start
                 cursor, indices = next(stream)
+                indices = self.world.share(indices)  # this rank's part of the global batch
+                if len(indices) == 0:
+                    continue
                 batch = make_batch(examples, indices)
                 real_tokens += int(sum(len(examples[i].tokens) for i in indices))
                 (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
@@ -351,6 +363,8 @@ class _Trainer:
                     grad_sum = tree_map(mx.add, grad_sum, grads)
                     loss_sum, tokens = loss_sum + micro_loss, tokens + micro_tokens
                 mx.eval(grad_sum, loss_sum, tokens)
+            grad_sum, loss_sum, tokens, real_tokens = self.world.sum_step(model, grad_sum, loss_sum, tokens,
+                                                                          real_tokens)
             # Check before updating: a NaN must never reach the weights or a checkpoint.
             grad_norm_sq = sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grad_sum))
             loss_value, token_count, grad_finite = loss_sum.item(), tokens.item(), math.isfinite(grad_norm_sq.item())
@@ -401,6 +415,7 @@ class _Trainer:
         val_loss, extra = self.objective.evaluate(self.prepared.model, self.loss, self.valid_set.examples,
                                                   self.config.data.batch_size, evaluation.val_batches,
                                                   self.config.run.seed, self.should_stop)
+        val_loss = self.world.mean(val_loss)
         progress = self.progress
         best = False
         if not baseline:
@@ -422,7 +437,7 @@ class _Trainer:
 
     def _checkpoint(self, best: bool = False) -> None:
         progress = self.progress
-        if progress.step == self.last_checkpoint_step and not best:
+        if (progress.step == self.last_checkpoint_step and not best) or not self.world.is_main:
             return
         weights, adapter_config = self.hooks.saved_adapter(trained_weights(self.prepared.model),
                                                            self.prepared.adapter_config)

@@ -1,0 +1,209 @@
+"""``mlx-lora train --hostfile FILE``: one run on several machines, through ``mlx.launch``.
+
+This process does not train. It checks the hostfile, then runs
+
+    mlx.launch --hostfile FILE -- python -m mlx_lora.cli.main train <every setting> --json-events
+
+(the settings as flags, not ``--config``, so the other machines need no copy of a
+config file) and reads rank 0's JSON events: it prints them as progress lines,
+or passes them on unchanged with ``--json-events`` (the app's supervisor reads
+them as from a one-machine run), and its exit status follows the run's last
+event (``mlx.launch`` itself exits 0 whatever its ranks did).
+
+Why not simply exec ``mlx.launch``: a SIGTERM kills it at once, leaving its
+ranks orphaned with no reader for their output. Here SIGTERM and the first
+Ctrl-C send the line ``stop`` to the launcher's stdin, which it copies to every
+rank's stdin (local ranks by pipe, remote ones through ssh);
+:func:`watch_stdin_for_stop` turns it into the rank's stop request, and the
+collective stop (:mod:`mlx_lora.train.distributed`) makes all ranks stop at the
+same step, with one checkpoint written by rank 0. A second signal kills the
+launcher's whole process group (its own session) at once, and if this process
+is killed outright, the launcher sees its lifeline pipe close and does the same
+(:func:`_launcher_main`), so no rank outlives the run.
+
+The ring backend's first port is ``--starting-port`` of mlx.launch (default
+32323, one more per rank); ``MLX_LORA_RING_PORT`` sets it (the tests pick free ports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, TextIO
+
+from mlx_lora.config import TrainConfig
+from mlx_lora.errors import UserError
+
+
+
+def check_hostfile(path: str) -> int:
+    """The number of hosts in an mlx.launch hostfile, or a UserError naming the problem."""
+    from mlx._distributed_utils.common import Hostfile
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"hostfile (run.hostfile, --hostfile): {file} does not exist")
+    try:
+        hostfile = Hostfile.from_file(str(file))
+    except ValueError as exc:
+        cause = exc.__cause__ or exc
+        raise UserError(f"{file}: not an mlx.launch hostfile ({cause}); expected JSON like "
+                        '[{"ssh": "mac-1.local", "ips": ["192.168.1.10"]}, ...]') from exc
+    if not hostfile.hosts:
+        raise UserError(f"{file}: the hostfile lists no hosts")
+    if hostfile.backend in ("", "ring"):
+        for host in hostfile.hosts:
+            if not host.ips:
+                raise UserError(f"{file}: host {host.rank} ({host.ssh_hostname}) has no \"ips\"; the ring backend "
+                                "connects the machines by IP address")
+    return len(hostfile.hosts)
+
+
+def config_flags(config: TrainConfig) -> list[str]:
+    """Every setting as a flag (``--name=value``), so a rank rebuilds the same config from argv alone."""
+    flags = []
+    for name, value in config.flat().items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        else:
+            flags.append(f"{flag}={value}")
+    return flags
+
+
+def launch_command(config: TrainConfig, watch_fd: int) -> list[str]:
+    """mlx.launch's argv, run by :func:`_launcher_main` (which also watches ``watch_fd``)."""
+    port = os.environ.get("MLX_LORA_RING_PORT")
+    return [sys.executable, "-m", "mlx_lora.cli.launch", str(watch_fd), "--hostfile", str(Path(config.run.hostfile).expanduser()),
+            "--env", "MLX_LORA_LAUNCHED=1", *(["--starting-port", port] if port else []),
+            "--", sys.executable, "-m", "mlx_lora.cli.main", "train", *config_flags(config), "--json-events"]
+
+
+def run_launched(config: TrainConfig, json_events: bool, out: TextIO) -> int:
+    """Run ``config`` on the hostfile's machines; see the module docstring. Returns the exit status."""
+    from mlx_lora.cli.train import ProgressPrinter
+
+    check_hostfile(config.run.hostfile)
+    # the launcher's lifeline: it holds the read end; when this process ends, even by SIGKILL
+    # (the app's last resort), the read sees EOF and the launcher ends its whole session
+    lifeline, keep_alive = os.pipe()
+    launcher = subprocess.Popen(launch_command(config, lifeline), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                start_new_session=True, pass_fds=(lifeline,), text=True, bufsize=1)
+    os.close(lifeline)
+    signals = []
+
+    def on_signal(signum, frame) -> None:
+        signals.append(signum)
+        if len(signals) == 1:
+            print("stopping every machine after this step (Ctrl-C again to end them now)…", file=sys.stderr,
+                  flush=True)
+            try:
+                launcher.stdin.write("stop\n")
+                launcher.stdin.flush()
+            except OSError:
+                pass
+        else:
+            os.killpg(launcher.pid, signal.SIGKILL)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    printer = ProgressPrinter(out)
+    last = None
+    try:
+        for line in launcher.stdout:
+            event = _parse(line)
+            if event is None:
+                if line.strip():
+                    print(line.rstrip("\n"), file=sys.stderr, flush=True)
+                continue
+            last = event.get("event", last) if event.get("event") in _TERMINAL else last
+            if json_events:
+                out.write(line if line.endswith("\n") else line + "\n")
+                out.flush()
+            else:
+                _print_event(printer, event)
+        code = launcher.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(keep_alive)
+    if last in ("run_finished", "run_stopped"):
+        return 0
+    return 1 if last == "run_failed" or code == 0 else code
+
+
+_TERMINAL = ("run_finished", "run_stopped", "run_failed")
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+def _print_event(printer, event: dict) -> None:
+    """A progress line for an event dict, by rebuilding the event it came from."""
+    from mlx_lora.events import Progress
+    from mlx_lora.train import events as ev
+
+    classes = {_kind(cls): cls for cls in
+               (Progress, ev.RunStarted, ev.StepReport, ev.EvalReport, ev.CheckpointSaved, ev.RunFinished,
+                ev.RunStopped, ev.RunFailed)}
+    cls = classes.get(event["event"])
+    if cls is None:
+        return
+    fields = {k: v for k, v in event.items() if k != "event"}
+    if "notes" in fields:
+        fields["notes"] = tuple(fields["notes"])
+    try:
+        printer.emit(cls(**fields))
+    except TypeError:  # an event from another version of the engine: show it raw
+        print(json.dumps(event), file=printer.stream, flush=True)
+
+
+def _kind(cls) -> str:
+    """``StepReport`` → ``step_report``, as :class:`mlx_lora.events.Event` names itself."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+def watch_stdin_for_stop(request_stop: Callable[[], None]) -> None:
+    """In a rank: a line ``stop`` on stdin (from :func:`run_launched`, through mlx.launch) asks the
+    run to stop, like SIGTERM does in a one-machine run."""
+
+    def watch() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                request_stop()
+
+    threading.Thread(target=watch, name="stop-on-stdin", daemon=True).start()
+
+
+def _launcher_main(argv: list[str]) -> None:
+    """``python -m mlx_lora.cli.launch LIFELINE_FD <mlx.launch arguments>``: mlx.launch (which ships
+    as a console script only, no ``python -m`` form) in its own session, ended with every local rank
+    and ssh connection (remote ranks then get SIGHUP) when the lifeline pipe closes."""
+    lifeline = int(argv[0])
+
+    def watch() -> None:
+        while os.read(lifeline, 1):
+            pass
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+    sys.argv = ["mlx.launch", *argv[1:]]
+    from mlx._distributed_utils.launch import main
+
+    main()
+
+
+if __name__ == "__main__":
+    _launcher_main(sys.argv[1:])
