@@ -19,6 +19,11 @@ one short line per training step on the GUI thread costs microseconds.
 Stopping: :meth:`stop` sends SIGTERM, which the engine treats as "write a
 checkpoint and exit"; if the child is still alive after ``stop_timeout_ms`` it
 gets SIGKILL. On application quit the child is killed (no orphan is left).
+
+Several machines: with ``run.hostfile`` set (an advanced setting) the same child
+command launches the ranks itself through ``mlx.launch`` (mlx_lora/cli/launch.py)
+and passes rank 0's events on, so nothing here changes: SIGTERM reaches every
+rank as a "stop" line, and SIGKILL ends them too (the launcher's lifeline pipe).
 """
 
 from __future__ import annotations
