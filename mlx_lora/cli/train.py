@@ -122,8 +122,8 @@ class StopFlag:
     def request(self) -> None:
         self.requested = True
 
-    def install(self) -> None:
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def install(self, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
 
     def uninstall(self) -> None:
         for sig, handler in getattr(self, "_previous", {}).items():
@@ -156,9 +156,14 @@ def _train(args: argparse.Namespace) -> int:
         if config.run.hostfile and not launched():  # several machines: mlx.launch runs the ranks
             sys.stdout = stdout
             return run_launched(config, args.json_events, stdout)
-        stop.install()
-        if launched():  # a rank: run_launched's "stop" line arrives on stdin
+        if launched():
+            # a rank: run_launched's "stop" line arrives on stdin, and SIGTERM keeps its default (end
+            # now), which is how mlx.launch ends the other ranks when one fails — a Python handler
+            # would never run while the rank waits in an all-reduce for the rank that is gone
+            stop.install(signals=(signal.SIGINT,))
             watch_stdin_for_stop(stop.request)
+        else:
+            stop.install()
         result = train(config, reporter, stop)
     finally:
         sys.stdout = stdout

@@ -160,6 +160,16 @@ def test_a_stop_reaches_both_ranks_and_the_run_resumes_on_two(tiny_model, datase
         np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+def test_a_failure_on_rank_0_ends_every_rank_with_its_reason(tiny_model, dataset, hostfile, tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "something").write_text("")
+    proc = launch(flags(tiny_model, dataset, used, iters=5, hostfile=str(hostfile)))
+    events, err = finish(proc)  # rank 1 waits in an all-reduce for rank 0: it must be ended, not hang
+    assert proc.returncode == 1
+    assert events[-1]["event"] == "run_failed" and "not empty" in events[-1]["reason"]
+
+
 # -- the pieces, in process ------------------------------------------------------------------
 
 class FakeGroup:
