@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=45500)
     args = parser.parse_args()
 
+    import mlx_lora  # noqa: F401  (its BLAS preload comes before mlx.core)
     import mlx.core as mx
     import numpy as np
 
