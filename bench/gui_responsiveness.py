@@ -158,7 +158,7 @@ def measure_stalls(iters: int, tokens: int) -> dict[str, dict]:
     chat = window.chat_page
     window.show_page(3)
     chat.select_run(str(run_dir))
-    wait_until(app, lambda: chat._pending is None, 30)
+    wait_until(app, lambda: chat.picker.pending is None, 30)
     loaded = []
     ctx.chat.model_loaded.connect(loaded.append)
     recorder.window()

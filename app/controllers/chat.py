@@ -12,6 +12,7 @@ adapter is switched off for the base's answer (``use_adapter=False``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from pathlib import Path
@@ -38,8 +39,45 @@ def _list_runs(reporter, should_stop):
     return [run for run in list_runs() if run.checkpoints]
 
 
+@contextlib.contextmanager
+def _vocab_built_once():
+    """While a model loads, a fast tokenizer's ``get_vocab()`` is built once and reused.
+
+    mlx-lm's tokenizer wrapper asks for the vocabulary three times as it loads and the chat
+    session once more; each call builds a 49k-entry dict in Rust *holding the GIL*, which
+    stalls the GUI thread for ~40 ms of CPU each (SmolLM2; measured in
+    ``bench/gui_responsiveness.py``'s load phase, where they were 4 of the 5 stalls over 50 ms).
+    Nothing adds tokens during the load, so one dict serves every caller. The remaining stall
+    is ``Tokenizer.from_file`` (~130 ms of CPU parsing tokenizer.json, also holding the GIL);
+    only loading in another process would remove it.
+    """
+    try:
+        from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
+    except ImportError:  # transformers moved it: load without the cache
+        yield
+        return
+    original = PreTrainedTokenizerFast.get_vocab
+    built: dict[int, dict] = {}  # id(tokenizer) -> its vocabulary, for this load only
+
+    def get_vocab(self):
+        if id(self) not in built:
+            built[id(self)] = original(self)
+        return dict(built[id(self)])  # a copy, as the original returns: ~1 ms
+
+    PreTrainedTokenizerFast.get_vocab = get_vocab
+    try:
+        yield
+    finally:
+        PreTrainedTokenizerFast.get_vocab = original
+
+
 def _load(reporter, should_stop, current, base_spec: str | None, adapter: str | None):
     """(chat model, session, LoadedModel): reuses ``current`` when its base is the one needed."""
+    with _vocab_built_once():
+        return _load_model(reporter, current, base_spec, adapter)
+
+
+def _load_model(reporter, current, base_spec: str | None, adapter: str | None):
     from mlx_lora.chat import ChatSession, load_chat_model, resolve_adapter
 
     files = resolve_adapter(adapter) if adapter else None
