@@ -59,7 +59,9 @@ def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
         train.start_button.click()
     assert ended.args[0] == "finished", train.log_view.toPlainText()
     assert [s["step"] for s in steps] == [1, 2, 3]
-    x, y = train.charts.widget.raw.getData()
+    charts = train.charts.widget  # redrawn at most every REDRAW_MS
+    qtbot.waitUntil(lambda: len(charts.valid.getData()[0]) == 2, timeout=2000)
+    x, y = charts.raw.getData()
     assert list(x) == [1, 2, 3] and all(v > 0 for v in y)
     assert list(train.charts.widget.valid.getData()[0]) == [0, 3]  # baseline and final validation
     assert train.tiles["step"].value.text() == "3 / 3" and train.progress.value() == 3
