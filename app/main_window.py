@@ -48,7 +48,7 @@ class MainWindow(QMainWindow):
         self._closing_after_stop = False
 
         ctx = self.context
-        self.models_page = models_page.ModelsPage(ctx.models)
+        self.models_page = models_page.ModelsPage(ctx.models, settings=lambda: self.train_page.config())
         self.data_page = data_page.DataPage(ctx.data)
         self.train_page = train_page.TrainPage(ctx.training)
         self.chat_page = chat_page.ChatPage(ctx.chat)

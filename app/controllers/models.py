@@ -1,6 +1,8 @@
 """The Models page's controller: the local model list, opening a folder, importing
-a GGUF file, and the Hugging Face Hub (search, download, cache) when
-``mlx_lora.models.hub`` is there. Every engine call runs in a :class:`Job`."""
+a GGUF file, the Hugging Face Hub (search, download, cache) when
+``mlx_lora.models.hub`` is there, and "will it fit": the engine's estimate of the
+memory a training run needs (:func:`mlx_lora.train.memory.estimate_training_memory`)
+against this computer's memory. Every engine call runs in a :class:`Job`."""
 
 from __future__ import annotations
 
@@ -24,6 +26,19 @@ class ModelEntry:
     size_bytes: int = 0
     path: str = ""
     note: str = ""
+
+
+@dataclass(frozen=True)
+class FitEstimate:
+    """Will training ``model`` with these settings fit in this computer's memory?"""
+
+    model: str
+    verdict: str  # "fits", "tight" (fits, but without the headroom the OS and the app need), "too big" or "unknown"
+    needed_bytes: int = 0
+    available_bytes: int = 0
+    batch: tuple[int, int] = (0, 0)  # (rows, tokens) of the largest batch the estimate is for
+    breakdown: str = ""  # the engine's one-line description, largest parts first
+    problem: str = ""  # why there is no estimate (verdict "unknown")
 
 
 def _folder_size(folder: Path) -> int:
@@ -92,6 +107,33 @@ def _download(reporter, should_stop, repo_id: str):
     return hub.download_model(repo_id, reporter=reporter, should_stop=should_stop)
 
 
+def _estimate_fit(reporter, should_stop, model: str, config) -> FitEstimate:
+    """The engine's estimate for ``config`` (the Train page's settings; None: the engine's
+    defaults) with ``model`` as the base. Reads the model's config.json or GGUF header only."""
+    from mlx_lora import backend
+    from mlx_lora.config import TrainConfig
+    from mlx_lora.errors import UserError
+    from mlx_lora.train.memory import estimate_training_memory
+
+    config = (config or TrainConfig()).replace(model=model)
+    available = backend.total_memory_bytes()
+    try:
+        estimate = estimate_training_memory(config)
+    except UserError as exc:
+        return FitEstimate(model, "unknown", available_bytes=available, problem=str(exc))
+    except (KeyError, TypeError, ValueError) as exc:  # a config.json of a shape the estimator does not know
+        return FitEstimate(model, "unknown", available_bytes=available,
+                           problem=f"the estimator cannot read this model's shape ({type(exc).__name__}: {exc})")
+    needed = estimate.total_bytes
+    if not available:
+        verdict = "unknown"
+    elif estimate.fits(available):
+        verdict = "fits"
+    else:
+        verdict = "tight" if needed <= available else "too big"
+    return FitEstimate(model, verdict, needed, available, tuple(estimate.batch), estimate.describe())
+
+
 def _delete_cached(reporter, should_stop, repo_id: str):
     from mlx_lora.models import hub
 
@@ -106,6 +148,7 @@ class ModelsController(QObject):
     search_finished = Signal(str, list)  # query, [ModelSummary]
     details_loaded = Signal(object)
     download_finished = Signal(str)  # repo id
+    fit_estimated = Signal(object)  # FitEstimate, for the latest request only
     busy_changed = Signal(bool)
     failed = Signal(str)
 
@@ -113,6 +156,7 @@ class ModelsController(QObject):
         super().__init__()
         self.state = state
         self._jobs: dict[str, Job] = {}  # one per kind of work; a newer search replaces the older
+        self._fit_request = 0
 
     @property
     def hub_available(self) -> bool:
@@ -180,6 +224,14 @@ class ModelsController(QObject):
 
     def delete_cached(self, repo_id: str) -> None:
         self._run("delete", _delete_cached, repo_id, on_finished=lambda _r: self.refresh())
+
+    def estimate_fit(self, model: str, config=None) -> None:
+        """Estimate the memory a run of ``config`` (a TrainConfig; None: the defaults) needs
+        with ``model`` as its base; ``fit_estimated`` answers the latest request only."""
+        self._fit_request += 1
+        request = self._fit_request
+        self._run("fit", _estimate_fit, model, config,
+                  on_finished=lambda estimate: request == self._fit_request and self.fit_estimated.emit(estimate))
 
     def _on_model_opened(self, entry: ModelEntry) -> None:
         self.model_opened.emit(entry)

@@ -3,8 +3,10 @@
 The local list (the embedded demo model first, imported GGUF conversions,
 folders, the Hub cache), "Open folder…", "Import GGUF…" with progress, and the
 Hugging Face Hub: search as you type (debounced 300 ms, in a worker), results
-with an MLX badge, a details pane, download with progress and cancel. The page
-only talks to its :class:`ModelsController`.
+with an MLX badge, a details pane, download with progress and cancel. "Will it
+fit" shows the engine's estimate of the memory training the highlighted model (or
+the selected one) needs with the Train page's settings, against this computer's
+memory. The page only talks to its :class:`ModelsController`.
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ from PySide6.QtWidgets import (
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from app.controllers.models import ModelEntry, ModelsController
+from app.controllers.models import FitEstimate, ModelEntry, ModelsController
 from app.theme import ThemeManager
 from app.widgets.common import Card, human_bytes, human_count, muted, notice
 
 TITLE = "Models"
 SUBTITLE = "Pick the base model to fine-tune: the built-in demo model, a folder, a GGUF file or the Hugging Face Hub."
 SEARCH_DEBOUNCE_MS = 300
+FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
+    "fits": ("series_4", "fits", ""),
+    "tight": ("series_2", "tight", "close other apps, or lower the batch size or max sequence length"),
+    "too big": ("danger", "will not fit", "lower the batch size or max sequence length, turn on gradient "
+                                         "checkpointing, or pick a smaller or quantised model"),
+}
 
 
 def _item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
@@ -38,9 +46,11 @@ def _item(text: str, data=None, align_right: bool = False) -> QTableWidgetItem:
 
 
 class ModelsPage(QWidget):
-    def __init__(self, controller: ModelsController, parent: QWidget | None = None) -> None:
+    def __init__(self, controller: ModelsController, settings=None, parent: QWidget | None = None) -> None:
+        """``settings``: returns the Train page's TrainConfig, for "will it fit" (None: the defaults)."""
         super().__init__(parent)
         self.controller = controller
+        self._settings = settings
         self._entries: list[ModelEntry] = []
         self._results: list = []
 
@@ -65,6 +75,9 @@ class ModelsPage(QWidget):
         local.body.addLayout(buttons)
         self.selected_label = muted()
         local.body.addWidget(self.selected_label)
+        self.fit_label = QLabel()
+        self.fit_label.setWordWrap(True)
+        local.body.addWidget(self.fit_label)
 
         # -- hub ---------------------------------------------------------------------
         hub = Card("Hugging Face Hub")
@@ -122,6 +135,7 @@ class ModelsPage(QWidget):
         self.use_button.clicked.connect(self._on_use_clicked)
         self.delete_button.clicked.connect(self._on_delete_clicked)
         self.local_table.itemSelectionChanged.connect(self._update_buttons)
+        self.local_table.itemSelectionChanged.connect(self._estimate_fit)
         self.local_table.itemDoubleClicked.connect(lambda _item: self._on_use_clicked())
         self.search_box.textChanged.connect(lambda _text: self._debounce.start())
         self._debounce.timeout.connect(self._on_search_due)
@@ -134,7 +148,8 @@ class ModelsPage(QWidget):
         c.search_finished.connect(self._on_search_finished)
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
-        c.state.model_selected.connect(lambda _spec: self._show_selected())
+        c.fit_estimated.connect(self._on_fit_estimated)
+        c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._estimate_fit()))
 
         hub_ready = c.hub_available
         self.search_box.setEnabled(hub_ready)
@@ -148,9 +163,11 @@ class ModelsPage(QWidget):
         c.refresh()
 
     def showEvent(self, event) -> None:
-        # Other pages may have added models (the demo is imported on first use).
+        # Other pages may have added models (the demo is imported on first use), and the Train
+        # page's settings, which "will it fit" uses, may have changed.
         if not self.controller.is_busy("list"):
             self.controller.refresh()
+        self._estimate_fit()
         super().showEvent(event)
 
     @staticmethod
@@ -171,6 +188,19 @@ class ModelsPage(QWidget):
 
     def _show_selected(self) -> None:
         self.selected_label.setText(f"Selected for training: <b>{self.controller.state.model_label}</b>")
+
+    def _estimate_fit(self) -> None:
+        """Ask for the estimate of the highlighted model, or of the one selected for training."""
+        from mlx_lora.errors import UserError
+
+        entry = self._selected_entry()
+        spec = entry.spec if entry is not None else self.controller.state.model
+        try:
+            config = self._settings() if self._settings is not None else None
+        except UserError:  # the Train form holds an invalid combination: estimate with the defaults
+            config = None
+        self.fit_label.setText("<span style='color:gray'>Will it fit? Estimating…</span>")
+        self.controller.estimate_fit(spec, config)
 
     def _update_buttons(self) -> None:
         entry = self._selected_entry()
@@ -279,6 +309,21 @@ class ModelsPage(QWidget):
             self.progress.setValue(int(1000 * done / total))
         else:
             self.progress.setRange(0, 0)  # busy indicator
+
+    def _on_fit_estimated(self, estimate: FitEstimate) -> None:
+        if estimate.verdict == "unknown":
+            why = estimate.problem or "this computer's memory is unknown"
+            self.fit_label.setText(f"<b>Will it fit?</b> No estimate: {html.escape(why)}")
+            self.fit_label.setToolTip("")
+            return
+        color, verdict, advice = FIT_WORDS[estimate.verdict]
+        rows, length = estimate.batch
+        text = (f"<b>Will it fit?</b> Training needs about <b>{human_bytes(estimate.needed_bytes)}</b> "
+                f"(batch {rows} × {length:,} tokens, the Train page's settings) of "
+                f"{human_bytes(estimate.available_bytes)} on this computer: "
+                f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")
+        self.fit_label.setText(text + (f". {advice[:1].upper()}{advice[1:]}." if advice else "."))
+        self.fit_label.setToolTip(f"Estimate for {estimate.model}: {estimate.breakdown}")
 
     def _on_busy_changed(self, busy: bool) -> None:
         long_job = any(self.controller.is_busy(k) for k in ("download", "import"))

@@ -1,0 +1,49 @@
+""""Will it fit" on the Models page: the engine's memory estimate for the highlighted
+(or selected) model with the Train page's settings, against this computer's memory."""
+
+from __future__ import annotations
+
+from app.controllers.app_state import AppState
+from app.controllers.models import ModelsController
+from app.pages.models_page import ModelsPage
+from app.widgets.common import human_bytes
+from mlx_lora import backend
+from mlx_lora.config import TrainConfig
+from mlx_lora.train.memory import estimate_training_memory
+
+
+def make_page(qtbot, settings):
+    controller = ModelsController(AppState())
+    with qtbot.waitSignal(controller.models_listed, timeout=30_000):
+        page = ModelsPage(controller, settings=lambda: settings[0])
+    qtbot.addWidget(page)
+    return page
+
+
+def test_the_estimate_follows_the_selected_model_and_the_train_settings(qtbot, tiny_model):
+    settings = [TrainConfig().replace(batch_size=2, max_seq_length=256)]
+    page = make_page(qtbot, settings)
+    with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
+        page.controller.state.select_model(str(tiny_model), "tiny-llama")
+    estimate = estimated.args[0]
+    expected = estimate_training_memory(settings[0].replace(model=str(tiny_model)))
+    assert estimate.model == str(tiny_model) and estimate.verdict == "fits"
+    assert estimate.needed_bytes == expected.total_bytes and estimate.batch == (2, 256)
+    assert estimate.available_bytes == backend.total_memory_bytes()
+    text = page.fit_label.text()
+    assert human_bytes(expected.total_bytes) in text and "batch 2 × 256 tokens" in text and "fits" in text
+
+    # The Train page's settings changed (a huge batch): showing the page estimates again.
+    settings[0] = TrainConfig().replace(batch_size=1024, max_seq_length=32768)
+    with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
+        page.show()
+    assert estimated.args[0].verdict == "too big"
+    assert "will not fit" in page.fit_label.text() and "gradient checkpointing" in page.fit_label.text()
+
+
+def test_a_model_without_a_shape_says_why_there_is_no_estimate(qtbot, tmp_path):
+    page = make_page(qtbot, [TrainConfig()])
+    with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
+        page.controller.state.select_model(str(tmp_path / "nowhere"), "nowhere")
+    assert estimated.args[0].verdict == "unknown"
+    assert "No estimate" in page.fit_label.text() and "config.json" in page.fit_label.text()
