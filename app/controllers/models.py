@@ -110,15 +110,22 @@ def _download(reporter, should_stop, repo_id: str):
 def _estimate_fit(reporter, should_stop, model: str, config) -> FitEstimate:
     """The engine's estimate for ``config`` (the Train page's settings; None: the engine's
     defaults) with ``model`` as the base. Reads the model's config.json or GGUF header only."""
-    from mlx_lora import backend
+    from mlx_lora import backend, paths
     from mlx_lora.config import TrainConfig
     from mlx_lora.errors import UserError
-    from mlx_lora.train.memory import estimate_training_memory
+    from mlx_lora.models import demo
+    from mlx_lora.train.memory import estimate_training_memory, read_model_shape
 
     config = (config or TrainConfig()).replace(model=model)
     available = backend.total_memory_bytes()
+    shape_source = model
+    if model == "demo" and (paths.models_dir() / demo.DEMO_NAME / "config.json").is_file():
+        # The imported demo folder is what training loads, and its config.json reads in a
+        # millisecond; the GGUF's header (the estimator's source for "demo") takes seconds of
+        # Python to parse (its 49k-token vocabulary): 3-5 s on a 2-core CPU.
+        shape_source = str(paths.models_dir() / demo.DEMO_NAME)
     try:
-        estimate = estimate_training_memory(config)
+        estimate = estimate_training_memory(config, shape=read_model_shape(shape_source))
     except UserError as exc:
         return FitEstimate(model, "unknown", available_bytes=available, problem=str(exc))
     except (KeyError, TypeError, ValueError) as exc:  # a config.json of a shape the estimator does not know

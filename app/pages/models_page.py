@@ -27,6 +27,9 @@ from app.widgets.common import Card, human_bytes, human_count, muted, notice
 TITLE = "Models"
 SUBTITLE = "Pick the base model to fine-tune: the built-in demo model, a folder, a GGUF file or the Hugging Face Hub."
 SEARCH_DEBOUNCE_MS = 300
+# "Will it fit" waits this long after the last change (and after the window's first paint:
+# the estimate imports mlx.core in a worker, which must not compete with the launch).
+FIT_DEBOUNCE_MS = 300
 FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
     "fits": ("series_4", "fits", ""),
     "tight": ("series_2", "tight", "close other apps, or lower the batch size or max sequence length"),
@@ -128,6 +131,10 @@ class ModelsPage(QWidget):
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(SEARCH_DEBOUNCE_MS)
+        self._fit_timer = QTimer(self)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.setInterval(FIT_DEBOUNCE_MS)
+        self._fit_timer.timeout.connect(self._estimate_fit)
 
         # -- wiring --------------------------------------------------------------------
         self.open_button.clicked.connect(self._on_open_clicked)
@@ -135,7 +142,7 @@ class ModelsPage(QWidget):
         self.use_button.clicked.connect(self._on_use_clicked)
         self.delete_button.clicked.connect(self._on_delete_clicked)
         self.local_table.itemSelectionChanged.connect(self._update_buttons)
-        self.local_table.itemSelectionChanged.connect(self._estimate_fit)
+        self.local_table.itemSelectionChanged.connect(self._fit_timer.start)
         self.local_table.itemDoubleClicked.connect(lambda _item: self._on_use_clicked())
         self.search_box.textChanged.connect(lambda _text: self._debounce.start())
         self._debounce.timeout.connect(self._on_search_due)
@@ -149,7 +156,7 @@ class ModelsPage(QWidget):
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
         c.fit_estimated.connect(self._on_fit_estimated)
-        c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._estimate_fit()))
+        c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._fit_timer.start()))
 
         hub_ready = c.hub_available
         self.search_box.setEnabled(hub_ready)
@@ -167,7 +174,7 @@ class ModelsPage(QWidget):
         # page's settings, which "will it fit" uses, may have changed.
         if not self.controller.is_busy("list"):
             self.controller.refresh()
-        self._estimate_fit()
+        self._fit_timer.start()
         super().showEvent(event)
 
     @staticmethod

@@ -18,7 +18,17 @@ from mlx_lora.train.events import (
     RunStopped,
     StepReport,
 )
-from mlx_lora.train.loop import RunResult, train
+
+
+def __getattr__(name: str):
+    # The loop imports mlx-lm and transformers (2–7 s): load it when ``train`` is asked for,
+    # so that light modules of this package (memory, events) import in milliseconds.
+    if name in ("train", "RunResult"):
+        from mlx_lora.train import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "train", "RunResult", "RunStarted", "StepReport", "EvalReport", "CheckpointSaved", "RunFinished",

@@ -70,7 +70,7 @@ def test_a_run_saves_the_config_and_fills_the_tiles_and_charts(qtbot, tmp_path):
     assert page.tiles["memory"].value.text() == "1.25 GB"
     assert page.progress.value() == page.progress.maximum() == 10
     charts = page.charts.widget  # redrawn at most every REDRAW_MS: the last points may come a moment later
-    qtbot.waitUntil(lambda: len(charts.valid.getData()[0]) == 2, timeout=2000)
+    qtbot.waitUntil(lambda: len(charts.valid.getData()[0] if charts.valid.getData()[0] is not None else []) == 2, timeout=2000)
     x, _ = charts.raw.getData()
     assert list(x) == list(range(1, 11))
     assert len(charts.lr.getData()[0]) == 10

@@ -60,7 +60,7 @@ def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
     assert ended.args[0] == "finished", train.log_view.toPlainText()
     assert [s["step"] for s in steps] == [1, 2, 3]
     charts = train.charts.widget  # redrawn at most every REDRAW_MS
-    qtbot.waitUntil(lambda: len(charts.valid.getData()[0]) == 2, timeout=2000)
+    qtbot.waitUntil(lambda: len(charts.valid.getData()[0] if charts.valid.getData()[0] is not None else []) == 2, timeout=2000)
     x, y = charts.raw.getData()
     assert list(x) == [1, 2, 3] and all(v > 0 for v in y)
     assert list(train.charts.widget.valid.getData()[0]) == [0, 3]  # baseline and final validation
