@@ -18,18 +18,21 @@ from tests.core.test_runs import EVENTS, make_run
 
 
 class FakeSession:
-    """Streams "w0 w1 …" one word per token; ``gate`` lets a test hold the stream."""
+    """Streams "w0 w1 …" one word per token; ``gate`` lets a test hold the stream, and
+    ``hold_after`` holds it (clears the gate) once that many tokens are out."""
 
     def __init__(self) -> None:
         self.calls = []
         self.gate = threading.Event()
         self.gate.set()
-        self.tokens_after_stop = 0
+        self.hold_after: int | None = None
 
     def stream(self, messages, settings, should_stop, use_adapter=True):
         self.calls.append((list(messages), settings, use_adapter))
         prefix = "tuned" if use_adapter else "base"
         for k in range(settings.max_tokens):
+            if k == self.hold_after:
+                self.gate.clear()
             self.gate.wait(10)
             if should_stop():
                 yield ChatDelta("", k, 10.0, True, "cancelled")
@@ -108,14 +111,16 @@ def test_tokens_stream_in_and_stop_cancels_within_one_token(qtbot, page):
     page.compare_box.setChecked(False)
     assert not page.transcripts[BASE].isVisible()
     page.max_tokens.setValue(5_000)
+    page.session.hold_after = 3  # the stream waits after 3 tokens until the test lets it go on
     page.input.setPlainText("Tell me a long story")
     page.send_button.click()
     qtbot.waitUntil(lambda: page.transcripts[TUNED].last_answer().count(" ") >= 3, timeout=5000)
     assert page.stop_button.isEnabled() and not page.send_button.isEnabled()
     with qtbot.waitSignal(page.controller.answer_finished, timeout=5000):
         page.stop_button.click()
+        page.session.gate.set()  # the next token's check sees the stop
     words = page.transcripts[TUNED].last_answer().split()
-    assert len(words) < 5_000 and "stopped" in page.transcripts[TUNED].toPlainText()
+    assert words == ["tuned0", "tuned1", "tuned2"] and "stopped" in page.transcripts[TUNED].toPlainText()
     assert page.send_button.isEnabled()
     page.clear_button.click()
     assert page.transcripts[TUNED].toPlainText() == "" and page.controller.conversations[TUNED] == []
