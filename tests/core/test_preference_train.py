@@ -74,6 +74,7 @@ def test_dpo_starts_at_log_2_and_learns_to_prefer_the_chosen_answers(dpo_run):
     assert summarize_run(result.run_dir).method == "lora + dpo"  # the Runs page tells DPO runs apart
     started = next(e for e in events if type(e).__name__ == "RunStarted")
     assert started.train_examples == 24 and any("reference is the base model" in n for n in started.notes)
+    assert started.trainable_parameters == 16384  # the same adapter as plain LoRA (rank 8, all layers)
 
 
 def test_orpo_trains_and_reports_margins(tiny_model, pairs_dataset, tmp_path):
