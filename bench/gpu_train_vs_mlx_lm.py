@@ -2,7 +2,7 @@
 bf16 weights (1B by default), the long-tailed chats of bench/long_tailed.py.
 
     python bench/gpu_train_vs_mlx_lm.py --tokenizer DIR [--iters 40] [--only ours,mlx-lm,peft]
-        [--variants] [--json OUT.json]
+        [--variants not-compiled,checkpoint,...] [--json OUT.json]
 
 DIR holds the demo model's tokenizer files (tokenizer.json, tokenizer_config.json,
 special_tokens_map.json, generation_config.json). All trainers: LoRA rank 16
@@ -12,8 +12,8 @@ in its own process: ours and mlx-lm's through bench/train_vs_mlx_lm.py's code
 strings, PEFT through the torch loop below (random batches padded to their
 longest, as Hugging Face's collator does; sdpa attention; loss on the answer
 only). Throughput: dataset tokens (no padding) and examples per second over the
-report windows after the first (10 steps each). ``--variants`` adds our trainer
-with the step not compiled, and with 2048-row loss chunks.
+report windows after the first (10 steps each). ``--variants`` adds runs of our
+trainer with one thing changed (see ``variants`` in main).
 
 MFU: 4 × matmul parameters × dataset tokens/s over the H200's ~790 TFLOP/s bf16
 (LoRA: no weight gradients for the base; padding and attention not counted).
@@ -124,7 +124,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=40)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--only", default="ours,mlx-lm,peft")
-    parser.add_argument("--variants", action="store_true")
+    parser.add_argument("--variants", default="", help="comma-separated: not-compiled, chunk-2048, unchunked, "
+                                                       "checkpoint, cap-4096, cap-2048")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--smoke", action="store_true", help="a 2-layer 256-wide model, to try the script on a CPU")
@@ -142,9 +143,15 @@ def main() -> None:
     data = make_chats(args.work / "chats")
     runs = [(name, code, {}) for name, code in (("ours", cpu_bench.OURS), ("mlx-lm", cpu_bench.MLX_LM),
                                                  ("peft", PEFT)) if name in args.only.split(",")]
-    if args.variants:
-        runs += [("ours, not compiled", cpu_bench.OURS, {"module": {"step.COMPILE_ON_GPU": False}}),
-                 ("ours, loss chunks of 2048", cpu_bench.OURS, {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 2048}})]
+    variants = {"not-compiled": ("ours, not compiled", {"module": {"step.COMPILE_ON_GPU": False}}),
+                "chunk-2048": ("ours, loss chunks of 2048", {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 2048}}),
+                "unchunked": ("ours, loss not chunked", {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 0}}),
+                "checkpoint": ("ours, grad_checkpoint", {"ours": {"grad_checkpoint": True}}),
+                "cap-4096": ("ours, max_batch_tokens 4096", {"ours": {"max_batch_tokens": 4096}}),
+                "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}})}
+    for key in filter(None, args.variants.split(",")):
+        name, extra = variants[key]
+        runs.append((name, cpu_bench.OURS, extra))
     results = {}
     for name, code, extra in runs:
         start = time.time()

@@ -329,11 +329,13 @@ class _Trainer:
         loss_and_grad, make_batch = step_fn.for_objective(model, self.loss, self.objective,
                                                           config.data.max_seq_length)
 
+        update = step_fn.optimizer_update(model, self.optimizer, plain=not self.hooks)
+
         def apply_update(grad_sum, tokens):
             grads = self.hooks.adjust_gradients(tree_map(lambda g: g / tokens, grad_sum))
             if max_norm > 0:
                 grads, _ = optim.clip_grad_norm(grads, max_norm)
-            self.optimizer.inner.update(model, grads)
+            update(model, grads)
             return grads
 
         stream = self.plan.stream(progress.cursor)
