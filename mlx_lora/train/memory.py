@@ -20,10 +20,10 @@
 
 The model's shape comes from ``config.json`` or a GGUF file's metadata (read
 with ``gguf.GGUFReader``, memory-mapped: tensors are not loaded). Coefficients
-were fitted to peaks measured by ``bench/memory_check.py`` (MLX 0.32, CPU,
-float32; RESULTS.md has the table): estimates fall within 15% of the measured
-peak there. On a GPU the same per-token counts are used in the compute dtype;
-see RESULTS.md for how close that is.
+were fitted to peaks measured by ``bench/memory_check.py`` (MLX 0.32; CPU in
+float32 and the H200 in bfloat16; RESULTS.md has the tables): the estimates
+fall within 15% of the measured peaks there. On Apple GPUs (Metal) they are
+not measured yet.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ QKV_PER_TOKEN = 1.0
 # one-hot difference and MLX's temporaries, but only for 256 positions.
 LOSS_ROWS_PER_POSITION = 4.5
 LOSS_ROWS_PER_CHUNK_POSITION = 8.0
+# The float32 input copies of the LoRA products on a bf16/fp16 model (fitted on the H200).
+LORA_PROMOTION_FACTOR = 1.3
+GPU_CHECKPOINT_SHARE = 0.53
 # (B, heads, L, L) float32 probabilities kept per adapted layer (CPU: the fused
 # attention falls back to matmul + softmax for its backward).
 ATTENTION_PROBS_PER_LAYER = 1.0
@@ -269,14 +272,28 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     d, i = shape.hidden_size, shape.intermediate_size
     qkv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
     per_token = HIDDEN_PER_TOKEN * d + INTERMEDIATE_PER_TOKEN * i + QKV_PER_TOKEN * qkv  # values, one layer
+    per_token_bytes = per_token * compute
+    if compute < 4 and not full:
+        # mlx-lm's LoRA computes x @ lora_a with A in float32: each adapted linear keeps a float32
+        # copy of its input for the backward (measured on the H200, 1B llama, bf16: 211–228 KB
+        # per layer and token against 108 KB from the counts above without it)
+        per_token_bytes += 4 * LORA_PROMOTION_FACTOR * sum(
+            i_dim for name, (i_dim, _) in linear_shapes.items() if name in _targets(shape, adapter.targets))
     probs = ATTENTION_PROBS_PER_LAYER * rows * shape.num_heads * length * length * 4 if on_cpu else 0
-    if model.grad_checkpoint:
+    if model.grad_checkpoint and not on_cpu:
+        # Measured on the H200 (1B llama, 8 × 1024): checkpointing kept 53% of the activations
+        # (17.9 GB against 30.7) instead of one layer's: MLX runs the layers' recomputations
+        # side by side there. The estimate takes the measured share.
+        activations = GPU_CHECKPOINT_SHARE * layers * per_token_bytes * tokens
+        attention = layers * probs
+        recompute = 0
+    elif model.grad_checkpoint:
         # each layer keeps its input; one layer at a time is recomputed with everything it keeps
-        activations = (layers * d + per_token) * tokens * compute
+        activations = layers * d * tokens * compute + per_token_bytes * tokens
         attention = probs
-        recompute = per_token * tokens * compute + probs
+        recompute = per_token_bytes * tokens + probs
     else:
-        activations = layers * per_token * tokens * compute
+        activations = layers * per_token_bytes * tokens
         attention = layers * probs
         recompute = 0
 

@@ -117,3 +117,21 @@ def test_the_chunked_loss_equals_the_whole_one_and_keeps_less(tiny_model):
     assert any(float(mx.abs(g).max()) > 0 for g in whole_grads.values())
     for name, grad in whole_grads.items():
         assert mx.allclose(grad, chunked_grads[name], atol=1e-5).item(), name
+
+
+# Peaks of one training step measured on the H200 (bench/memory_check.py's step, MLX 0.32 CUDA,
+# 1B llama shape in bf16, LoRA rank 16 on all linear layers, 80% of positions trained):
+# (adapted layers, rows, length, grad_checkpoint) -> GB. RESULTS.md has the run.
+H200_PEAKS_GB = {(16, 8, 1024, False): 30.73, (16, 8, 1024, True): 17.91, (16, 4, 1024, False): 15.80,
+                 (8, 8, 1024, False): 16.89, (16, 8, 512, False): 15.80}
+
+
+@pytest.mark.parametrize("layers, rows, length, checkpoint", sorted(H200_PEAKS_GB))
+def test_the_gpu_estimate_is_within_15_percent_of_the_h200_peaks(layers, rows, length, checkpoint):
+    shape = shape_from_config({"hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32,
+                               "num_key_value_heads": 8, "num_hidden_layers": 16, "head_dim": 64,
+                               "vocab_size": 49152, "tie_word_embeddings": True, "torch_dtype": "bfloat16"})
+    config = TrainConfig().replace(model="x", batch_size=rows, max_seq_length=length, num_layers=layers, rank=16,
+                                   grad_checkpoint=checkpoint)
+    estimate = estimate_training_memory(config, shape=shape, device="gpu", trained_share=0.8)
+    assert 0.85 <= estimate.total_gb / H200_PEAKS_GB[(layers, rows, length, checkpoint)] <= 1.15
