@@ -135,3 +135,12 @@ def test_the_gpu_estimate_is_within_15_percent_of_the_h200_peaks(layers, rows, l
                                    grad_checkpoint=checkpoint)
     estimate = estimate_training_memory(config, shape=shape, device="gpu", trained_share=0.8)
     assert 0.85 <= estimate.total_gb / H200_PEAKS_GB[(layers, rows, length, checkpoint)] <= 1.15
+
+
+def test_a_cut_gguf_is_a_clear_error(tmp_path):
+    from mlx_lora.models.demo import demo_gguf_path
+
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(demo_gguf_path().read_bytes()[:100_000])  # inside the token list
+    with pytest.raises(UserError, match="cut.gguf: not a valid GGUF file"):
+        read_model_shape(cut)
