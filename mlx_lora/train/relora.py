@@ -114,7 +114,7 @@ class ReLoRAHook(StepHook):
         reset_optimizer(self.optimizer)
         mx.eval([m.parameters() for m in self.modules.values()], self.optimizer.state)
         n = len(self.merged)
-        self.emit(AdapterMerged(step, n, f"ReLoRA merge {n} at step {step}: the adapter was merged into the base "
+        self.emit(AdapterMerged(step, n, f"ReLoRA merge {n}: the adapter was merged into the base "
                                          f"weights and restarted (optimiser reset, learning rate re-warmed)"))
 
     def saved_adapter(self, weights: dict, adapter_config: dict) -> tuple[dict, dict]:
