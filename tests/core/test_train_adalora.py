@@ -16,6 +16,7 @@ from mlx_lora.events import RecordingReporter, never_stop
 from mlx_lora.train import RunStarted, train
 from mlx_lora.train.adalora import AdaLoRALinear, budget_at
 from mlx_lora.train.events import AdapterRanks
+from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
 from mlx_lora.train.methods import prepare_model
 from mlx_lora.train.run_folder import RunFolder
@@ -38,7 +39,7 @@ def trained(tiny_model, dataset, tmp_path_factory):
     """A 16-step AdaLoRA run, kept in memory: (trainer, result, events)."""
     recorder = RecordingReporter()
     config = tiny_config(tiny_model, dataset, tmp_path_factory.mktemp("runs") / "ada", **SETTINGS)
-    trainer = _Trainer(config, _Logged(recorder), never_stop)
+    trainer = _Trainer(config, _Logged(recorder), never_stop, World())
     result = trainer.run()
     return trainer, result, recorder.events
 

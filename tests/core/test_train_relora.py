@@ -20,6 +20,7 @@ from mlx_lora.train import StepReport, train
 from mlx_lora.train.batches import Example, make_batch
 from mlx_lora.train.evaluate import MaskedLoss
 from mlx_lora.train.events import AdapterMerged
+from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
 from mlx_lora.train.methods import prepare_model
 from mlx_lora.train.optim import Optimizer, learning_rate_at
@@ -41,7 +42,7 @@ def trained(tiny_model, dataset, tmp_path_factory):
     """A 12-step ReLoRA run (merges after steps 4 and 8), kept in memory: (trainer, result, events)."""
     recorder = RecordingReporter()
     config = tiny_config(tiny_model, dataset, tmp_path_factory.mktemp("runs") / "re", **SETTINGS)
-    trainer = _Trainer(config, _Logged(recorder), never_stop)
+    trainer = _Trainer(config, _Logged(recorder), never_stop, World())
     return trainer, trainer.run(), recorder.events
 
 
