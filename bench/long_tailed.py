@@ -4,8 +4,10 @@
 
 Words per answer are log-normal (median 67, a tail cut at 900), the question a
 quarter of that: with the demo tokenizer most examples are 50–300 tokens and
-about 1% reach 1024. Written as OUT_FOLDER/train.jsonl (and the same lines as
-valid.jsonl). Deterministic: Python's ``random.Random(seed)``, no other input.
+about 1% reach 1024. Written as OUT_FOLDER/train.jsonl only: with no valid.jsonl
+and ``valid_ratio`` 0 the trainers being compared validate nothing (a copy as
+valid.jsonl made ours evaluate 25 batches before and after the timed steps).
+Deterministic: Python's ``random.Random(seed)``, no other input.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 from pathlib import Path
 
 WORDS = "the ship sails over stars maps treasure wind and sea captain crew island gold north south".split()
@@ -32,7 +33,6 @@ def make_chats(folder: Path, count: int = 2000, seed: int = 0) -> Path:
             answer = " ".join(rng.choice(WORDS) for _ in range(max(5, n_words())))
             fh.write(json.dumps({"messages": [{"role": "user", "content": question},
                                               {"role": "assistant", "content": answer}]}) + "\n")
-    shutil.copy(folder / "train.jsonl", folder / "valid.jsonl")
     return folder
 
 
