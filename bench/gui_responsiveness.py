@@ -277,11 +277,63 @@ def measure_stalls(iters: int, tokens: int, trace: bool = False) -> dict[str, di
     return results
 
 
+def measure_charts(points: int = 60) -> dict:
+    import math
+
+    from PySide6.QtCore import QEvent, QEventLoop, QObject
+    from PySide6.QtWidgets import QApplication
+
+    from app.controllers.training import smoothed
+    from app.widgets.charts import TrainingCharts
+
+    app = QApplication.instance() or QApplication([])
+    charts = TrainingCharts()
+    charts.resize(1100, 380)
+    charts.show()
+    wait_until(app, lambda: charts.isVisible(), 5)
+    end = time.monotonic() + 1
+    wait_until(app, lambda: time.monotonic() > end, 5)
+
+    class PaintCounter(QObject):
+        paints = 0
+
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.Paint:
+                PaintCounter.paints += 1
+            return False
+
+    counter = PaintCounter()
+    for plot in (charts.loss_plot, charts.lr_plot):
+        plot.viewport().installEventFilter(counter)
+    draw = getattr(charts, "_draw", None)  # this branch's one redraw; main's set_history redraws every time
+    steps, losses, rates, val_steps, val_losses = [], [], [], [], []
+    cpu, paints = [], []
+    for k in range(1, points + 1):
+        steps.append(k)
+        losses.append(3 * math.exp(-k / 30) + 0.1 * math.sin(k))
+        rates.append(1e-3 * min(1.0, k / 10))
+        if k % 10 == 0:
+            val_steps.append(k)
+            val_losses.append(losses[-1] + 0.2)
+        history = (steps, losses, smoothed(losses), val_steps, val_losses, rates)
+        PaintCounter.paints = 0
+        start = time.thread_time()
+        draw(history) if draw else charts.set_history(*history)
+        for _ in range(5):
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents)
+        cpu.append((time.thread_time() - start) * 1000)
+        paints.append(PaintCounter.paints)
+    charts.close()
+    return {"cpu_median_ms": statistics.median(cpu), "cpu_p90_ms": sorted(cpu)[int(0.9 * (len(cpu) - 1))],
+            "paints_median": statistics.median(paints)}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--trace", action="store_true", help="name what overlapped each stall over 50 ms")
+    parser.add_argument("--charts", action="store_true", help="only the cost of one redraw of the training charts")
     parser.add_argument("--child-launch", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -292,6 +344,11 @@ def main(argv: list[str]) -> int:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"(load average at start: {load:.1f} on {os.cpu_count()} cores)\n")
+    if args.charts:
+        result = measure_charts()
+        print(f"training charts, one report drawn: GUI-thread CPU median {result['cpu_median_ms']:.1f} ms "
+              f"(p90 {result['cpu_p90_ms']:.1f}), {result['paints_median']:.0f} repaints")
+        return 0
     launch = measure_launch()
     print("## Launch → window shown (goal < 2 s)\n")
     print(f"median {statistics.median(launch):.2f} s (runs: {', '.join(f'{t:.2f}' for t in launch)})\n")
