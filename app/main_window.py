@@ -256,7 +256,7 @@ class MainWindow(QMainWindow):
         color = theme.ThemeManager.colors()["text"]
         for k, name in enumerate(PAGE_ICONS):
             self.sidebar.item(k).setIcon(theme.icon(name, color))
-        for page in (self.data_page, self.train_page, self.runs_page):
+        for page in (self.models_page, self.data_page, self.train_page, self.runs_page):
             page.apply_theme()
 
     def _on_focus_call(self, method: str) -> None:

@@ -54,6 +54,7 @@ class ModelsPage(QWidget):
         super().__init__(parent)
         self.controller = controller
         self._settings = settings
+        self._last_fit: FitEstimate | None = None
         self._entries: list[ModelEntry] = []
         self._results: list = []
 
@@ -317,7 +318,12 @@ class ModelsPage(QWidget):
         else:
             self.progress.setRange(0, 0)  # busy indicator
 
+    def apply_theme(self) -> None:
+        if self._last_fit is not None:
+            self._on_fit_estimated(self._last_fit)  # the verdict's colour follows the theme
+
     def _on_fit_estimated(self, estimate: FitEstimate) -> None:
+        self._last_fit = estimate
         if estimate.verdict == "unknown":
             why = estimate.problem or "this computer's memory is unknown"
             self.fit_label.setText(f"<b>Will it fit?</b> No estimate: {html.escape(why)}")
