@@ -27,9 +27,11 @@ from app.widgets.common import Card, human_bytes, human_count, muted, notice
 TITLE = "Models"
 SUBTITLE = "Pick the base model to fine-tune: the built-in demo model, a folder, a GGUF file or the Hugging Face Hub."
 SEARCH_DEBOUNCE_MS = 300
-# "Will it fit" waits this long after the last change (and after the window's first paint:
-# the estimate imports mlx.core in a worker, which must not compete with the launch).
+# "Will it fit" waits this long after the last change. The first estimate waits longer: it
+# imports mlx.core in a worker (a GIL-holding dlopen), which must not delay the window's
+# first paint, even on a busy machine.
 FIT_DEBOUNCE_MS = 300
+FIRST_FIT_DELAY_MS = 1500
 FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
     "fits": ("series_4", "fits", ""),
     "tight": ("series_2", "tight", "close other apps, or lower the batch size or max sequence length"),
@@ -134,7 +136,7 @@ class ModelsPage(QWidget):
         self._debounce.setInterval(SEARCH_DEBOUNCE_MS)
         self._fit_timer = QTimer(self)
         self._fit_timer.setSingleShot(True)
-        self._fit_timer.setInterval(FIT_DEBOUNCE_MS)
+        self._fit_timer.setInterval(FIRST_FIT_DELAY_MS)
         self._fit_timer.timeout.connect(self._estimate_fit)
 
         # -- wiring --------------------------------------------------------------------
@@ -200,6 +202,8 @@ class ModelsPage(QWidget):
     def _estimate_fit(self) -> None:
         """Ask for the estimate of the highlighted model, or of the one selected for training."""
         from mlx_lora.errors import UserError
+
+        self._fit_timer.setInterval(FIT_DEBOUNCE_MS)
 
         entry = self._selected_entry()
         spec = entry.spec if entry is not None else self.controller.state.model
