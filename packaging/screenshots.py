@@ -149,6 +149,11 @@ def main(argv: list[str]) -> int:
         if window.context.system.facts:
             break
 
+    fitted = []  # "Will it fit" re-estimates with the Train page's settings when its page shows
+    ctx.models.fit_estimated.connect(fitted.append)
+    window.show_page(0)
+    _wait(lambda: fitted, 60)
+
     for scheme in ("light", "dark"):
         window.set_appearance(scheme)
         for k, name in enumerate(PAGE_NAMES):
