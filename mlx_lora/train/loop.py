@@ -184,11 +184,11 @@ def _latest(run: RunFolder | None) -> str | None:
 
 class _Trainer:
     def __init__(self, config: TrainConfig, out: _Logged, should_stop: Callable[[], bool],
-                 world: World) -> None:
+                 world: World | None = None) -> None:
         self.config = config
         self.out = out
         self.should_stop = should_stop
-        self.world = world
+        self.world = world or World()
         self.progress = _Progress()
         self.last_checkpoint: Path | None = None
         self.last_checkpoint_step = -1
