@@ -179,8 +179,10 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunSummary]:
 
 def load_run_curves(run_dir: str | Path) -> dict[str, list[float]]:
     """The run's curves from metrics.jsonl: training loss and learning rate by step, and the
-    validation loss by step (step 0, the untrained baseline, included when it was measured)."""
-    curves: dict[str, list[float]] = {"step": [], "loss": [], "learning_rate": [], "val_step": [], "val_loss": []}
+    validation loss by step (step 0, the untrained baseline, included when it was measured), and
+    for DPO/ORPO runs the validation reward margin and accuracy by step."""
+    curves: dict[str, list[float]] = {"step": [], "loss": [], "learning_rate": [], "val_step": [], "val_loss": [],
+                                      "reward_step": [], "reward_margin": [], "reward_accuracy": []}
     for event in read_metrics(run_dir):
         kind = event.get("event")
         if kind == "step_report" and "loss" in event:
@@ -190,6 +192,10 @@ def load_run_curves(run_dir: str | Path) -> dict[str, list[float]]:
         elif kind == "eval_report" and "val_loss" in event:
             curves["val_step"].append(int(event.get("step", 0)))
             curves["val_loss"].append(float(event["val_loss"]))
+            if event.get("reward_margin") is not None:
+                curves["reward_step"].append(int(event.get("step", 0)))
+                curves["reward_margin"].append(float(event["reward_margin"]))
+                curves["reward_accuracy"].append(float(event.get("reward_accuracy") or 0.0))
     return curves
 
 

@@ -182,7 +182,9 @@ class TrainingController(QObject):
         curves = load_run_curves(run_dir)
         return RunHistory(steps=list(curves["step"]), losses=list(curves["loss"]),
                           learning_rates=list(curves["learning_rate"]), val_steps=list(curves["val_step"]),
-                          val_losses=list(curves["val_loss"]))
+                          val_losses=list(curves["val_loss"]), reward_steps=list(curves["reward_step"]),
+                          reward_margins=list(curves["reward_margin"]),
+                          reward_accuracies=list(curves["reward_accuracy"]))
 
     # -- supervisor events ------------------------------------------------------------
     def _on_event_received(self, event: dict) -> None:

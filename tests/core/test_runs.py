@@ -75,3 +75,16 @@ def test_delete_moves_to_trash_and_refuses_other_folders(tmp_path):
     with pytest.raises(UserError):
         delete_run(tmp_path / "precious")
     assert adapter_choices(tmp_path / "precious") == ()
+
+
+def test_a_preference_runs_reward_curves_are_read_back(tmp_path):
+    events = EVENTS[:1] + [
+        {"event": "eval_report", "step": 0, "val_loss": 0.6931, "reward_margin": 0.0, "reward_accuracy": 0.0},
+        EVENTS[2],
+        {"event": "eval_report", "step": 1, "val_loss": 0.5, "reward_margin": 0.25, "reward_accuracy": 0.75},
+    ]
+    curves = load_run_curves(make_run(tmp_path, "dpo", events))
+    assert curves["reward_step"] == [0, 1] and curves["reward_margin"] == [0.0, 0.25]
+    assert curves["reward_accuracy"] == [0.0, 0.75] and curves["val_loss"] == [0.6931, 0.5]
+    plain = load_run_curves(make_run(tmp_path, "sft", EVENTS))
+    assert plain["reward_step"] == [] and plain["val_step"] == [0, 2]
