@@ -1,13 +1,15 @@
-"""AdaLoRA and ReLoRA next to plain LoRA on the demo model, same data and steps.
+"""AdaLoRA and ReLoRA (and LoRA+, rsLoRA) next to plain LoRA on the demo model, same data and steps.
 
     MLX_LORA_HOME=/tmp/x .venv/bin/python bench/adalora_relora.py [--iters 30] [--learning-rate 5e-4] [--repeats 2]
+        [--methods LoRA,LoRA+,rsLoRA]
 
 Each method runs ``mlx-lora train`` in its own process, one after the other, on the
 pirate sample set: batch 4, max length 256, rank 8 on all linear layers of the last 16
 layers, Adam at the same learning rate with a constant schedule, validation at the
 start and the end only. AdaLoRA starts at rank 8 and prunes to an average of 4
 (tinit 5, tfinal 10, every 2 steps); ReLoRA merges every 10 steps with a 3-step
-re-warm-up. AdaLoRA runs twice: at the same learning rate, and at 10× (its λ start at
+re-warm-up. LoRA+ trains B 16× faster than A (the paper's ratio); rsLoRA scales by
+alpha/sqrt(rank) instead of alpha/rank. AdaLoRA runs twice: at the same learning rate, and at 10× (its λ start at
 zero and its P, Q at N(0, 0.02²), so its update grows slowly at LoRA's rate).
 
 With ``--repeats N`` every method runs N times, the order reversed each round, and the
@@ -34,6 +36,8 @@ METHODS = {
     "AdaLoRA": ["--fine-tune-type", "adalora", "--adalora-target-rank", "4", "--adalora-tinit", "5",
                 "--adalora-tfinal", "10", "--adalora-delta-t", "2"],
     "ReLoRA": ["--relora-every", "10", "--relora-warmup", "3"],
+    "LoRA+": ["--lora-plus-ratio", "16"],
+    "rsLoRA": ["--rslora"],
 }
 ADALORA_FAST = "AdaLoRA, lr ×10"
 
@@ -74,8 +78,15 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--methods", default="LoRA,AdaLoRA,ReLoRA," + ADALORA_FAST,
+                        help=f"comma-separated, LoRA first (the baseline): {', '.join([*METHODS, ADALORA_FAST])}")
     args = parser.parse_args()
-    methods = {**METHODS, ADALORA_FAST: METHODS["AdaLoRA"] + ["--learning-rate", str(10 * args.learning_rate)]}
+    known = {**METHODS, ADALORA_FAST: METHODS["AdaLoRA"] + ["--learning-rate", str(10 * args.learning_rate)]}
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or names[:1] != ["LoRA"]:
+        raise SystemExit(f"--methods: LoRA first, then any of {', '.join(known)}; got {args.methods!r}")
+    methods = {name: known[name] for name in names}
     runs: dict[str, list[dict]] = {name: [] for name in methods}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeats):
