@@ -124,68 +124,16 @@ def shape_from_config(config: dict) -> ModelShape:
         raise UserError(f"config.json: cannot read the model's shape (missing or bad {exc})") from exc
 
 
-def _gguf_header(path: Path) -> tuple[dict, dict[str, int]]:
-    """(metadata, {tensor name: GGML type}) from a GGUF file's header, every length checked
-    against the file. Arrays are skipped (the token list is kept as a ``range`` of its
-    length). ``gguf.GGUFReader`` took 17 s on the demo file on the loaded build machine
-    (it maps every array into numpy); this walk takes a fraction of a second."""
-    import mmap
-    import struct
-
-    from mlx_lora.models.gguf import _GGUF_SCALARS, _Cursor
-
-    def bad(why: str) -> UserError:
-        return UserError(f"{path}: not a valid GGUF file ({why}); it may be an incomplete download")
-
-    try:
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            cur = _Cursor(data, bad)
-            if bytes(cur.take(4)) != b"GGUF":
-                raise bad("bad magic number")
-            cur.unpack("<I")  # version
-            n_tensors, n_kv = cur.unpack("<Q"), cur.count(8 + 4)
-            metadata: dict = {}
-            for _ in range(n_kv):
-                key, kind = cur.string(), cur.unpack("<I")
-                if kind in _GGUF_SCALARS:
-                    metadata[key] = cur.unpack(_GGUF_SCALARS[kind])
-                elif kind == 8:
-                    metadata[key] = cur.string()
-                elif kind == 9:
-                    item = cur.unpack("<I")
-                    if item in _GGUF_SCALARS:
-                        n = cur.count(struct.calcsize(_GGUF_SCALARS[item]))
-                        cur.skip(n * struct.calcsize(_GGUF_SCALARS[item]))
-                    elif item == 8:
-                        n = cur.count(8)
-                        for _ in range(n):
-                            cur.skip(cur.unpack("<Q"))
-                    else:
-                        raise bad(f"an array of value type {item}")
-                    metadata[key] = range(n)
-                else:
-                    raise bad(f"unknown metadata value type {kind}")
-            tensors = {}
-            for _ in range(n_tensors):
-                name = cur.string()
-                cur.skip(8 * cur.unpack("<I"))  # dimensions
-                tensors[name] = cur.unpack("<I")
-                cur.skip(8)  # offset
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot be read as a GGUF file: {exc}") from exc
-    return metadata, tensors
-
-
 def shape_from_gguf(path: str | Path) -> ModelShape:
     """A :class:`ModelShape` from a GGUF file's metadata and tensor table (nothing is loaded)."""
     from gguf.constants import GGMLQuantizationType
 
-    from mlx_lora.models.gguf import gguf_to_hf_config
+    from mlx_lora.models.gguf import gguf_to_hf_config, read_gguf_header
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such GGUF file")
-    metadata, tensors = _gguf_header(path)
+    metadata, tensors = read_gguf_header(path)
     config = gguf_to_hf_config(metadata, has_output="output.weight" in tensors)
     bits = 0
     for name, kind in tensors.items():
