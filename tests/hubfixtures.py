@@ -69,12 +69,19 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @pytest.fixture
 def hub(tiny_model, tmp_path, monkeypatch) -> Iterator[StandInHub]:
     """The stand-in Hub with the standard repos, and an environment pointing at
-    it: HF_ENDPOINT, a fresh HF_HOME under tmp_path, no token, online, and a
-    guard that fails any connection to a host other than this machine.
-    tests/conftest.py imports it, so any test can ask for it by name."""
+    it (see :func:`serve_hub`). tests/conftest.py imports it, so any test can ask
+    for it by name."""
+    yield from serve_hub(StandInHub(), tiny_model, tmp_path, monkeypatch)
+
+
+def serve_hub(server: StandInHub, tiny_model: Path, tmp_path: Path, monkeypatch) -> Iterator[StandInHub]:
+    """Start ``server`` with the standard repos and point everything at it: HF_ENDPOINT,
+    a fresh HF_HOME under tmp_path, no token, online, and a guard that fails any
+    connection to a host other than this machine. Yields the server; stops it after
+    and fails the test if it recorded a protocol error. For fixtures to ``yield from``."""
     from huggingface_hub import constants
 
-    server = StandInHub().start()
+    server.start()
     add_standard_repos(server, tiny_model)
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

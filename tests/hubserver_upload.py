@@ -33,7 +33,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.hubfixtures import add_standard_repos
+from tests.hubfixtures import serve_hub
 from tests.hubserver import HubRepo, Request, StandInHub, _Handler
 
 WRITE_TOKEN = "hf_stand_in_write_token"
@@ -156,33 +156,6 @@ class _UploadHandler(_Handler):
 
 @pytest.fixture
 def upload_hub(tiny_model, tmp_path, monkeypatch) -> Iterator[UploadHub]:
-    """An UploadHub with the standard repos, set up like tests/hubserver.py's ``hub``
-    fixture (HF_ENDPOINT, private HF_HOME, no token, loopback only)."""
-    import socket
-
-    from huggingface_hub import constants
-
-    server = UploadHub().start()
-    add_standard_repos(server, tiny_model)
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                 "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(constants, "ENDPOINT", server.url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf" / "token"))
-    real_getaddrinfo = socket.getaddrinfo
-
-    def loopback_only(host, *args, **kwargs):
-        if host not in {"127.0.0.1", "localhost", "::1"}:
-            raise OSError(f"test tried to reach {host!r}: tests never use the network")
-        return real_getaddrinfo(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
-    try:
-        yield server
-    finally:
-        server.stop()
-    assert not server.errors, server.errors
+    """An UploadHub with the standard repos, set up like the ``hub`` fixture
+    (HF_ENDPOINT, private HF_HOME, no token, loopback only)."""
+    yield from serve_hub(UploadHub(), tiny_model, tmp_path, monkeypatch)
