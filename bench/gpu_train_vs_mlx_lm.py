@@ -1,8 +1,10 @@
 """Our trainer next to mlx-lm's and torch+PEFT's on a GPU: a Llama-shape model with random
-bf16 weights (1B by default), the long-tailed chats of bench/long_tailed.py.
+bf16 weights (1B by default, or 8B), the long-tailed chats of bench/long_tailed.py or
+chats that all fill max_seq_length (``--data fixed``).
 
     python bench/gpu_train_vs_mlx_lm.py --tokenizer DIR [--iters 40] [--only ours,mlx-lm,peft]
-        [--variants not-compiled,checkpoint,...] [--json OUT.json]
+        [--shape 1b|8b] [--data long-tailed|fixed] [--batch-size 8]
+        [--variants not-compiled,checkpoint,cap-4096+checkpoint,...] [--json OUT.json]
 
 DIR holds the demo model's tokenizer files (tokenizer.json, tokenizer_config.json,
 special_tokens_map.json, generation_config.json). All trainers: LoRA rank 16
@@ -13,7 +15,9 @@ strings, PEFT through the torch loop below (random batches padded to their
 longest, as Hugging Face's collator does; sdpa attention; loss on the answer
 only). Throughput: dataset tokens (no padding) and examples per second over the
 report windows after the first (10 steps each). ``--variants`` adds runs of our
-trainer with one thing changed (see ``variants`` in main).
+trainer with one thing changed (see ``variants`` in main; ``a+b`` changes both).
+The 8B shape is Llama 3 8B's with the demo tokenizer's vocabulary (49,152, not
+128,256), untied.
 
 MFU: 4 × matmul parameters × dataset tokens/s over the H200's ~790 TFLOP/s bf16
 (LoRA: no weight gradients for the base; padding and attention not counted).
@@ -39,6 +43,8 @@ SETTINGS = dict(rank=16, scale=2.0, num_layers=16, batch_size=8, max_seq_length=
                 compute_dtype="auto", worst_first=True)
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_attention_heads=32, num_key_value_heads=8,
                 num_hidden_layers=16, head_dim=64, tie_word_embeddings=True)
+LLAMA_8B = dict(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
+                num_hidden_layers=32, head_dim=128, tie_word_embeddings=False)
 PEAK_BF16_FLOPS = 790e12
 
 PEFT = r"""
@@ -96,19 +102,28 @@ print("RESULT " + json.dumps({"windows": windows, "examples": examples_s,
 
 
 def make_model(folder: Path, tokenizer_dir: Path, shape: dict) -> Path:
-    import mlx.core as mx
+    """A llama folder with random bf16 weights (built in bf16: the 8B would be 30 GB in float32)."""
+    import shutil
 
-    from tests.tiny import make_tiny_model
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    from tests.tiny import TINY_CONFIG
 
     if (folder / "config.json").exists():
         return folder
-    make_tiny_model(folder, tokenizer_dir, **shape)
-    weights = mx.load(str(folder / "model.safetensors"))
-    mx.save_safetensors(str(folder / "model.safetensors"), {k: v.astype(mx.bfloat16) for k, v in weights.items()},
+    config = {**TINY_CONFIG, **shape, "torch_dtype": "bfloat16", "rope_theta": 500000.0}
+    mx.random.seed(0)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.set_dtype(mx.bfloat16)
+    folder.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(folder / "model.safetensors"), dict(tree_flatten(model.parameters())),
                         metadata={"format": "pt"})
-    config = json.loads((folder / "config.json").read_text())
-    config["torch_dtype"] = "bfloat16"
-    (folder / "config.json").write_text(json.dumps(config))
+    del model
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"):
+        shutil.copy(tokenizer_dir / name, folder / name)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
 
 
@@ -124,23 +139,29 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=40)
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--only", default="ours,mlx-lm,peft")
+    parser.add_argument("--shape", choices=("1b", "8b"), default="1b")
+    parser.add_argument("--data", choices=("long-tailed", "fixed"), default="long-tailed")
+    parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
     parser.add_argument("--variants", default="", help="comma-separated: not-compiled, chunk-2048, unchunked, "
-                                                       "checkpoint, cap-4096, cap-2048")
+                                                       "checkpoint, checkpoint-seq, cap-4096, cap-2048, "
+                                                       "fp32-lora; a+b for both")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--smoke", action="store_true", help="a 2-layer 256-wide model, to try the script on a CPU")
     args = parser.parse_args()
-    shape = dict(LLAMA_1B, hidden_size=256, intermediate_size=512, num_hidden_layers=2) if args.smoke else LLAMA_1B
+    full = LLAMA_8B if args.shape == "8b" else LLAMA_1B
+    shape = dict(full, hidden_size=256, intermediate_size=512, num_hidden_layers=2) if args.smoke else full
+    settings = {**SETTINGS, "batch_size": args.batch_size}
 
     import mlx_lora  # noqa: F401
     import mlx.core as mx
 
     import bench.train_vs_mlx_lm as cpu_bench
-    from bench.long_tailed import make_chats
+    from bench.long_tailed import make_chats, make_fixed_chats
 
     print("device", mx.default_device(), flush=True)
-    model = make_model(args.work / ("smoke" if args.smoke else "llama1b"), args.tokenizer, shape)
-    data = make_chats(args.work / "chats")
+    model = make_model(args.work / (("smoke-" if args.smoke else "llama") + args.shape), args.tokenizer, shape)
+    data = make_chats(args.work / "chats") if args.data == "long-tailed" else make_fixed_chats(args.work / "fixed")
     runs = [(name, code, {}) for name, code in (("ours", cpu_bench.OURS), ("mlx-lm", cpu_bench.MLX_LM),
                                                  ("peft", PEFT)) if name in args.only.split(",")]
     variants = {"not-compiled": ("ours, not compiled", {"module": {"step.COMPILE_ON_GPU": False}}),
@@ -148,16 +169,26 @@ def main() -> None:
                 "unchunked": ("ours, loss not chunked", {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 0}}),
                 "checkpoint": ("ours, grad_checkpoint", {"ours": {"grad_checkpoint": True}}),
                 "cap-4096": ("ours, max_batch_tokens 4096", {"ours": {"max_batch_tokens": 4096}}),
-                "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}})}
+                "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}}),
+                "checkpoint-seq": ("ours, grad_checkpoint, sequential recomputation",
+                                   {"ours": {"grad_checkpoint": True},
+                                    "module": {"methods.CHECKPOINT_MODE": "sequential"}}),
+                "fp32-lora": ("ours, LoRA product in float32 (mlx-lm's layers)",
+                              {"module": {"methods.CAST_LORA": False}})}
     for key in filter(None, args.variants.split(",")):
-        name, extra = variants[key]
-        runs.append((name, cpu_bench.OURS, extra))
+        names, extra = [], {}
+        for part in key.split("+"):
+            name, more = variants[part]
+            names.append(name.removeprefix("ours, "))
+            for field, values in more.items():
+                extra[field] = {**extra.get(field, {}), **values}
+        runs.append(("ours, " + " + ".join(names), cpu_bench.OURS, extra))
     results = {}
     for name, code, extra in runs:
         start = time.time()
         try:
             result = cpu_bench.run(code, str(model), str(data), str(args.work / f"run-{time.time():.0f}"),
-                                   str(args.iters), str(args.window), json.dumps({**SETTINGS, **extra}))
+                                   str(args.iters), str(args.window), json.dumps({**settings, **extra}))
         except SystemExit as exc:  # one trainer failing should not lose the others' numbers
             print(f"{name}: failed: {str(exc)[-1500:]}", flush=True)
             continue
@@ -169,8 +200,8 @@ def main() -> None:
 
     flops = 4 * matmul_parameters(shape)
     base = results.get("mlx-lm")
-    print(f"\n1B Llama-shape, random bf16, long-tailed chats, LoRA r16 all linear layers, batch 8, ≤1024 tokens, "
-          f"{args.iters} steps (first 10 dropped), largest batch first.\n")
+    print(f"\n{args.shape.upper()} Llama-shape, random bf16, {args.data} chats, LoRA r16 all linear layers, batch "
+          f"{args.batch_size}, ≤1024 tokens, {args.iters} steps (first {args.window} dropped), largest batch first.\n")
     print("| trainer | examples/s | dataset tokens/s | MFU | peak GB | × mlx-lm examples/s | × mlx-lm memory |"
           + (" × PEFT tokens/s |" if "peft" in results else ""))
     print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if "peft" in results else ""))

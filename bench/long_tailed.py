@@ -36,6 +36,20 @@ def make_chats(folder: Path, count: int = 2000, seed: int = 0) -> Path:
     return folder
 
 
+def make_fixed_chats(folder: Path, count: int = 400, seed: int = 0) -> Path:
+    """Chats that all pass 1,024 demo-tokenizer tokens (a 20-word question, a 1,500-word answer), so
+    with max_seq_length 1024 every example is cut to the same length: the fixed-length set."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "train.jsonl", "w") as fh:
+        for _ in range(count):
+            question = " ".join(rng.choice(WORDS) for _ in range(20))
+            answer = " ".join(rng.choice(WORDS) for _ in range(1500))
+            fh.write(json.dumps({"messages": [{"role": "user", "content": question},
+                                              {"role": "assistant", "content": answer}]}) + "\n")
+    return folder
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)

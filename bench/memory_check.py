@@ -3,7 +3,8 @@
     .venv/bin/python bench/memory_check.py [--configs demo-small,demo-long,...] [--json OUT]
 
 Each configuration runs one training step of our trainer's own step (the
-loss, value_and_grad, gradient norm and Adam update of ``mlx_lora.train.loop``)
+loss, value_and_grad, gradient norm and Adam update of ``mlx_lora.train.loop``,
+compiled on a GPU as there: ``train/step.py``)
 in a fresh process on a synthetic batch of B rows × L tokens with a share of
 the positions trained, after ``mx.reset_peak_memory()`` (as ``train()`` does
 after loading). Prints estimate, measured peak and their ratio.
@@ -30,6 +31,7 @@ from mlx_lora.config import TrainConfig
 from mlx_lora.train.evaluate import MaskedLoss
 from mlx_lora.train.methods import prepare_model
 from mlx_lora.train.optim import Optimizer
+from mlx_lora.train import step as step_fn
 s = json.loads(sys.argv[1])
 config = TrainConfig().replace(**s["config"])
 prepared = prepare_model(config)
@@ -45,16 +47,18 @@ loss.check(model, mx.array(tokens[:1, :32]))
 optimizer = Optimizer(config)
 optimizer.inner.init(model.trainable_parameters())
 mx.eval(model.parameters(), optimizer.state)
-batch = (tokens[:, :-1], tokens[:, 1:], trained, np.flatnonzero(trained).astype(np.int32))
-loss_and_grad = nn.value_and_grad(model, loss)
+positions = None if step_fn.on_gpu() else np.flatnonzero(trained).astype(np.int32)  # as the loop's batches
+batch = [mx.array(x) for x in (tokens[:, :-1], tokens[:, 1:], trained)] + [None if positions is None else mx.array(positions)]
+loss_and_grad = step_fn.loss_and_grad(model, loss)
+update = step_fn.optimizer_update(model, optimizer, plain=True)
 before = mx.get_active_memory()
 mx.reset_peak_memory()
 peaks = []
 for _ in range(s.get("steps", 1)):
-    (value, count), grads = loss_and_grad(model, *map(mx.array, batch))
+    (value, count), grads = loss_and_grad(model, *batch)
     mx.eval(grads, value, count)
     norm = sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grads)).item()
-    optimizer.inner.update(model, tree_map(lambda g: g / count, grads))
+    update(model, tree_map(lambda g: g / count, grads))
     mx.eval(model.parameters(), optimizer.state)
     peaks.append(mx.get_peak_memory())
 print("RESULT " + json.dumps({"peak": max(peaks), "before": before, "loss": value.item() / count.item(),
@@ -69,6 +73,12 @@ CONFIGS = {
     "demo-r8-l8-4x512-ckpt": (dict(num_layers=8, grad_checkpoint=True), 4, 512, 0.6),
     "demo-r16-all-4x1024": (dict(num_layers=-1, rank=16), 4, 1024, 0.8),
     "demo-r8-l16-8x1024": (dict(num_layers=16), 8, 1024, 0.8),
+    # the 1B llama shape of bench/gpu_train_vs_mlx_lm.py (--model /tmp/gpu-bench/llama1b), on a GPU
+    "1b-r16-l16-8x1024": (dict(num_layers=16, rank=16), 8, 1024, 0.8),
+    "1b-r16-l16-8x1024-ckpt": (dict(num_layers=16, rank=16, grad_checkpoint=True), 8, 1024, 0.8),
+    "1b-r16-l16-4x1024": (dict(num_layers=16, rank=16), 4, 1024, 0.8),
+    "1b-r16-l8-8x1024": (dict(num_layers=8, rank=16), 8, 1024, 0.8),
+    "1b-r16-l16-8x512": (dict(num_layers=16, rank=16), 8, 512, 0.8),
 }
 
 

@@ -45,19 +45,16 @@ from mlx_lora.events import RecordingReporter
 from mlx_lora.train import StepReport, train
 from mlx_lora.train import loop
 model, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
-from mlx_lora.train import evaluate, step
-rows = []  # per micro-batch: (examples, real tokens)
-for_objective = step.for_objective
-def counting_for_objective(*args):
-    loss_and_grad, make_batch = for_objective(*args)
-    def counting_make_batch(examples, indices):
-        rows.append((len(indices), sum(len(examples[i].tokens) for i in indices)))
-        return make_batch(examples, indices)
-    return loss_and_grad, counting_make_batch
-step.for_objective = counting_for_objective
+from mlx_lora.train import evaluate, methods, step
+rows = []  # per step: (examples, real tokens)
+micro_batches = loop.micro_batches
+def counting_micro_batches(indices, lengths, cap):  # the loop's one call per step (no accumulation here)
+    rows.append((len(indices), int(lengths[indices].sum())))
+    return micro_batches(indices, lengths, cap)
+loop.micro_batches = counting_micro_batches
 for name, value in s.get("module", {}).items():  # e.g. {"step.COMPILE_ON_GPU": false}: variants to measure
     module, attr = name.split(".")
-    setattr({"step": step, "evaluate": evaluate}[module], attr, value)
+    setattr({"step": step, "evaluate": evaluate, "methods": methods}[module], attr, value)
 if s.get("worst_first"):
     class WorstFirst(loop.BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
         def epoch(self, epoch):
@@ -77,13 +74,14 @@ config = TrainConfig().replace(
 recorder = RecordingReporter()
 result = train(config, recorder)
 reports = recorder.of(StepReport)
-examples, seconds = [], []
+examples, seconds, window_rows = [], [], []
 for k, r in enumerate(reports):
     part = rows[k * window:(k + 1) * window]
     seconds.append(sum(t for _, t in part) / r.tokens_per_second)
-    examples.append(sum(n for n, _ in part) / seconds[-1])
+    window_rows.append(sum(n for n, _ in part))
+    examples.append(window_rows[-1] / seconds[-1])
 print("RESULT " + json.dumps({
-    "windows": [r.tokens_per_second for r in reports], "examples": examples,
+    "windows": [r.tokens_per_second for r in reports], "examples": examples, "rows": window_rows,
     "peak_gb": max(r.peak_memory_gb for r in reports),
     "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     "final_loss": result.final_loss}))
@@ -134,7 +132,8 @@ mx.reset_peak_memory()
 train(model=model, optimizer=optim.Adam(learning_rate=s["learning_rate"]), train_dataset=dataset, val_dataset=None,
       args=args, iterate_batches=counting_batches, training_callback=callback)
 print("RESULT " + json.dumps({
-    "windows": windows, "examples": examples, "peak_gb": mx.get_peak_memory() / 1e9,
+    "windows": windows, "examples": examples, "rows": [sum(rows[k * window:(k + 1) * window]) for k in range(len(windows))],
+    "peak_gb": mx.get_peak_memory() / 1e9,
     "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "final_loss": callback.loss}))
 """
 
@@ -178,6 +177,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each trainer, alternated")
     parser.add_argument("--data", choices=("pirate", "long-tailed"), default="pirate",
                         help="the pirate sample set, or bench/long_tailed.py's synthetic chats")
+    parser.add_argument("--examples", type=int, default=2000,
+                        help="long-tailed: how many chats (400 at batch 8 is one 50-step epoch with --iters 50)")
     parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
     parser.add_argument("--max-seq-length", type=int, default=SETTINGS["max_seq_length"])
     parser.add_argument("--num-layers", type=int, default=SETTINGS["num_layers"])
@@ -195,7 +196,7 @@ def main() -> None:
         else:
             from bench.long_tailed import make_chats
 
-            data = str(make_chats(Path(tmp) / "long-tailed"))
+            data = str(make_chats(Path(tmp) / "long-tailed", args.examples))
         model = Path(tmp) / "demo-fp32"
         subprocess.run([sys.executable, "-c", FP32_COPY, str(model)], check=True, cwd=REPO)
         results: dict[str, list[dict]] = {"ours": [], "mlx-lm": []}
@@ -214,7 +215,11 @@ def main() -> None:
 def summary(runs: list[dict]) -> dict:
     throughput = [w for r in runs for w in r["windows"][1:]]  # the first window is warm-up
     examples = [w for r in runs for w in r["examples"][1:]]
+    # every step, the first window too: over a whole epoch (--examples × batch = --iters) each
+    # trainer then sees the same examples once
+    seconds = [n / e for r in runs for n, e in zip(r.get("rows", []), r["examples"])]
     return {"tokens/s": statistics.mean(throughput), "examples/s": statistics.mean(examples),
+            "all examples/s": sum(sum(r.get("rows", [])) for r in runs) / sum(seconds) if seconds else float("nan"),
             "peak": max(r["peak_gb"] for r in runs), "rss": max(r["max_rss_gb"] for r in runs),
             "loss": statistics.mean(r["final_loss"] for r in runs)}
 
@@ -228,7 +233,9 @@ def print_table(results: dict[str, list[dict]], settings: dict, args) -> None:
           f"OpenBLAS; ours with {settings['ours'] or 'defaults'}{', largest batch first' * args.worst_first}.\n")
     print("| measure | " + " | ".join(names) + (" | ours / mlx-lm |" if len(names) == 2 else " |"))
     print("|---|" + "---|" * (len(names) + (len(names) == 2)))
-    for key, label, fmt in (("examples/s", "examples/s", "{:.2f}"), ("tokens/s", "dataset tokens/s (no padding)",
+    for key, label, fmt in (("examples/s", "examples/s (after the first window)", "{:.2f}"),
+                            ("all examples/s", "examples/s over every step", "{:.2f}"),
+                            ("tokens/s", "dataset tokens/s (no padding)",
                                                                      "{:.1f}"),
                             ("peak", "peak MLX memory while training (GB)", "{:.2f}"),
                             ("rss", "max RSS of the process (GB)", "{:.2f}"),

@@ -81,7 +81,8 @@ class AdaLoRALinear(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         y = self.linear(x)
-        z = (self.dropout(x) @ (self.lora_a * self.lora_e)) @ self.lora_b
+        # A·diag(E) and B in the input's dtype (see methods.CastLoRALinear: no float32 copy of x)
+        z = (self.dropout(x) @ (self.lora_a * self.lora_e).astype(x.dtype)) @ self.lora_b.astype(x.dtype)
         return y + (self.scale * z).astype(x.dtype)
 
     def to_lora(self):

@@ -7,15 +7,20 @@ trained token left is always left out. Both are counted and reported.
 
 Batching: per epoch the examples are shuffled, cut into windows of
 ``WINDOW_BATCHES`` batches, sorted by length inside each window and cut into
-batches, and the batches are shuffled. With ``max_batch_tokens`` a batch holds
-fewer than ``batch_size`` examples where rows × its longest example would pass
-the cap, so the peak memory follows the cap rather than batch_size ×
-max_seq_length (on a long-tailed set only the few longest batches shrink). Examples of similar length share a batch,
+batches, and the batches are shuffled. Examples of similar length share a batch,
 so little compute goes to padding, while each epoch still mixes differently.
 (mlx-lm sorts by a length that is always 1 — ``CacheDataset.itemlen`` — so its
 batches are padded to the longest of random examples.) Because an epoch's
 order is recomputed from (seed, epoch), the data position of a checkpoint is
 two integers, :class:`Cursor`.
+
+``max_batch_tokens``: :func:`micro_batches` cuts a batch whose rows × longest
+example would pass the cap into pieces that run one after the other, their
+gradients summed into the same step (so the peak memory follows the cap while
+the step, and so the training, stays what it was; on a long-tailed set only the
+few batches of long examples are cut). Session 2 shrank those batches instead,
+which changed the steps; on the H200 that measured 1.95× mlx-lm's examples/s at
+0.98× its memory (bench/RESULTS.md).
 
 A batch is ``inputs`` (B, L) int32, ``targets`` (B, L) int32 and ``mask``
 (B, L) float32 with L = the longest example's length − 1;
@@ -114,32 +119,17 @@ class Cursor:
 class BatchPlan:
     """The batches of every epoch, as lists of example indices; see the module docstring."""
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, max_tokens: int = 0) -> None:
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
         if not lengths:
             raise UserError("the training set has no usable example (all were empty, or dropped by max_seq_length)")
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
-        self.max_tokens = max_tokens  # 0: no cap on rows × longest
         self._cache: dict[int, list[np.ndarray]] = {}
 
     def __len__(self) -> int:
-        """Batches per epoch (the last one may be smaller; with a token cap, epoch 0's count)."""
-        if self.max_tokens:
-            return len(self.epoch(0))
+        """Batches per epoch (the last one may be smaller)."""
         return math.ceil(len(self.lengths) / self.batch_size)
-
-    def _cut(self, part: np.ndarray) -> list[np.ndarray]:
-        """A window's examples, longest first, cut into batches of ``batch_size`` — fewer where
-        rows × the longest would pass ``max_tokens`` (a long example gets a smaller batch)."""
-        if not self.max_tokens:
-            return [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
-        batches, start = [], 0
-        while start < len(part):
-            rows = min(self.batch_size, max(1, self.max_tokens // int(self.lengths[part[start]])))
-            batches.append(part[start:start + rows])
-            start += rows
-        return batches
 
     def epoch(self, epoch: int) -> list[np.ndarray]:
         if epoch not in self._cache:
@@ -150,7 +140,7 @@ class BatchPlan:
             for start in range(0, len(order), window):
                 part = order[start:start + window]
                 part = part[np.argsort(-self.lengths[part], kind="stable")]
-                batches += self._cut(part)
+                batches += [part[i:i + self.batch_size] for i in range(0, len(part), self.batch_size)]
             self._cache = {epoch: [batches[i] for i in rng.permutation(len(batches))]}
         return self._cache[epoch]
 
@@ -172,6 +162,21 @@ class BatchPlan:
             padded += int(lengths.max()) * len(batch)
             real += int(lengths.sum())
         return 1 - real / padded if padded else 0.0
+
+
+def micro_batches(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """``indices`` in pieces, longest first, where rows × the piece's longest example stays within
+    ``max_tokens`` (at least one row each); ``[indices]`` when there is no cap or it fits."""
+    indices = np.asarray(indices)
+    if not max_tokens or len(indices) * int(lengths[indices].max()) <= max_tokens:
+        return [indices]
+    order = indices[np.argsort(-lengths[indices], kind="stable")]
+    pieces, start = [], 0
+    while start < len(order):
+        rows = max(1, max_tokens // int(lengths[order[start]]))
+        pieces.append(order[start:start + rows])
+        start += rows
+    return pieces
 
 
 def make_batch(examples: list[Example], indices, multiple: int = 1, limit: int = 0) -> tuple[

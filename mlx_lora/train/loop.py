@@ -40,7 +40,7 @@ from mlx_lora.config import TrainConfig
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
 from mlx_lora.train import step as step_fn
-from mlx_lora.train.batches import BatchPlan, Cursor
+from mlx_lora.train.batches import BatchPlan, Cursor, micro_batches
 from mlx_lora.train.distributed import World
 from mlx_lora.train.events import (
     CheckpointSaved,
@@ -221,8 +221,7 @@ class _Trainer:
         self.train_set = self.objective.encode(tokenizer, splits.train, data)
         self.valid_set = self.objective.encode(tokenizer, splits.valid, data)
         self.test_count = len(splits.test)
-        self.plan = BatchPlan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed,
-                              data.max_batch_tokens)
+        self.plan = BatchPlan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed)
         accumulation = config.optimizer.grad_accumulation_steps
         self.steps_per_epoch = len(self.plan) / accumulation
         epochs = config.schedule.epochs
@@ -356,15 +355,16 @@ class _Trainer:
                 indices = self.world.share(indices)  # this rank's part of the global batch
                 if len(indices) == 0:
                     continue
-                batch = make_batch(examples, indices)
                 real_tokens += int(sum(len(examples[i].tokens) for i in indices))
-                (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
-                if grad_sum is None:
-                    grad_sum, loss_sum, tokens = grads, micro_loss, micro_tokens
-                else:
-                    grad_sum = tree_map(mx.add, grad_sum, grads)
-                    loss_sum, tokens = loss_sum + micro_loss, tokens + micro_tokens
-                mx.eval(grad_sum, loss_sum, tokens)
+                for piece in micro_batches(indices, self.plan.lengths, config.data.max_batch_tokens):
+                    batch = make_batch(examples, piece)
+                    (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
+                    if grad_sum is None:
+                        grad_sum, loss_sum, tokens = grads, micro_loss, micro_tokens
+                    else:
+                        grad_sum = tree_map(mx.add, grad_sum, grads)
+                        loss_sum, tokens = loss_sum + micro_loss, tokens + micro_tokens
+                    mx.eval(grad_sum, loss_sum, tokens)
             grad_sum, loss_sum, tokens, real_tokens = self.world.sum_step(model, grad_sum, loss_sum, tokens,
                                                                           real_tokens)
             # Check before updating: a NaN must never reach the weights or a checkpoint.

@@ -26,8 +26,9 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
+from mlx_lm.tuner.lora import LoRALinear
 
 from mlx_lora import backend
 from mlx_lora.config import AdapterConfig, TrainConfig
@@ -74,6 +75,39 @@ def count_parameters(model: nn.Module) -> int:
 
 def trainable_count(model: nn.Module) -> int:
     return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+
+
+class CastLoRALinear(LoRALinear):
+    """mlx-lm's ``LoRALinear`` with A and B cast to the input's dtype inside the product.
+
+    mlx-lm keeps ``lora_a``/``lora_b`` in float32 and computes ``x @ lora_a`` with ``x`` in
+    the compute dtype, so on a bfloat16 model the product promotes ``x`` to float32 and
+    keeps that copy for the backward — per adapted linear and token, twice the bytes of the
+    input the layer keeps anyway (on the H200, 1B llama, bf16: 211–228 KB per layer and
+    token against 108 KB; bench/RESULTS.md). Casting the weights instead keeps the
+    float32 master weights, their float32 gradients and the adapter files as they were;
+    the product runs in the compute dtype (as torch autocast runs PEFT's). On a float32
+    model the casts are no-ops. The class is swapped in on mlx-lm's layers
+    (:func:`cast_lora_layers`), so fuse, save and load stay mlx-lm's.
+    """
+
+    def __call__(self, x):
+        y = self.linear(x)
+        z = (self.dropout(x) @ self.lora_a.astype(x.dtype)) @ self.lora_b.astype(x.dtype)
+        return y + (self.scale * z).astype(x.dtype)
+
+
+CAST_LORA = True  # False: mlx-lm's layers as they are (bench/gpu_train_vs_mlx_lm.py --variants fp32-lora)
+
+
+def cast_lora_layers(model: nn.Module) -> int:
+    """Swap mlx-lm's ``LoRALinear`` layers of ``model`` to :class:`CastLoRALinear`; returns how many."""
+    swapped = 0
+    for _, module in model.named_modules():
+        if type(module) is LoRALinear:
+            module.__class__ = CastLoRALinear
+            swapped += 1
+    return swapped
 
 
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
@@ -193,8 +227,41 @@ def apply_method(model: nn.Module, adapter: AdapterConfig) -> dict[str, Any]:
         linear_to_lora_layers(model, num_layers, lora_parameters, use_dora=adapter.fine_tune_type == "dora")
     except ValueError as exc:  # e.g. DoRA on a mixture-of-experts layer
         raise UserError(f"fine_tune_type (adapter.fine_tune_type, --fine-tune-type): {exc}") from exc
+    if CAST_LORA:
+        cast_lora_layers(model)
     config["lora_parameters"] = lora_parameters
     return config
+
+
+# How a checkpointed layer recomputes in the backward: "mlx" is ``mx.checkpoint``, whose
+# recomputation depends on the layer's forward output only, so it may run as soon as the
+# forward is done; "sequential" makes it wait for the gradient arriving from the layer
+# above, so one layer's recomputed activations live at a time (see bench/RESULTS.md for
+# what each keeps on the H200).
+CHECKPOINT_MODE = "mlx"
+
+
+def _sequential_checkpoint(layer: nn.Module, original, args, kwargs) -> mx.array:
+    """``original(layer, *args, **kwargs)`` with its activations recomputed in the backward,
+    once the cotangent from the layer above exists (``mx.depends``)."""
+    x, rest = args[0], args[1:]
+    keys, values = zip(*tree_flatten(layer.trainable_parameters())) if layer.trainable_parameters() else ((), ())
+
+    def run(h, *weights):
+        layer.update(tree_unflatten(list(zip(keys, weights))))
+        return original(layer, h, *rest, **kwargs)
+
+    @mx.custom_function
+    def checkpointed(h, *weights):
+        return run(h, *weights)
+
+    @checkpointed.vjp
+    def checkpointed_vjp(primals, cotangent, _output):
+        cotangents = list(cotangent) if isinstance(cotangent, (list, tuple)) else [cotangent]
+        primals = mx.depends(list(primals), cotangents)
+        return tuple(mx.vjp(run, primals, cotangents)[1])
+
+    return checkpointed(x, *values)
 
 
 def enable_grad_checkpoint(layers: list[nn.Module]) -> None:
@@ -213,6 +280,8 @@ def enable_grad_checkpoint(layers: list[nn.Module]) -> None:
         def call(self, *args, **kwargs):
             if not self.__dict__.get("_grad_checkpoint", False):
                 return original(self, *args, **kwargs)
+            if CHECKPOINT_MODE == "sequential":
+                return _sequential_checkpoint(self, original, args, kwargs)
 
             def inner(params, *inner_args, **inner_kwargs):
                 self.update(params)

@@ -137,7 +137,11 @@ def test_lora_plus_gives_the_b_matrices_a_higher_learning_rate(tiny_model):
         assert b_plus[name] == pytest.approx(16e-3, rel=0.05)
 
 
-def test_grad_checkpoint_gives_the_same_loss_and_gradients(tiny_model):
+@pytest.mark.parametrize("mode", ["mlx", "sequential"])
+def test_grad_checkpoint_gives_the_same_loss_and_gradients(tiny_model, monkeypatch, mode):
+    from mlx_lora.train import methods
+
+    monkeypatch.setattr(methods, "CHECKPOINT_MODE", mode)
     example = Example(tuple(range(5, 37)), (False,) * 8 + (True,) * 24)
     batch = list(map(mx.array, make_batch([example], [0])))
     results = []
@@ -152,6 +156,51 @@ def test_grad_checkpoint_gives_the_same_loss_and_gradients(tiny_model):
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     for name, grad in results[0][1].items():
         np.testing.assert_allclose(grad, results[1][1][name], rtol=1e-4, atol=1e-7)
+
+
+def test_lora_products_run_in_the_compute_dtype_with_float32_weights(tiny_model):
+    """bf16: A and B are cast inside the product (no float32 copy of each input kept for the
+    backward), while the weights, their gradients and the saved adapter stay float32."""
+    from mlx_lm.tuner.lora import LoRALinear
+
+    from mlx_lora.train.methods import CastLoRALinear
+
+    p = prepared(tiny_model, seed=3, compute_dtype="bfloat16", num_layers=-1)
+    q = p.model.layers[0].self_attn.q_proj
+    assert type(q) is CastLoRALinear and isinstance(q, LoRALinear)
+    assert q.lora_a.dtype == mx.float32 and q.linear.weight.dtype == mx.bfloat16
+    example = Example(tuple(range(5, 37)), (False,) * 8 + (True,) * 24)
+    batch = list(map(mx.array, make_batch([example], [0])))
+    for layer in p.model.layers:
+        layer.self_attn.q_proj.lora_b = mx.full(layer.self_attn.q_proj.lora_b.shape, 0.05)
+    results = []
+    for cls in (CastLoRALinear, LoRALinear):
+        for layer in p.model.layers:
+            layer.self_attn.q_proj.__class__ = cls
+        (value, _), grads = nn.value_and_grad(p.model, MaskedLoss())(p.model, *batch)
+        results.append((value.item(), dict(tree_flatten(grads))))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-2)
+    for name, grad in results[0][1].items():
+        assert grad.dtype == mx.float32
+        assert float(mx.abs(grad - results[1][1][name]).max()) <= 0.05 * float(mx.abs(results[1][1][name]).max()) + 1e-6
+
+    # the memory the backward keeps: one bf16 linear of 256, 4096 rows
+    base = nn.Linear(256, 256)
+    base.set_dtype(mx.bfloat16)
+    layer = LoRALinear.from_base(base, r=16, scale=2.0)
+    layer.freeze()
+    layer.unfreeze(keys=["lora_a", "lora_b"])
+    x = mx.random.normal((4096, 256)).astype(mx.bfloat16)
+    mx.eval(layer.parameters(), x)
+    peaks = []
+    for cls in (LoRALinear, CastLoRALinear):
+        layer.__class__ = cls
+        mx.synchronize()
+        held = mx.get_active_memory()
+        mx.reset_peak_memory()
+        mx.eval(nn.value_and_grad(layer, lambda m, h: m(h).astype(mx.float32).square().sum())(layer, x))
+        peaks.append(mx.get_peak_memory() - held)
+    assert peaks[1] < 0.75 * peaks[0], peaks
 
 
 def test_the_learning_rate_schedule_warms_up_then_decays():

@@ -1,5 +1,5 @@
 """The performance paths give the same loss as the plain one: the compiled, dense-head step
-(GPU), widths rounded up, the token cap on batches."""
+(GPU), widths rounded up, the token cap's micro-batches, LoRA products in the compute dtype."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten
 
 from mlx_lora.config import TrainConfig
 from mlx_lora.train import step as step_fn
-from mlx_lora.train.batches import BatchPlan, Example, make_batch
+from mlx_lora.train.batches import BatchPlan, Example, make_batch, micro_batches
 from mlx_lora.train.evaluate import MaskedLoss
 from mlx_lora.train.methods import prepare_model
 
@@ -77,13 +77,41 @@ def test_the_compiled_optimizer_update_matches_the_eager_one(tiny_model):
         assert mx.allclose(eager[name], compiled[name], atol=1e-6).item(), name
 
 
-def test_a_token_cap_gives_long_examples_smaller_batches_and_keeps_every_example():
-    lengths = [int(x) for x in np.random.default_rng(2).lognormal(4.5, 0.8, size=400).clip(5, 1024)]
-    plan = BatchPlan(lengths, batch_size=8, seed=0, max_tokens=2048)
-    batches = plan.epoch(0)
-    assert sorted(int(i) for b in batches for i in b) == list(range(400))
-    assert max(len(b) * max(lengths[i] for i in b) for b in batches) <= 2048
-    assert max(len(b) for b in batches) == 8 and min(len(b) for b in batches) <= 2
-    uncapped = BatchPlan(lengths, batch_size=8, seed=0)
-    assert len(plan) > len(uncapped) == 50
-    assert max(len(b) * max(lengths[i] for i in b) for b in uncapped.epoch(0)) > 4000
+def test_a_token_cap_cuts_only_the_batches_past_it_into_micro_batches_that_keep_every_example():
+    lengths = np.array([int(x) for x in np.random.default_rng(2).lognormal(4.5, 0.8, size=400).clip(5, 1024)])
+    batches = BatchPlan(list(lengths), batch_size=8, seed=0).epoch(0)
+    assert max(len(b) * lengths[b].max() for b in batches) > 4000  # a long batch the cap must cut
+    cut = 0
+    for batch in batches:
+        pieces = micro_batches(batch, lengths, 2048)
+        assert sorted(int(i) for p in pieces for i in p) == sorted(int(i) for i in batch)
+        assert all(len(p) * lengths[p].max() <= 2048 or len(p) == 1 for p in pieces)
+        if len(batch) * lengths[batch].max() <= 2048:
+            assert [p.tolist() for p in pieces] == [batch.tolist()]
+        else:
+            cut += 1
+            assert len(pieces) > 1
+    assert 0 < cut < len(batches) / 2  # on a long-tailed set only the long batches are cut
+    assert micro_batches(np.array([3]), np.array([0, 0, 0, 5000]), 2048)[0].tolist() == [3]  # one row at least
+    assert [p.tolist() for p in micro_batches(batches[0], lengths, 0)] == [batches[0].tolist()]  # 0: no cap
+
+
+def test_a_token_cap_leaves_the_training_unchanged(tiny_model, tmp_path):
+    """The micro-batches' gradients add up to the whole batch's: same losses, same adapter."""
+    from mlx_lora.events import RecordingReporter
+    from mlx_lora.train import train
+    from tests.core.test_train_helpers import losses, tiny_config, write_dataset
+
+    data = write_dataset(tmp_path / "data", train=24, valid=0, test=0)
+    runs = []
+    for cap in (0, 64):
+        recorder = RecordingReporter()
+        config = tiny_config(tiny_model, data, tmp_path / f"cap-{cap}", iters=6, batch_size=6, max_batch_tokens=cap,
+                             steps_per_report=1)
+        result = train(config, recorder)
+        runs.append((list(losses(recorder.events).values()), mx.load(str(result.run_dir / "adapters.safetensors"))))
+    (plain_losses, plain), (capped_losses, capped) = runs
+    assert len(plain_losses) == 6
+    assert capped_losses == pytest.approx(plain_losses, rel=1e-5)
+    for name in plain:
+        assert mx.allclose(plain[name], capped[name], atol=1e-5).item(), name
