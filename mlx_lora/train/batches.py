@@ -179,16 +179,15 @@ def micro_batches(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> 
     return pieces
 
 
-def make_batch(examples: list[Example], indices, multiple: int = 1, limit: int = 0) -> tuple[
+def make_batch(examples: list[Example], indices, multiple: int = 1) -> tuple[
         np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(inputs, targets, mask) each (B, L), and positions (N,): the flat indices where mask is 1.
-    ``multiple``: L + 1 is rounded up to it, but not past ``limit`` (a GPU builds kernels per
-    shape; see train/step.py)."""
+    ``multiple``: L (the inputs' width, the longest example − 1) is rounded up to it, the
+    tokens padded to L + 1 (a GPU builds kernels per shape, and its fused attention and
+    matmuls want aligned lengths; see train/step.py)."""
     chosen = [examples[i] for i in indices]
     longest = max(len(e.tokens) for e in chosen)
-    width = -(-longest // multiple) * multiple
-    if limit:
-        width = max(longest, min(width, limit))
+    width = -(-(longest - 1) // multiple) * multiple + 1
     tokens = np.zeros((len(chosen), width), np.int32)
     trained = np.zeros((len(chosen), width), np.float32)
     for row, example in enumerate(chosen):

@@ -40,7 +40,7 @@ def for_objective(model: nn.Module, loss, objective, max_seq_length: int) -> tup
 
     if on_gpu() and COMPILE_ON_GPU and type(loss) is MaskedLoss:
         return (loss_and_grad(model, loss, compiled=True),
-                lambda examples, indices: make_batch(examples, indices, GPU_WIDTH_MULTIPLE, max_seq_length))
+                lambda examples, indices: make_batch(examples, indices, GPU_WIDTH_MULTIPLE))
     return loss_and_grad(model, loss, compiled=False), objective.make_batch
 
 

@@ -37,8 +37,8 @@ def test_the_compiled_dense_step_with_padded_widths_matches_the_eager_one(tiny_m
     (value, count), grads = eager(model, *map(mx.array, make_batch(examples, range(6))))
     mx.eval(value, grads)
     padded = make_batch(examples, range(6), multiple=64)
-    assert padded[0].shape[1] == 63  # widths rounded up: inputs are width − 1
-    assert make_batch(examples, range(6), 64, 50)[0].shape[1] == 49  # not past the limit
+    assert padded[0].shape[1] == 64  # the inputs' width rounded up (the tokens are one wider)
+    assert make_batch([Example(tuple(range(65)), (True,) * 65)], [0], 64)[0].shape[1] == 64  # 65 tokens: 64 inputs
     for _ in range(2):  # the second call reuses the compiled graph
         (c_value, c_count), c_grads = compiled(model, *map(mx.array, padded))
         mx.eval(c_value, c_grads)
