@@ -16,8 +16,6 @@ a reset, above the memory held before it) and its time. Variants:
 - ``ours-fp32-lora``: ours with mlx-lm's LoRA layers (A in float32);
 - ``mlx-lm-cast``: mlx-lm's loss with our LoRA layers;
 - ``ours-ckpt``: ours with ``grad_checkpoint`` (``mx.checkpoint`` per layer);
-- ``ours-ckpt-seq``: checkpointing whose recomputation waits for the layer above's
-  gradient (train/methods.py, ``CHECKPOINT_MODE = "sequential"``);
 - ``ours-limit``, ``ours-ckpt-limit``: ours (with checkpointing) and
   ``mx.set_memory_limit`` at ``--limit-gb`` above the weights (``ours-limit:6``: 6 GB) (past the limit the
   allocator waits for queued work to finish and free its buffers before allocating);
@@ -67,8 +65,6 @@ linear_to_lora_layers(model, len(model.layers), {"rank": 16, "scale": 2.0, "drop
 if variant != "mlx-lm" and variant != "ours-fp32-lora":
     cast_lora_layers(model)
 if variant.startswith("ours-ckpt"):
-    import mlx_lora.train.methods as methods
-    methods.CHECKPOINT_MODE = "sequential" if variant == "ours-ckpt-seq" else "mlx"
     enable_grad_checkpoint(model.layers)
 model.train()
 B, L = s["batch"], s["length"]
@@ -110,7 +106,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--limit-gb", type=float, default=4.0, help="ours-ckpt-limit: the limit above the weights")
-    parser.add_argument("--variants", default="mlx-lm,ours,ours-fp32-lora,mlx-lm-cast,ours-limit,ours-ckpt,ours-ckpt-seq,ours-ckpt-limit")
+    parser.add_argument("--variants", default="mlx-lm,ours,ours-fp32-lora,mlx-lm-cast,ours-limit:8,ours-ckpt,ours-ckpt-limit:3")
     args = parser.parse_args()
     print(f"{args.shape}, batch {args.batch} × {args.length}, LoRA r16 on every linear layer, bf16; "
           "peak above the weights\n")

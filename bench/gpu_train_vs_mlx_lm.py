@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--data", choices=("long-tailed", "fixed"), default="long-tailed")
     parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
     parser.add_argument("--variants", default="", help="comma-separated: not-compiled, chunk-2048, unchunked, "
-                                                       "checkpoint, checkpoint-seq, cap-4096, cap-2048, cap-1024, "
+                                                       "checkpoint, cap-4096, cap-2048, cap-1024, "
                                                        "fp32-lora; a+b for both")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
     parser.add_argument("--json", type=Path)
@@ -171,9 +171,6 @@ def main() -> None:
                 "cap-4096": ("ours, max_batch_tokens 4096", {"ours": {"max_batch_tokens": 4096}}),
                 "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}}),
                 "cap-1024": ("ours, max_batch_tokens 1024", {"ours": {"max_batch_tokens": 1024}}),
-                "checkpoint-seq": ("ours, grad_checkpoint, sequential recomputation",
-                                   {"ours": {"grad_checkpoint": True},
-                                    "module": {"methods.CHECKPOINT_MODE": "sequential"}}),
                 "fp32-lora": ("ours, LoRA product in float32 (mlx-lm's layers)",
                               {"module": {"methods.CAST_LORA": False}})}
     for key in filter(None, args.variants.split(",")):
@@ -203,9 +200,10 @@ def main() -> None:
     base = results.get("mlx-lm")
     print(f"\n{'smoke' if args.smoke else args.shape.upper()} Llama-shape, random bf16, {args.data} chats, LoRA r16 all linear layers, batch "
           f"{args.batch_size}, ≤1024 tokens, {args.iters} steps (first {args.window} dropped), largest batch first.\n")
-    print("| trainer | examples/s | dataset tokens/s | MFU | peak GB | × mlx-lm examples/s | × mlx-lm memory |"
-          + (" × PEFT tokens/s |" if "peft" in results else ""))
-    print("|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if "peft" in results else ""))
+    header = "| trainer | examples/s | dataset tokens/s | MFU | peak GB |"
+    header += " × mlx-lm examples/s | × mlx-lm memory |" if base else ""
+    header += " × PEFT tokens/s |" if "peft" in results else ""
+    print(header + "\n" + "|---" + "|---:" * (header.count("|") - 2) + "|")
     for name, r in results.items():
         tokens, examples = statistics.mean(r["windows"][1:]), statistics.mean(r["examples"][1:])
         cells = [f"{examples:.1f}", f"{tokens:,.0f}", f"{flops * tokens / PEAK_BF16_FLOPS:.1%}", f"{r['peak_gb']:.1f}"]

@@ -68,11 +68,12 @@ class DataConfig(Section):
                               min=1, max=1024)
     max_seq_length: int = setting(2048, "Longest example in tokens; longer ones follow too_long.",
                                   min=8, max=1_048_576)
-    max_batch_tokens: int = setting(0, "Cap on one forward pass's padded size (examples × its longest example, "
-                                       "in tokens): a batch that would pass it runs as several smaller passes "
-                                       "whose gradients add up to the same step, so the peak memory follows "
-                                       "this cap instead of batch_size × max_seq_length while the training is "
-                                       "unchanged. 0: no cap.", min=0, max=1 << 30, advanced=True)
+    max_batch_tokens: int = setting(4096, "Cap on one forward pass's padded size (examples × its longest "
+                                          "example, in tokens): a batch that would pass it runs as several "
+                                          "smaller passes whose gradients add up to the same step, so the peak "
+                                          "memory follows this cap instead of batch_size × max_seq_length while "
+                                          "the training is unchanged. 0: no cap.", min=0, max=1 << 30,
+                                    advanced=True)
     too_long: str = setting("truncate", "What to do with an example longer than max_seq_length: truncate its "
                                         "end (the run reports how many) or drop it.",
                             choices=("truncate", "drop"), advanced=True)

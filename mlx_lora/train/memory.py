@@ -53,9 +53,16 @@ QKV_PER_TOKEN = 1.0
 # one-hot difference and MLX's temporaries, but only for 256 positions.
 LOSS_ROWS_PER_POSITION = 4.5
 LOSS_ROWS_PER_CHUNK_POSITION = 8.0
-# The float32 input copies of the LoRA products on a bf16/fp16 model (fitted on the H200).
+# The float32 input copies of mlx-lm's DoRA products on a bf16/fp16 model (fitted on the H200).
 LORA_PROMOTION_FACTOR = 1.3
-GPU_CHECKPOINT_SHARE = 0.53
+GPU_CHECKPOINT_SHARE = 0.6  # 0.53 of an eager step (session 2); the trainer's compiled step, 0.6
+# On a GPU the trainer's peaks (compiled step, LoRA products in bf16; bench/RESULTS.md,
+# "Training performance") are the counts above times 0.8–2.4: the host queues work ahead of
+# the device, and the buffers of queued kernels are held until they run — more so the
+# shorter the kernels (1B llama: 1.6× at 8 × 1024, 2.4× at 2 × 1024; 8B: 0.8× at 4 × 1024,
+# 1.2× at 1 × 1024). The estimate takes the upper part of that range (0.8–1.25× the 1B
+# peaks, 1.25–1.9× the 8B's), so "will it fit" errs on the safe side.
+GPU_ACTIVATION_FACTOR = 2.0
 # (B, heads, L, L) float32 probabilities kept per adapted layer (CPU: the fused
 # attention falls back to matmul + softmax for its backward), plus ~3 more such buffers
 # while one layer's attention is differentiated (scores, their gradient; measured: demo,
@@ -221,8 +228,9 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
 
     ``shape``: the model's shape (default: read from ``config.model.model`` without loading
     it, see :func:`read_model_shape`). ``device``: ``"cpu"`` or ``"gpu"`` (default: this
-    machine's). ``batch_tokens``: the (rows, length) of the largest batch (default: batch
-    size × max_seq_length — batches are padded to their longest example, and with a long
+    machine's). ``batch_tokens``: the (rows, length) of the largest forward pass (default:
+    batch size × max_seq_length, or fewer rows where ``max_batch_tokens`` cuts a batch
+    into micro-batches — batches are padded to their longest example, and with a long
     tail the longest batch is that wide). ``trained_share``: the share of positions that
     carry the loss (1.0, the worst case, by default; ~0.5–0.9 for chats with the prompt
     masked). ``loss_chunk``: positions per chunk of a chunked loss (None: our trainer's
@@ -268,18 +276,22 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     optimizer = 2 * trainable  # Adam's first and second moments
 
     # -- activations -------------------------------------------------------
-    rows, length = batch_tokens or (data.batch_size, data.max_seq_length)
+    rows, length = batch_tokens or (_rows_per_pass(data.batch_size, data.max_seq_length, data.max_batch_tokens),
+                                    data.max_seq_length)
     tokens = rows * length
     d, i = shape.hidden_size, shape.intermediate_size
     qkv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
     per_token = HIDDEN_PER_TOKEN * d + INTERMEDIATE_PER_TOKEN * i + QKV_PER_TOKEN * qkv  # values, one layer
     per_token_bytes = per_token * compute
-    if compute < 4 and not full:
-        # mlx-lm's LoRA computes x @ lora_a with A in float32: each adapted linear keeps a float32
+    if compute < 4 and adapter.fine_tune_type == "dora":
+        # mlx-lm's DoRA computes x @ lora_a with A in float32: each adapted linear keeps a float32
         # copy of its input for the backward (measured on the H200, 1B llama, bf16: 211–228 KB
-        # per layer and token against 108 KB from the counts above without it)
+        # per layer and token against 108 KB from the counts above without it). Our LoRA layers
+        # cast A and B instead (train/methods.CastLoRALinear).
         per_token_bytes += 4 * LORA_PROMOTION_FACTOR * sum(
             i_dim for name, (i_dim, _) in linear_shapes.items() if name in _targets(shape, adapter.targets))
+    if not on_cpu:
+        per_token_bytes *= GPU_ACTIVATION_FACTOR
     probs = ATTENTION_PROBS_PER_LAYER * rows * shape.num_heads * length * length * 4 if on_cpu else 0
     attention_backward = ATTENTION_BACKWARD_BUFFERS * probs
     if model.grad_checkpoint and not on_cpu:
@@ -316,3 +328,11 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
              "optimizer": int(optimizer), "activations": int(activations), "attention": int(attention),
              "loss": int(loss)}
     return MemoryEstimate(parts, (rows, length))
+
+
+def _rows_per_pass(batch_size: int, length: int, max_batch_tokens: int) -> int:
+    """Rows of the widest forward pass: ``train/batches.micro_batches`` cuts a batch of
+    ``length``-token examples into pieces of ``max_batch_tokens // length`` rows (at least 1)."""
+    if not max_batch_tokens:
+        return batch_size
+    return min(batch_size, max(1, max_batch_tokens // length))

@@ -119,22 +119,39 @@ def test_the_chunked_loss_equals_the_whole_one_and_keeps_less(tiny_model):
         assert mx.allclose(grad, chunked_grads[name], atol=1e-5).item(), name
 
 
-# Peaks of one training step measured on the H200 (bench/memory_check.py's step, MLX 0.32 CUDA,
-# 1B llama shape in bf16, LoRA rank 16 on all linear layers, 80% of positions trained):
-# (adapted layers, rows, length, grad_checkpoint) -> GB. RESULTS.md has the run.
-H200_PEAKS_GB = {(16, 8, 1024, False): 30.73, (16, 8, 1024, True): 17.91, (16, 4, 1024, False): 15.80,
-                 (8, 8, 1024, False): 16.89, (16, 8, 512, False): 15.80}
+# Peaks of our trainer on the H200 (session 3, bench/gpu_train_vs_mlx_lm.py; MLX 0.32.4 CUDA, bf16,
+# LoRA rank 16 on every linear layer of every layer, the largest pass of 1,024-token examples):
+# (shape, rows, max_batch_tokens, grad_checkpoint) -> GB. RESULTS.md has the runs.
+SHAPES = {"1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "head_dim": 64,
+                 "tie_word_embeddings": True},
+          "8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "head_dim": 128,
+                 "tie_word_embeddings": False}}
+H200_PEAKS_GB = {("1b", 8, 0, False): 25.5, ("1b", 4, 0, False): 17.7, ("1b", 8, 2048, False): 11.2,
+                 ("1b", 8, 4096, True): 13.0, ("8b", 4, 0, False): 36.4, ("8b", 4, 1024, False): 23.3}
 
 
-@pytest.mark.parametrize("layers, rows, length, checkpoint", sorted(H200_PEAKS_GB))
-def test_the_gpu_estimate_is_within_15_percent_of_the_h200_peaks(layers, rows, length, checkpoint):
-    shape = shape_from_config({"hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32,
-                               "num_key_value_heads": 8, "num_hidden_layers": 16, "head_dim": 64,
-                               "vocab_size": 49152, "tie_word_embeddings": True, "torch_dtype": "bfloat16"})
-    config = TrainConfig().replace(model="x", batch_size=rows, max_seq_length=length, num_layers=layers, rank=16,
-                                   grad_checkpoint=checkpoint)
+@pytest.mark.parametrize("model, rows, cap, checkpoint", sorted(H200_PEAKS_GB))
+def test_the_gpu_estimate_errs_on_the_safe_side_of_the_h200_peaks(model, rows, cap, checkpoint):
+    """GPU peaks swing with how far the host queues work ahead (0.8–2.4× the activation counts),
+    so the estimate is an upper-range guide: never below 0.8× a measured peak, at most 2× it."""
+    shape = shape_from_config({**SHAPES[model], "num_attention_heads": 32, "num_key_value_heads": 8,
+                               "vocab_size": 49152, "torch_dtype": "bfloat16"})
+    config = TrainConfig().replace(model="x", batch_size=rows, max_seq_length=1024, num_layers=-1, rank=16,
+                                   grad_checkpoint=checkpoint, max_batch_tokens=cap)
     estimate = estimate_training_memory(config, shape=shape, device="gpu", trained_share=0.8)
-    assert 0.85 <= estimate.total_gb / H200_PEAKS_GB[(layers, rows, length, checkpoint)] <= 1.15
+    assert 0.8 <= estimate.total_gb / H200_PEAKS_GB[(model, rows, cap, checkpoint)] <= 2.0
+
+
+def test_the_estimate_follows_the_token_cap():
+    """max_batch_tokens cuts the widest pass: 8 × 1024 at a 2048 cap is passes of 2 × 1024."""
+    shape = shape_from_config({**SHAPES["1b"], "num_attention_heads": 32, "num_key_value_heads": 8,
+                               "vocab_size": 49152, "torch_dtype": "bfloat16"})
+    base = TrainConfig().replace(model="x", batch_size=8, max_seq_length=1024, num_layers=-1, rank=16)
+    capped = estimate_training_memory(base.replace(max_batch_tokens=2048), shape=shape, device="gpu")
+    assert capped.batch == (2, 1024)
+    assert capped.parts["activations"] == pytest.approx(
+        estimate_training_memory(base.replace(batch_size=2), shape=shape, device="gpu").parts["activations"])
+    assert estimate_training_memory(base.replace(max_batch_tokens=500), shape=shape, device="gpu").batch == (1, 1024)
 
 
 def test_a_cut_gguf_is_a_clear_error(tmp_path):

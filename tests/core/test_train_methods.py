@@ -137,11 +137,7 @@ def test_lora_plus_gives_the_b_matrices_a_higher_learning_rate(tiny_model):
         assert b_plus[name] == pytest.approx(16e-3, rel=0.05)
 
 
-@pytest.mark.parametrize("mode", ["mlx", "sequential"])
-def test_grad_checkpoint_gives_the_same_loss_and_gradients(tiny_model, monkeypatch, mode):
-    from mlx_lora.train import methods
-
-    monkeypatch.setattr(methods, "CHECKPOINT_MODE", mode)
+def test_grad_checkpoint_gives_the_same_loss_and_gradients(tiny_model):
     example = Example(tuple(range(5, 37)), (False,) * 8 + (True,) * 24)
     batch = list(map(mx.array, make_batch([example], [0])))
     results = []
