@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--limit-gb", type=float, default=4.0, help="ours-ckpt-limit: the limit above the weights")
-    parser.add_argument("--variants", default="mlx-lm,ours,ours-fp32-lora,mlx-lm-cast,ours-limit:8,ours-ckpt,ours-ckpt-limit:3")
+    parser.add_argument("--variants", default="mlx-lm,ours,ours-fp32-lora,mlx-lm-cast,ours-limit:8,ours-ckpt")
     args = parser.parse_args()
     print(f"{args.shape}, batch {args.batch} × {args.length}, LoRA r16 on every linear layer, bf16; "
           "peak above the weights\n")

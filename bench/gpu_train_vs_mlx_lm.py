@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--data", choices=("long-tailed", "fixed"), default="long-tailed")
     parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
     parser.add_argument("--variants", default="", help="comma-separated: not-compiled, chunk-2048, unchunked, "
-                                                       "checkpoint, cap-4096, cap-2048, cap-1024, "
+                                                       "checkpoint, no-cap, cap-4096 (the default), cap-2048, cap-1024, "
                                                        "fp32-lora; a+b for both")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
     parser.add_argument("--json", type=Path)
@@ -168,6 +168,7 @@ def main() -> None:
                 "chunk-2048": ("ours, loss chunks of 2048", {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 2048}}),
                 "unchunked": ("ours, loss not chunked", {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 0}}),
                 "checkpoint": ("ours, grad_checkpoint", {"ours": {"grad_checkpoint": True}}),
+                "no-cap": ("ours, max_batch_tokens 0 (no cap)", {"ours": {"max_batch_tokens": 0}}),
                 "cap-4096": ("ours, max_batch_tokens 4096", {"ours": {"max_batch_tokens": 4096}}),
                 "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}}),
                 "cap-1024": ("ours, max_batch_tokens 1024", {"ours": {"max_batch_tokens": 1024}}),

@@ -124,7 +124,7 @@ def test_the_reference_is_the_base_model_whatever_the_adapter_holds(prepared, ti
     after = loss.reference_logps(model, *batch)
     assert np.abs(np.array(policy) - np.array(before)).max() > 1.0  # the adapter does change the policy
     assert np.allclose(np.array(after), np.array(before), atol=1e-4)  # but never the reference
-    assert type(model.layers[0].self_attn.q_proj).__name__ == "LoRALinear"  # adapters are back in place
+    assert type(model.layers[0].self_attn.q_proj).__name__ == "CastLoRALinear"  # adapters are back in place
     dpo, _, _ = loss.terms(model, *batch)
     assert not np.allclose(np.array(dpo), math.log(2), atol=1e-3)
 
