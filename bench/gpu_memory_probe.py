@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -100,6 +99,8 @@ print("RESULT " + json.dumps({"peak_gb": (mx.get_peak_memory() - held) / 1e9, "h
 
 
 def main() -> None:
+    from bench.train_vs_mlx_lm import run
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=SHAPES, default="1b")
     parser.add_argument("--batch", type=int, default=8)
@@ -114,13 +115,11 @@ def main() -> None:
     for variant in args.variants.split(","):
         spec = dict(variant=variant, shape=SHAPES[args.shape], batch=args.batch, length=args.length,
                     steps=args.steps, limit_gb=args.limit_gb)
-        proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(spec)], capture_output=True, text=True,
-                              cwd=REPO)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            print(f"| {variant} | failed: {proc.stderr.strip().splitlines()[-1:]} | | | |", flush=True)
+        try:
+            r = run(PROBE, json.dumps(spec))
+        except SystemExit as exc:  # one variant failing should not lose the others' numbers
+            print(f"| {variant} | failed: {str(exc).strip().splitlines()[-1:]} | | | |", flush=True)
             continue
-        r = json.loads(line[len("RESULT "):])
         print(f"| {variant} | {r['peak_gb']:.2f} | {r['step_s']:.3f} | {args.batch * args.length / r['step_s']:,.0f} "
               f"| {r['loss']:.3f} |", flush=True)
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.train_vs_mlx_lm import run  # noqa: E402  (a code string in its own process → its RESULT)
 
 STEP = r"""
 import json, sys
@@ -86,11 +88,7 @@ def measure(model: str, overrides: dict, batch: int, length: int, share: float, 
             steps: int = 1) -> dict:
     spec = {"config": {"model": model, "max_seq_length": length, "batch_size": batch, **overrides},
             "batch": batch, "length": length, "trained_share": share, "loss": loss or {}, "steps": steps}
-    proc = subprocess.run([sys.executable, "-c", STEP, json.dumps(spec)], capture_output=True, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr[-3000:])
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return run(STEP, json.dumps(spec))
 
 
 def main() -> None:
