@@ -276,6 +276,11 @@ class _Trainer:
         if self.train_set.truncated:
             notes.append(f"{self.train_set.truncated} training example(s) longer than max_seq_length "
                          f"({config.data.max_seq_length} tokens) were truncated at the end")
+        cap = config.data.max_batch_tokens
+        cut = sum(len(micro_batches(b, self.plan.lengths, cap)) > 1 for b in self.plan.epoch(0)) if cap else 0
+        if cut:
+            notes.append(f"{cut} of {len(self.plan)} batches per epoch pass max_batch_tokens ({cap}) and run as "
+                         "several passes each (the same steps, less memory)")
         if self.train_set.dropped:
             notes.append(f"{self.train_set.dropped} training example(s) were left out (too long with too_long=drop, "
                          "or nothing to train on)")

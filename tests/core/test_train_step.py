@@ -99,18 +99,21 @@ def test_a_token_cap_cuts_only_the_batches_past_it_into_micro_batches_that_keep_
 def test_a_token_cap_leaves_the_training_unchanged(tiny_model, tmp_path):
     """The micro-batches' gradients add up to the whole batch's: same losses, same adapter."""
     from mlx_lora.events import RecordingReporter
-    from mlx_lora.train import train
+    from mlx_lora.train import RunStarted, train
     from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 
     data = write_dataset(tmp_path / "data", train=24, valid=0, test=0)
-    runs = []
+    runs, notes = [], []
     for cap in (0, 64):
         recorder = RecordingReporter()
         config = tiny_config(tiny_model, data, tmp_path / f"cap-{cap}", iters=6, batch_size=6, max_batch_tokens=cap,
                              steps_per_report=1)
         result = train(config, recorder)
+        notes.append([n for n in recorder.of(RunStarted)[0].notes if "max_batch_tokens" in n])
         runs.append((list(losses(recorder.events).values()), mx.load(str(result.run_dir / "adapters.safetensors"))))
     (plain_losses, plain), (capped_losses, capped) = runs
+    assert notes[0] == [] and notes[1] == ["4 of 4 batches per epoch pass max_batch_tokens (64) and run as several "
+                                           "passes each (the same steps, less memory)"]
     assert len(plain_losses) == 6
     assert capped_losses == pytest.approx(plain_losses, rel=1e-5)
     for name in plain:
