@@ -57,7 +57,7 @@ def test_more_batch_more_layers_and_no_checkpointing_cost_more():
     shape = shape_from_config({"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                                "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152,
                                "tie_word_embeddings": True})
-    base = TrainConfig().replace(model="x", batch_size=8, max_seq_length=1024, num_layers=16)
+    base = TrainConfig().replace(model="x", batch_size=8, max_seq_length=1024, num_layers=16, max_batch_tokens=0)
     estimate = estimate_training_memory(base, shape=shape, device="cpu")
     assert estimate.batch == (8, 1024)
     assert estimate_training_memory(base.replace(batch_size=4), shape=shape, device="cpu").total_bytes \
