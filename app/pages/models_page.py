@@ -34,8 +34,8 @@ FIT_DEBOUNCE_MS = 300
 FIRST_FIT_DELAY_MS = 1500
 FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
     "fits": ("series_4", "fits", ""),
-    "tight": ("series_2", "tight", "close other apps, or lower the batch size or max sequence length"),
-    "too big": ("danger", "will not fit", "lower the batch size or max sequence length, turn on gradient "
+    "tight": ("series_2", "tight", "close other apps, or lower max batch tokens or the max sequence length"),
+    "too big": ("danger", "will not fit", "lower max batch tokens or the max sequence length, turn on gradient "
                                          "checkpointing, or pick a smaller or quantised model"),
 }
 
@@ -336,7 +336,7 @@ class ModelsPage(QWidget):
         color, verdict, advice = FIT_WORDS[estimate.verdict]
         rows, length = estimate.batch
         text = (f"<b>Will it fit?</b> Training needs about <b>{human_bytes(estimate.needed_bytes)}</b> "
-                f"(batch {rows} × {length:,} tokens, the Train page's settings) of "
+                f"({rows} × {length:,} tokens per pass, the Train page's settings) of "
                 f"{human_bytes(estimate.available_bytes)} on this computer: "
                 f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")
         self.fit_label.setText(text + (f". {advice[:1].upper()}{advice[1:]}." if advice else "."))

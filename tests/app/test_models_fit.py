@@ -31,10 +31,17 @@ def test_the_estimate_follows_the_selected_model_and_the_train_settings(qtbot, t
     assert estimate.needed_bytes == expected.total_bytes and estimate.batch == (2, 256)
     assert estimate.available_bytes == backend.total_memory_bytes()
     text = page.fit_label.text()
-    assert human_bytes(expected.total_bytes) in text and "batch 2 × 256 tokens" in text and "fits" in text
+    assert human_bytes(expected.total_bytes) in text and "2 × 256 tokens per pass" in text and "fits" in text
+
+    # A batch past max_batch_tokens (4096 by default) is estimated by its passes: 8 × 1024 → 4 × 1024.
+    settings[0] = TrainConfig().replace(batch_size=8, max_seq_length=1024)
+    with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
+        page.show()
+    assert estimated.args[0].batch == (4, 1024) and "4 × 1,024 tokens per pass" in page.fit_label.text()
 
     # The Train page's settings changed (a huge batch): showing the page estimates again.
     settings[0] = TrainConfig().replace(batch_size=1024, max_seq_length=32768)
+    page.hide()
     with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
         page.show()
     assert estimated.args[0].verdict == "too big"
