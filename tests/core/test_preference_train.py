@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mlx_lora.events import RecordingReporter
-from mlx_lora.train import EvalReport, RunFinished, StepReport, train
+from mlx_lora.train import EvalReport, RunFinished, RunStarted, StepReport, train
 from mlx_lora.train.preference import (
     PreferenceLoss, dpo_terms, encode_pairs, evaluate_pairs, make_pair_batch, sequence_logps,
 )
@@ -208,3 +208,21 @@ def test_dpo_with_dora_gradient_checkpointing_and_a_quantised_base(tiny_model, p
     assert result.status == "finished"
     assert evals[0].val_loss == pytest.approx(math.log(2), abs=1e-5)  # the reference is exactly the base
     assert evals[-1].val_loss < evals[0].val_loss
+
+
+@pytest.mark.parametrize("objective", ["dpo", "orpo"])
+def test_the_token_cap_leaves_preference_training_unchanged(tiny_model, pairs_dataset, tmp_path, objective):
+    """Pairs cut into passes by max_batch_tokens sum to the same step as the whole batch."""
+    runs = []
+    for cap in (0, 48):
+        config = tiny_config(tiny_model, pairs_dataset, tmp_path / f"{objective}-{cap}", objective=objective, iters=3,
+                             batch_size=4, max_batch_tokens=cap, valid_ratio=0.0, steps_per_eval=100)
+        recorder = RecordingReporter()
+        result = train(config, recorder)
+        runs.append((losses(recorder.events), mx.load(str(result.run_dir / "adapters.safetensors")),
+                     [n for n in recorder.of(RunStarted)[0].notes if "max_batch_tokens" in n]))
+    (plain, plain_weights, plain_notes), (capped, capped_weights, capped_notes) = runs
+    assert not plain_notes and capped_notes  # the cap did cut batches
+    assert list(capped.values()) == pytest.approx(list(plain.values()), rel=1e-5)
+    for name in plain_weights:
+        assert mx.allclose(plain_weights[name], capped_weights[name], atol=1e-5).item(), name
