@@ -164,6 +164,11 @@ class BatchPlan:
         return 1 - real / padded if padded else 0.0
 
 
+def rows_per_pass(length: int, max_tokens: int) -> int:
+    """Rows of ``length``-token examples one pass holds under ``max_tokens`` (at least one)."""
+    return max(1, max_tokens // length)
+
+
 def micro_batches(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
     """``indices`` in pieces, longest first, where rows × the piece's longest example stays within
     ``max_tokens`` (at least one row each); ``[indices]`` when there is no cap or it fits."""
@@ -173,7 +178,7 @@ def micro_batches(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> 
     order = indices[np.argsort(-lengths[indices], kind="stable")]
     pieces, start = [], 0
     while start < len(order):
-        rows = max(1, max_tokens // int(lengths[order[start]]))
+        rows = rows_per_pass(int(lengths[order[start]]), max_tokens)
         pieces.append(order[start:start + rows])
         start += rows
     return pieces

@@ -329,8 +329,7 @@ class _Trainer:
         max_norm = config.optimizer.max_grad_norm
         examples = self.train_set.examples
         # sft on a GPU: a compiled step over padded widths; else eager (see train/step.py)
-        loss_and_grad, make_batch = step_fn.for_objective(model, self.loss, self.objective,
-                                                          config.data.max_seq_length)
+        loss_and_grad, make_batch = step_fn.for_objective(model, self.loss, self.objective)
 
         update = step_fn.optimizer_update(model, self.optimizer, plain=not self.hooks)
 

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mlx_lora.errors import UserError
+from mlx_lora.train.batches import rows_per_pass
 
 GB = 1e9
 
@@ -276,8 +277,9 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     optimizer = 2 * trainable  # Adam's first and second moments
 
     # -- activations -------------------------------------------------------
-    rows, length = batch_tokens or (_rows_per_pass(data.batch_size, data.max_seq_length, data.max_batch_tokens),
-                                    data.max_seq_length)
+    rows, length = batch_tokens or (data.batch_size, data.max_seq_length)
+    if batch_tokens is None and data.max_batch_tokens:  # train/batches.micro_batches cuts wider batches
+        rows = min(rows, rows_per_pass(length, data.max_batch_tokens))
     tokens = rows * length
     d, i = shape.hidden_size, shape.intermediate_size
     qkv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
@@ -329,10 +331,3 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
              "loss": int(loss)}
     return MemoryEstimate(parts, (rows, length))
 
-
-def _rows_per_pass(batch_size: int, length: int, max_batch_tokens: int) -> int:
-    """Rows of the widest forward pass: ``train/batches.micro_batches`` cuts a batch of
-    ``length``-token examples into pieces of ``max_batch_tokens // length`` rows (at least 1)."""
-    if not max_batch_tokens:
-        return batch_size
-    return min(batch_size, max(1, max_batch_tokens // length))
