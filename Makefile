@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test demo clean-venv package package-test
+.PHONY: setup run test test-gpu demo clean-venv package package-test
 
 setup: $(STAMP)
 
@@ -40,3 +40,16 @@ package: setup
 package-test: setup
 	@test -e dist/MLX-LoRA-Studio/MLX-LoRA-Studio -o -e "dist/MLX LoRA Studio.app" || $(MAKE) package
 	$(BIN)/python packaging/smoke_test.py
+
+# The core suite on MLX's CUDA backend (README: "GPU (CUDA)"). On a Linux machine with an NVIDIA
+# GPU and PyPI: the `cuda` extra into .venv, then tests/core. On a GPU machine without network,
+# after bench/gpu_prepare.sh here and bench/gpu_setup.sh there: make test-gpu SITE=/tmp/site
+test-gpu:
+ifdef SITE
+	PYTHONPATH=$(SITE):. MLX_LORA_EXPECT_BACKEND=gpu python3 -m pytest -q -p no:cacheprovider \
+	  $$(python3 -c 'import xdist' 2>/dev/null && echo -n 8) tests/core
+else
+	$(MAKE) setup
+	$(BIN)/python -m pip install -q -e '.[test,cuda]'
+	MLX_LORA_EXPECT_BACKEND=gpu $(BIN)/python -m pytest -q tests/core
+endif

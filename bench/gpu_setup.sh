@@ -1,16 +1,26 @@
 #!/bin/bash
-# Install MLX's CUDA build on the lent GPU machine (no network there), from wheels carried
-# in the git-ignored .whl/ folder: cuda.part.aa and cuda.part.ab are the mlx-cuda-13 0.32.4
-# wheel split in two (a call carries at most 64 MiB), wheels/ holds mlx 0.32.4 (cp312),
-# mlx-lm 0.32.2, platformdirs and gguf, small/ the demo tokenizer's files.
-#   call 1: bash bench/gpu_setup.sh      (carry .whl/cuda.part.aa: kept in /tmp/w)
-#   call 2: bash bench/gpu_setup.sh      (carry .whl/cuda.part.ab, .whl/wheels, .whl/small: installs)
-# then: PYTHONPATH=/tmp/site:. python bench/gpu_train_vs_mlx_lm.py --tokenizer .whl/small ...
-set -e
-mkdir -p /tmp/w
-if [ -f .whl/cuda.part.aa ]; then cp .whl/cuda.part.aa /tmp/w/; fi
-if [ -f .whl/cuda.part.ab ] && [ ! -d /tmp/site/mlx ]; then
-  cat /tmp/w/cuda.part.aa .whl/cuda.part.ab > /tmp/w/mlx_cuda_13-0.32.4-py3-none-manylinux_2_35_x86_64.whl
-  pip install -q --no-index --no-deps --target /tmp/site /tmp/w/mlx_cuda_13-*.whl .whl/wheels/*.whl
+# On the GPU machine (no network): keep the carried pieces (.whl/g*/) in /tmp/w, put every
+# wheel whose pieces are all there back together, and install what is complete into
+# /tmp/site (pip --target, no deps: the image already has numpy, torch, jinja2, …).
+# Run it in each of the calls bench/gpu_prepare.sh lists; it says what is still missing.
+set -euo pipefail
+mkdir -p /tmp/w /tmp/site
+for f in .whl/g*/*; do [ -e "$f" ] && cp "$f" /tmp/w/; done
+shopt -s nullglob
+for manifest in /tmp/w/*.parts; do
+  read -r name count < "$manifest"
+  [ -f "/tmp/w/$name" ] && continue
+  parts=(/tmp/w/"$name".part[0-9][0-9])
+  if [ "${#parts[@]}" -eq "$count" ]; then cat "${parts[@]}" > "/tmp/w/$name"; rm -f "${parts[@]}"; fi
+done
+# one pip call for all of them: with --target, each call replaces the folders it writes, and
+# mlx and mlx-cuda-13 share the folder mlx/
+wheels=(/tmp/w/*.whl)
+if [ "${#wheels[@]}" -gt 0 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site --upgrade "${wheels[@]}"
 fi
-if [ -d /tmp/site/mlx ]; then PYTHONPATH=/tmp/site:. python -c "import mlx.core as mx; print(mx.default_device(), mx.__version__)"; fi
+missing=$(for m in /tmp/w/*.parts; do read -r n c < "$m"; [ -f "/tmp/w/$n" ] || echo "$n"; done)
+[ -n "$missing" ] && echo "still waiting for pieces of: $missing"
+if [ -d /tmp/site/mlx ]; then
+  PYTHONPATH=/tmp/site python3 -c "import mlx.core as mx; print('mlx', mx.__version__, mx.default_device())"
+fi
