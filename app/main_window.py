@@ -206,13 +206,14 @@ class MainWindow(QMainWindow):
         self.show_page(page if 0 <= page < len(PAGE_NAMES) else 0)
 
     def _preselect_demo(self) -> None:
+        """The demo model and the sample set `make demo` trains on (the pirate persona)."""
         from mlx_lora import paths
+        from mlx_lora.demo_run import DATASET
 
-        samples = sorted(paths.sample_datasets_dir().glob("*.jsonl")) + sorted(
-            p for p in paths.sample_datasets_dir().glob("*") if (p / "train.jsonl").is_file())
         self.context.state.select_model("demo", "SmolLM2-135M-Instruct (demo)")
-        if samples:
-            self.data_page.open(str(samples[0]))
+        sample = paths.sample_datasets_dir() / DATASET
+        if (sample / "train.jsonl").is_file():
+            self.data_page.open(str(sample))
 
     # -- public ----------------------------------------------------------------------------
     def show_page(self, index: int) -> None:

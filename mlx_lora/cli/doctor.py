@@ -12,10 +12,40 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def qt_window_libraries() -> str:
+    """Whether the system libraries Qt's X11 window needs are there (Linux; the app's window
+    aborts without them). Reads the plugin's links with ldd: Qt itself is not imported."""
+    import ctypes.util
+    import importlib.util
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    if platform.system() != "Linux":
+        return "not needed on this system"
+    spec = importlib.util.find_spec("PySide6")
+    if spec is None or not spec.submodule_search_locations:
+        return "PySide6 is not installed (the CLI works without it)"
+    plugin = Path(next(iter(spec.submodule_search_locations))) / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    if not plugin.is_file():
+        return f"no xcb plugin in {plugin.parent}"
+    try:
+        out = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"could not check ({exc})"
+    missing = sorted({line.split()[0] for line in out.splitlines() if "not found" in line})
+    if ctypes.util.find_library("xcb-cursor") is None:
+        missing.append("libxcb-cursor.so.0")
+    if not missing:
+        return "ok"
+    return f"missing {', '.join(missing)}: run bash packaging/ensure_qt_libs.sh as root (README: Troubleshooting)"
+
+
 def run(args) -> int:
     from mlx_lora.backend import doctor_report
 
     report = doctor_report(measure=not args.no_measure)
+    report["Qt window libraries"] = qt_window_libraries()
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -97,3 +97,12 @@ def test_window_creation_does_not_import_mlx():
                             env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_demo_start_preselects_the_demo_model_and_the_pirate_set(qtbot):
+    """`make run` (--demo) opens the set the README and `make demo` use."""
+    window = MainWindow(demo=True)
+    qtbot.addWidget(window)
+    state = window.context.state
+    assert state.model == "demo"
+    assert os.path.basename(state.dataset.rstrip("/")) == "pirate"
