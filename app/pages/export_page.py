@@ -34,11 +34,11 @@ def _figure(value: float) -> str:
 class ExportPage(QWidget):
     def __init__(self, controller: ExportController, runs: RunsController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from mlx_lora.export.run import FORMATS, QUANTIZE
+        from mlx_lora.export.formats import FORMATS
 
         self.controller = controller
         self.runs_controller = runs
-        self._quantize_options = QUANTIZE
+        self._quantize_options = {name: fmt.quantize for name, fmt in FORMATS.items()}
         self.out_dir = ""
 
         # -- what and how --------------------------------------------------------------

@@ -18,7 +18,7 @@ from mlx_lora.events import Event
 
 
 def register(sub) -> None:
-    from mlx_lora.export.run import FORMATS
+    from mlx_lora.export.formats import FORMATS
 
     p = sub.add_parser("export", help="export a run's adapter (fused model, GGUF, PEFT…), verified",
                        description="Export a run's adapter, checked against base+adapter before it is written.")
