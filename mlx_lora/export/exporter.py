@@ -25,7 +25,7 @@ from mlx_lora.chat.adapters import resolve_adapter
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
 from mlx_lora.export import verify
-from mlx_lora.export.formats import ExportContext, ExportFormat, format_for, quantizable
+from mlx_lora.export.formats import DEFAULT_FORMAT, ExportContext, ExportFormat, format_for, quantizable
 from mlx_lora.export.formats.base import DEMO_REPO, base_model_name
 from mlx_lora.export.fused import fuse_adapters
 from mlx_lora.export.verify import PROMPTS, ExportVerified
@@ -84,7 +84,7 @@ class _Steps:
 def export_run(
     run_dir: str | Path,
     out_dir: str | Path,
-    format: str = "mlx",  # noqa: A002  (the CLI's --format)
+    format: str = DEFAULT_FORMAT,  # noqa: A002  (the CLI's --format)
     quantize: int | None = None,
     push: str | None = None,
     reporter: Reporter = NullReporter(),

@@ -38,6 +38,7 @@ def _discover() -> Mapping[str, ExportFormat]:
 
 
 FORMATS: Mapping[str, ExportFormat] = _discover()
+DEFAULT_FORMAT = "mlx"  # export_run's and the CLI's; the app offers FORMATS in order
 
 
 def format_for(name: str) -> ExportFormat:
@@ -52,4 +53,4 @@ def quantizable() -> list[str]:
     return [name for name, fmt in FORMATS.items() if any(fmt.quantize)]
 
 
-__all__ = ["FORMATS", "ExportContext", "ExportFormat", "format_for", "quantizable"]
+__all__ = ["DEFAULT_FORMAT", "FORMATS", "ExportContext", "ExportFormat", "format_for", "quantizable"]
