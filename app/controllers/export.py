@@ -4,6 +4,8 @@ check of the export against base+adapter — as Qt signals.
 
 The checks arrive before the export is renamed into place, so a failed
 verification (the engine raises, and writes nothing) still shows its figures.
+The formats and their quantisations on offer, with their labels, come from the
+engine's registry (:mod:`mlx_lora.export.formats`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from PySide6.QtCore import QObject, Signal
 
 from app.workers import Job
 
-# What each format is, in the words the page shows (the engine's FORMATS, in its order).
-FORMAT_LABELS = {
-    "mlx": "Fused MLX model (mlx-lm, LM Studio)",
-    "hf": "Fused Hugging Face safetensors (transformers)",
-    "gguf": "Fused GGUF file (llama.cpp, Ollama)",
-    "peft": "PEFT adapter (transformers + peft)",
-    "adapter": "mlx-lm adapter (mlx_lm.load adapter_path=…)",
-}
+def format_choices() -> list[tuple[str, str]]:
+    """(label, --format name) of every export format, in the registry's order."""
+    from mlx_lora.export.formats import FORMATS
+
+    return [(fmt.label, name) for name, fmt in FORMATS.items()]
+
+
+def quantize_choices(fmt: str) -> list[tuple[str, int | None]]:
+    """(label, bits) of the quantisations ``fmt`` takes; None: as trained."""
+    from mlx_lora.export.formats import format_for
+
+    export_format = format_for(fmt)
+    return [(export_format.quantize_label(bits), bits) for bits in export_format.quantize]
 
 
 def default_out_dir(adapter_dir: str | Path, fmt: str, quantize: int | None) -> Path:

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from app.controllers.export import FORMAT_LABELS, ExportController, default_out_dir
+from app.controllers.export import ExportController, default_out_dir, format_choices, quantize_choices
 from app.controllers.runs import RunsController
 from app.theme import ThemeManager
 from app.widgets.common import Card, muted
@@ -34,11 +34,8 @@ def _figure(value: float) -> str:
 class ExportPage(QWidget):
     def __init__(self, controller: ExportController, runs: RunsController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from mlx_lora.export.run import FORMATS, QUANTIZE
-
         self.controller = controller
         self.runs_controller = runs
-        self._quantize_options = QUANTIZE
         self.out_dir = ""
 
         # -- what and how --------------------------------------------------------------
@@ -51,8 +48,8 @@ class ExportPage(QWidget):
         run_row.addWidget(self.adapter_box)
         form.addRow("Run", run_row)
         self.format_box = QComboBox()
-        for fmt in FORMATS:
-            self.format_box.addItem(FORMAT_LABELS.get(fmt, fmt), fmt)
+        for label, fmt in format_choices():
+            self.format_box.addItem(label, fmt)
         form.addRow("Format", self.format_box)
         self.quantize_box = QComboBox()
         self.quantize_box.setToolTip("Quantise the fused weights after fusing (the check's thresholds follow)")
@@ -175,11 +172,8 @@ class ExportPage(QWidget):
         self.picker.set_runs(runs)
 
     def _on_format_chosen(self) -> None:
-        fmt = self.format_box.currentData()
         self.quantize_box.clear()
-        for bits in self._quantize_options.get(fmt, (None,)):
-            label = "no (as trained)" if bits is None else (
-                {8: "q8_0 (8-bit)", 4: "q4_0 (4-bit)"}[bits] if fmt == "gguf" else f"{bits}-bit")
+        for label, bits in quantize_choices(self.format_box.currentData()):
             self.quantize_box.addItem(label, bits)
         self.quantize_box.setEnabled(self.quantize_box.count() > 1)
 

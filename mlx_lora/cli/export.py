@@ -18,18 +18,21 @@ from mlx_lora.events import Event
 
 
 def register(sub) -> None:
-    from mlx_lora.export.run import FORMATS
+    from mlx_lora.export.formats import DEFAULT_FORMAT, FORMATS
 
     p = sub.add_parser("export", help="export a run's adapter (fused model, GGUF, PEFT…), verified",
                        description="Export a run's adapter, checked against base+adapter before it is written.")
     p.add_argument("--run", required=True, metavar="RUN_OR_CHECKPOINT",
                    help="a run folder, its best/ folder, or checkpoints/step-N/")
     p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (replaced if it exists)")
-    p.add_argument("--format", choices=FORMATS, default="mlx",
-                   help="mlx: fused MLX model folder (default); hf: fused transformers checkpoint; gguf: fused "
-                        "GGUF file for llama.cpp; peft: the adapter in PEFT's format; adapter: the mlx-lm adapter")
-    p.add_argument("--quantize", type=int, choices=(4, 8),
-                   help="quantise after fusing: mlx 4 or 8 bits; gguf 8 (q8_0) or 4 (q4_0)")
+    p.add_argument("--format", choices=list(FORMATS), default=DEFAULT_FORMAT,
+                   help="; ".join(f"{name}: {fmt.description}" + (" (default)" if name == DEFAULT_FORMAT else "")
+                                  for name, fmt in FORMATS.items()))
+    bits = sorted({b for fmt in FORMATS.values() for b in fmt.quantize if b})
+    p.add_argument("--quantize", type=int, choices=bits,
+                   help="quantise after fusing: " + "; ".join(
+                       f"{name} {' or '.join(fmt.quantize_label(b) for b in fmt.quantize if b)}"
+                       for name, fmt in FORMATS.items() if any(fmt.quantize)))
     p.add_argument("--push", metavar="ORG/NAME", help="upload the folder to this Hugging Face Hub repo")
     p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
     p.add_argument("--json-events", action="store_true", help="print one JSON object per event on stdout")

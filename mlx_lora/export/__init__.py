@@ -5,16 +5,19 @@ mlx-lm) — with every export checked against base+adapter before it is written.
 
     result = export_run("runs/my-run", "exports/my-model", format="gguf", quantize=8)
     result.checks  # ExportVerified: top-1 agreement, logit differences, adapter effect
+
+The formats, one module each, are in :mod:`mlx_lora.export.formats` (``FORMATS``);
+the driver that runs one is :mod:`mlx_lora.export.exporter`.
 """
 
-from mlx_lora.export.run import (
-    FORMATS,
+from mlx_lora.export.exporter import (
     ExportFinished,
     ExportResult,
     ExportVerificationFailed,
     export_run,
 )
+from mlx_lora.export.formats import FORMATS, format_for
 from mlx_lora.export.verify import PROMPTS, ExportVerified
 
 __all__ = ["FORMATS", "PROMPTS", "ExportFinished", "ExportResult", "ExportVerificationFailed", "ExportVerified",
-           "export_run"]
+           "export_run", "format_for"]

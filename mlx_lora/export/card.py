@@ -1,28 +1,21 @@
 """The model card (README.md) of an export: what it is, how it was made, how well it
-trained, and what the export check measured — in the Hub's format (YAML front matter)."""
+trained, and what the export check measured — in the Hub's format (YAML front matter).
+What the export is, its library, tags and usage snippet come from its format
+(:mod:`mlx_lora.export.formats`)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from mlx_lora import __version__
 from mlx_lora.runs import read_metrics
 
-LIBRARY = {"mlx": "mlx", "hf": "transformers", "gguf": "gguf", "peft": "peft", "adapter": "mlx"}
-USAGE = {
-    "mlx": "```python\nfrom mlx_lm import load, generate\nmodel, tokenizer = load(\"{repo}\")\n```",
-    "hf": "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
-          "model = AutoModelForCausalLM.from_pretrained(\"{repo}\")\ntokenizer = AutoTokenizer.from_pretrained(\"{repo}\")\n```",
-    "gguf": "```sh\nllama-cli -m {file} -cnv\n```",
-    "peft": "```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
-            "base = AutoModelForCausalLM.from_pretrained(\"{base}\")\nmodel = PeftModel.from_pretrained(base, \"{repo}\")\n```",
-    "adapter": "```python\nfrom mlx_lm import load\nmodel, tokenizer = load(\"{base}\", adapter_path=\"{repo}\")\n```",
-}
-
+if TYPE_CHECKING:
+    from mlx_lora.export.formats import ExportFormat
 
 def _losses(events: list[dict[str, Any]]) -> list[str]:
     steps = [e for e in events if e.get("event") == "step_report" and "loss" in e]
@@ -86,29 +79,20 @@ def _verification(checks: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def model_card(*, fmt: str, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
+def model_card(*, fmt: ExportFormat, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
                checks: list[dict[str, Any]], files: list[str], quantize: int | None, repo: str | None,
                notes: list[str]) -> str:
     events = read_metrics(run_dir) if run_dir is not None else []
     front: dict[str, Any] = {}
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):  # the Hub refuses a card whose base_model is no repo id
         front["base_model"] = base_model
-    front.update({"library_name": LIBRARY[fmt],
-                  "tags": ["mlx-lora-studio", "lora" if fmt in ("peft", "adapter") else "fine-tuned", fmt],
+    front.update({"library_name": fmt.library, "tags": ["mlx-lora-studio", *fmt.tags],
                   "pipeline_tag": "text-generation"})
-    what = {
-        "mlx": "the adapter fused into the base model (MLX safetensors)",
-        "hf": "the adapter fused into the base model (transformers safetensors)",
-        "gguf": "the adapter fused into the base model, as a GGUF file for llama.cpp",
-        "peft": "the LoRA adapter in PEFT's format",
-        "adapter": "the LoRA adapter in mlx-lm's format",
-    }[fmt]
-    gguf_file = next((f for f in files if f.endswith(".gguf")), "model.gguf")
-    usage = USAGE[fmt].format(repo=repo or "path/to/this/folder", base=base_model, file=gguf_file)
+    usage = fmt.usage(repo=repo or "path/to/this/folder", base=base_model, files=files)
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         f"# {repo.split('/')[-1] if repo else base_model.split('/')[-1] + ' (fine-tuned)'}", "",
-        f"This is {what}{f', quantised to {quantize} bits' if quantize else ''}, made with MLX LoRA Studio "
+        f"This is {fmt.description}{f', quantised to {quantize} bits' if quantize else ''}, made with MLX LoRA Studio "
         f"{__version__}.", "",
         f"- base model: `{base_model}`", f"- files: {', '.join(f'`{f}`' for f in files)}", "",
         "## Usage", "", usage, "",

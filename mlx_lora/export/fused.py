@@ -13,7 +13,8 @@ the tokenizer files and chat template, and generation_config.json whose
 fused model stops where the tuned one did). ``mlx`` folders may be re-quantised
 on request; ``hf`` folders are plain transformers checkpoints (no MLX
 quantisation, ``torch_dtype`` set, tensor names checked against the base's).
-Never a ``*.py`` file: nothing here needs remote code.
+Never a ``*.py`` file: nothing here needs remote code. :func:`load_float32` reads
+such a folder back for the check; :func:`load_base_float32` loads the base alone.
 """
 
 from __future__ import annotations
@@ -72,6 +73,24 @@ def fused_model(base_dir: Path, files: AdapterFiles, fuse: Callable[[Any], None]
     model.set_dtype(dtype)
     mx.eval(model.parameters())
     return model, config, dtype
+
+
+def load_float32(folder: Path):
+    """A saved model folder loaded back with mlx-lm, in float32 (how an export is checked)."""
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(folder)
+    prepare_base(model, compute_dtype="float32")
+    return model
+
+
+def load_base_float32(base_dir: Path, files: AdapterFiles):
+    """The base as the run trained on it, in float32, without the adapter."""
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(base_dir)
+    prepare_base(model, compute_dtype="float32", **run_base_settings(files))
+    return model
 
 
 def _quantize(model, bits: int) -> dict:

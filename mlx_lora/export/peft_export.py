@@ -15,7 +15,8 @@ DoRA adapters go out with ``use_dora`` and ``lora_magnitude_vector`` (mlx-lm's
 
 :func:`dense_deltas` reads an exported folder back by PEFT's convention alone —
 numpy, no mlx-lm code — giving ``W + (alpha/r) B A`` per module; the export check
-puts those weights into the base and compares logits with base+adapter.
+(:func:`check_peft_numpy`) puts those weights into the base and compares logits with
+base+adapter.
 """
 
 from __future__ import annotations
@@ -133,3 +134,22 @@ def dense_deltas(folder: Path, base_weights: dict[str, Any]) -> dict[str, Any]:
             merged = (magnitude / np.linalg.norm(merged, axis=1))[:, None] * merged
         out[name] = merged.astype(np.float32)
     return out
+
+
+def check_peft_numpy(folder: Path, base_dir: Path, files: AdapterFiles, compare) -> None:
+    """PEFT's forward convention in numpy: W' = W + (alpha/r)·B·A from the exported
+    tensors, put into a fresh float32 base, logits against base+adapter."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten
+
+    from mlx_lora.export import verify
+    from mlx_lora.export.fused import load_base_float32
+
+    model = load_base_float32(base_dir, files)
+    params = dict(tree_flatten(model.parameters()))
+    base_weights = {k: np.array(v) for k, v in params.items() if k.endswith(".weight") and v.ndim == 2}
+    merged = dense_deltas(folder, base_weights)
+    model.load_weights([(k, mx.array(v)) for k, v in merged.items()], strict=False)
+    mx.eval(model.parameters())
+    compare("PEFT adapter (PEFT's convention applied in numpy)", verify.logits_of(model), verify.THRESHOLDS["exact"])

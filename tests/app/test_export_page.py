@@ -94,3 +94,17 @@ def test_push_is_private_unless_public_is_ticked(qtbot, page):
     with qtbot.waitSignal(page.controller.export_finished, timeout=5000):
         page.export_button.click()
     assert page.calls[0]["push"] == "me/pirate-adapter" and page.calls[0]["private"] is True
+
+
+def test_the_format_combo_offers_every_registered_format_with_its_quantisations(page):
+    from mlx_lora.export.formats import FORMATS
+
+    assert [page.format_box.itemData(k) for k in range(page.format_box.count())] == list(FORMATS)
+    for name, fmt in FORMATS.items():
+        index = page.format_box.findData(name)
+        assert page.format_box.itemText(index) == fmt.label
+        page.format_box.setCurrentIndex(index)
+        offered = [(page.quantize_box.itemText(k), page.quantize_box.itemData(k))
+                   for k in range(page.quantize_box.count())]
+        assert offered == [(fmt.quantize_label(bits), bits) for bits in fmt.quantize]
+        assert page.quantize_box.isEnabled() == (len(fmt.quantize) > 1)

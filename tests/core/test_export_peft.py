@@ -13,8 +13,7 @@ import mlx_lora  # noqa: F401
 from mlx_lora.chat import resolve_adapter
 from mlx_lora.errors import UserError
 from mlx_lora.export import export_run
-from mlx_lora.export.peft_export import dense_deltas, peft_state_dict, write_peft
-from mlx_lora.export.run import check_peft_numpy
+from mlx_lora.export.peft_export import check_peft_numpy, dense_deltas, peft_state_dict, write_peft
 from mlx_lora.export.torch_check import ENV_PYTHON, torch_python
 from tests.core.test_chat_helpers import make_adapter, tiny_run  # noqa: F401
 

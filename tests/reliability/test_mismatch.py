@@ -56,7 +56,7 @@ def test_resume_with_a_checkpoint_that_does_not_fit_names_the_tensor_and_both_sh
 
 
 def test_export_of_an_adapter_from_another_base_names_the_tensor_and_both_shapes(run, wide_model, tmp_path):
-    from mlx_lora.export.run import export_run
+    from mlx_lora.export import export_run
 
     edit_config(run, model=str(wide_model))  # the run now says it was trained on another base
     with pytest.raises(UserError) as info:

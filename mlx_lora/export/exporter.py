@@ -1,0 +1,181 @@
+"""The generic export driver, ``export_run``: a run's adapter out in one of the
+formats of :mod:`mlx_lora.export.formats`, checked against base+adapter, with a
+model card, optionally pushed.
+
+It validates the format and quantisation, resolves the adapter, loads the float32
+reference (base+adapter, as chat runs it), and hands an
+:class:`~mlx_lora.export.formats.base.ExportContext` to the format's ``write``;
+then it writes ``verification.json`` and the model card. The folder is built under
+a temporary name and renamed into place only when every check passed
+(:func:`mlx_lora.atomic.atomic_dir`): an export folder is never half-written, and an
+export that fails its check is an error, not a folder with a warning in it. The
+checks go to the reporter as :class:`ExportVerified` events and into the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from mlx_lora import __version__, atomic
+from mlx_lora.chat.adapters import resolve_adapter
+from mlx_lora.errors import Cancelled, UserError
+from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
+from mlx_lora.export import verify
+from mlx_lora.export.formats import DEFAULT_FORMAT, ExportContext, ExportFormat, format_for, quantizable
+from mlx_lora.export.formats.base import DEMO_REPO, base_model_name
+from mlx_lora.export.fused import fuse_adapters
+from mlx_lora.export.verify import PROMPTS, ExportVerified
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFinished(Event):
+    out_dir: str
+    format: str
+    quantize: int | None
+    files: tuple[str, ...]
+    passed: bool
+    pushed_url: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    format: str
+    quantize: int | None
+    files: tuple[str, ...]
+    checks: tuple[ExportVerified, ...]
+    pushed_url: str | None
+    notes: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+class ExportVerificationFailed(UserError):
+    """The export did not reproduce base+adapter; nothing was written."""
+
+    def __init__(self, out_dir: Path, checks: list[ExportVerified], quantize: int | None = None) -> None:
+        self.checks = checks
+        lines = [f"{c.check}: {'; '.join(c.problems)}" for c in checks if not c.passed]
+        hint = (f"\nQuantising to {quantize} bits changes this model more than the fine-tune did; export it "
+                "unquantised" + (" or with --quantize 8" if quantize < 8 else "") + "." if quantize else "")
+        super().__init__(f"the export to {out_dir} failed its check, so it was not written:\n  "
+                         + "\n  ".join(lines) + hint)
+
+
+class _Steps:
+    """Progress events and the cancel check between the stages of one export."""
+
+    def __init__(self, reporter: Reporter, should_stop: Callable[[], bool], total: int) -> None:
+        self.reporter, self.should_stop, self.total, self.done = reporter, should_stop, total, 0
+
+    def __call__(self, message: str) -> None:
+        if self.should_stop():
+            raise Cancelled("export cancelled")
+        self.reporter.emit(Progress("export", message, self.done, self.total))
+        self.done += 1
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    format: str = DEFAULT_FORMAT,  # noqa: A002  (the CLI's --format)
+    quantize: int | None = None,
+    push: str | None = None,
+    reporter: Reporter = NullReporter(),
+    should_stop: Callable[[], bool] = never_stop,
+    *,
+    private: bool = True,
+    fuse: Callable[[Any], None] = fuse_adapters,
+    prompts: tuple[str, ...] = PROMPTS,
+    torch_python: str | None = "auto",
+    hub_api=None,
+) -> ExportResult:
+    """Export the adapter of ``run_dir`` (a run, its ``best/`` or ``checkpoints/step-N/``)
+    to ``out_dir`` in ``format`` (a name of :data:`~mlx_lora.export.formats.FORMATS`).
+
+    ``fuse`` merges the adapter layers in place (tests pass a broken one to see the check
+    fail); ``torch_python``: "auto" finds a Python with torch+transformers+peft for the
+    real PEFT/transformers check (see :mod:`mlx_lora.export.torch_check`), None skips it.
+    """
+    from mlx_lora.chat.model import load_chat_model
+    from mlx_lora.chat.session import ChatSession
+    from mlx_lora.export import torch_check
+    from mlx_lora.models.local import resolve_model
+
+    fmt = format_for(format)
+    _check_quantize(fmt, quantize)
+    out_dir = Path(out_dir).expanduser().resolve()
+    files = resolve_adapter(run_dir)
+    if out_dir == files.weights.parent or out_dir in files.weights.parents:
+        raise UserError(f"{out_dir}: exporting into the run folder itself would replace it; choose another --out")
+    base_spec = files.base_model()
+    if base_spec is None:
+        raise UserError(f"{files.weights.parent}: the adapter does not say which base model it belongs to")
+    python = torch_check.torch_python() if torch_python == "auto" else torch_python
+    step = _Steps(reporter, should_stop, total=1 + fmt.stages(python) + bool(push))
+
+    step(f"loading {base_spec} with the adapter {files.label}")
+    base_dir = resolve_model(base_spec, reporter)
+    reference = load_chat_model(base_spec, files, compute_dtype="float32", reporter=reporter)
+    session = ChatSession(reference.model, reference.tokenizer)
+    prompt_ids = verify.prompt_token_ids(session, prompts)
+    reference_logits = verify.reference_from_model(reference.model)
+    notes = [f"checked in float32 against the base as the run trained on it ({'; '.join(reference.notes)})"] \
+        if reference.notes else []
+    if base_spec == "demo" and fmt.fused:
+        notes.append(f"the base is the app's embedded 4-bit (Q4_1) GGUF of {DEMO_REPO}, dequantised before fusing")
+    written: list[str] = []
+    with atomic.atomic_dir(out_dir) as tmp:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a temporary folder is private (0700); the export is an ordinary folder
+        ctx = ExportContext(
+            files=files, base_spec=base_spec, base_dir=base_dir, reference=reference, session=session,
+            prompt_ids=prompt_ids, reference_logits=reference_logits, folder=tmp, out_dir=out_dir,
+            quantize=quantize, step=step, should_stop=should_stop, reporter=reporter, fuse=fuse,
+            torch_python=python, notes=notes)
+        fmt.write(ctx)
+        checks = ctx.checks
+
+        written = sorted(p.name for p in tmp.iterdir()) + ["README.md", "verification.json"]
+        summary = {
+            "format": format, "quantize": quantize, "passed": all(c.passed for c in checks),
+            "base_model": base_model_name(base_spec), "adapter": str(files.weights.parent),
+            "prompts": list(prompts), "checks": [c.to_dict() for c in checks],
+            "created_by": f"mlx-lora-studio {__version__}",
+        }
+        (tmp / "verification.json").write_text(json.dumps(summary, indent=2))
+        from mlx_lora.export.card import model_card
+
+        (tmp / "README.md").write_text(model_card(
+            fmt=fmt, base_model=base_model_name(base_spec), adapter_config=files.config,
+            run_config=files.run_config(), run_dir=files.run_dir, checks=[c.to_dict() for c in checks],
+            files=sorted(written), quantize=quantize, repo=push or out_dir.name, notes=notes), encoding="utf-8")
+        if not all(c.passed for c in checks):
+            raise ExportVerificationFailed(out_dir, checks, quantize)
+
+    pushed = None
+    if push:
+        from mlx_lora.export.push import push_folder
+
+        step(f"pushing to {push}")
+        pushed = push_folder(out_dir, push, private=private, api=hub_api)
+    result = ExportResult(out_dir, format, quantize, tuple(sorted(written)), tuple(checks), pushed, tuple(notes))
+    reporter.emit(Progress("export", "done", step.total, step.total))
+    reporter.emit(ExportFinished(str(out_dir), format, quantize, result.files, result.passed, pushed))
+    return result
+
+
+def _check_quantize(fmt: ExportFormat, quantize: int | None) -> None:
+    if quantize in fmt.quantize:
+        return
+    allowed = [q for q in fmt.quantize if q]
+    raise UserError(f"--quantize {quantize} does not apply to the {fmt.name} format"
+                    + (f" (it takes {' or '.join(map(str, allowed))})" if allowed else
+                       f" (it is exported unquantised; --format {' or '.join(quantizable())} can be quantised)"))
