@@ -23,7 +23,7 @@ class MlxFolder(ExportFormat):
 
     def write(self, ctx: ExportContext) -> None:
         from mlx_lora.export import verify
-        from mlx_lora.export.fused import dtype_name, load_float32, save_model_folder
+        from mlx_lora.export.fused import QUANTIZE_GROUP_SIZE, dtype_name, load_float32, save_model_folder
 
         model, config, dtype = ctx.fused_model()
         ctx.step(f"writing the {self.name} model folder")
@@ -38,7 +38,8 @@ class MlxFolder(ExportFormat):
         del exported
         self.check_elsewhere(ctx, dtype)
         ctx.notes.append(f"stored as {dtype_name(dtype)}" + (f", quantised to {ctx.quantize} bits "
-                                                              "(group 64) after fusing" if ctx.quantize else ""))
+                                                              f"(group {QUANTIZE_GROUP_SIZE}) after fusing"
+                                                              if ctx.quantize else ""))
 
     def check_elsewhere(self, ctx: ExportContext, dtype) -> None:
         """Checks of the saved folder by other libraries (none for mlx)."""
