@@ -22,6 +22,7 @@ import mlx_lora
 from app import theme, workers
 from app.controllers import AppContext
 from app.pages import chat_page, data_page, export_page, models_page, runs_page, train_page
+from app.widgets import wheel_guard
 
 PAGE_NAMES = ("Models", "Data", "Train", "Chat", "Export", "Runs")
 PAGE_ICONS = ("models", "data", "train", "chat", "export", "runs")
@@ -42,6 +43,7 @@ class MainWindow(QMainWindow):
         self.context = context or AppContext()
         self.settings = app_settings()
         app = QApplication.instance()
+        wheel_guard.install(app)  # spin boxes and combos take the wheel only when focused
         self.theme_manager = theme_manager or theme.ThemeManager(app, str(self.settings.value("appearance", "system")))
         self.setWindowTitle("MLX LoRA Studio")
         self.setMinimumSize(QSize(960, 640))
