@@ -13,13 +13,13 @@ concept we use its name (``iters``, ``batch_size``, ``num_layers``,
 ``steps_per_eval``, ``save_every``, ``grad_checkpoint``, ``mask_prompt``…).
 
 YAML is written nested by section; it is read nested or flat (mlx-lm's style),
-because every key names exactly one field. Flags override the YAML, which
-overrides the defaults (:func:`config_from_args`).
+because every key names exactly one field. The command-line flags are generated
+from the same fields (:mod:`mlx_lora.cli.config_flags`); the app's form too
+(``app/widgets/config_form.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 from pathlib import Path
@@ -397,72 +397,3 @@ def flatten_settings(data: dict[str, Any], *, source: str = "config") -> dict[st
         else:
             raise UserError(f"{source}: {_unknown_message(key, 'setting')}")
     return flat
-
-
-# -- command-line flags ------------------------------------------------------------
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting, generated from the dataclasses; unset flags are absent from the
-    parsed namespace, so they never override the YAML."""
-    parser.add_argument("--config", metavar="FILE", help="a YAML file of settings (flags override it)")
-    for section, cls in SECTIONS.items():
-        group = parser.add_argument_group(f"{section} settings")
-        for field in dataclasses.fields(cls):
-            info = field_info(field.name)
-            kind = field_type(field)
-            help_text = info["help"] + f" (default: {_show(info['default'])})"
-            kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
-            if kind is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            elif kind is tuple:
-                kwargs.update(nargs="+", metavar="NAME")
-            else:
-                kwargs["type"] = kind
-                if info["choices"]:
-                    kwargs["choices"] = info["choices"]
-                else:
-                    kwargs["metavar"] = "RUN_DIR" if field.name == "resume" else field.name.upper()
-            group.add_argument(info["flag"], **kwargs)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return " ".join(value)
-    return repr(value) if value == "" else str(value)
-
-
-def flag_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given as flags (only those the user typed)."""
-    settings = {k: v for k, v in vars(args).items() if k in FIELD_SECTION}
-    if "targets" in settings:  # --targets q_proj,v_proj and --targets q_proj v_proj both work
-        settings["targets"] = tuple(p.strip() for item in settings["targets"] for p in item.split(",") if p.strip())
-    return settings
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then the YAML (``--config``), then the flags. With ``--resume RUN_DIR`` the run's
-    own config.yaml is the base, and only :data:`RESUMABLE_CHANGES` may differ from it."""
-    flags = flag_settings(args)
-    yaml_settings = flatten_settings(read_yaml(args.config), source=args.config) if getattr(args, "config", None) else {}
-    resume = flags.get("resume") or yaml_settings.get("resume")
-    if resume:
-        return resume_config(resume, {**yaml_settings, **flags})
-    return TrainConfig().replace(**{**yaml_settings, **flags})
-
-
-def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -> TrainConfig:
-    """The config to continue ``run_dir`` with: its saved config.yaml plus allowed changes."""
-    run_dir = Path(run_dir).expanduser()
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        raise UserError(f"{run_dir}: not a run folder (no config.yaml), so it cannot be resumed")
-    saved = TrainConfig.from_yaml(saved_path)
-    changes = dict(changes or {})
-    changes["resume"] = str(run_dir)
-    changes["run_dir"] = str(run_dir)
-    wanted = saved.replace(**changes)
-    fixed = [k for k in wanted.differences(saved) if k not in RESUMABLE_CHANGES]
-    if fixed:
-        raise UserError(f"{', '.join(fixed)}: cannot change when resuming {run_dir} (an exact resume runs "
-                        f"with the run's own settings; only {', '.join(sorted(RESUMABLE_CHANGES - {'resume', 'run_dir'}))} "
-                        "may change). Start a new run to change it.")
-    return wanted

@@ -1,6 +1,6 @@
 """Run history for the app's Runs page and anyone else who lists past runs.
 
-A run folder (see :mod:`mlx_lora.train.run_folder`) holds ``config.yaml`` and
+A run folder (see :mod:`mlx_lora.run_folder`) holds ``config.yaml`` and
 ``metrics.jsonl``; everything here is read from those two files, without MLX, so
 listing a hundred runs takes milliseconds and never loads a model. A folder whose
 files are missing or torn (a kill mid-write) is listed with what can be read,

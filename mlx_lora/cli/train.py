@@ -21,7 +21,7 @@ from mlx_lora.events import Event
 
 
 def register(sub) -> None:
-    from mlx_lora.config import add_config_arguments
+    from mlx_lora.cli.config_flags import add_config_arguments
 
     p = sub.add_parser("train", help="fine-tune a model with LoRA, QLoRA, DoRA or full fine-tuning",
                        description="Fine-tune a model. Flags override --config, which overrides the defaults.")
@@ -138,7 +138,7 @@ class StopFlag:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mlx_lora.config import config_from_args
+    from mlx_lora.cli.config_flags import config_from_args
     from mlx_lora.train import train
     from mlx_lora.cli.launch import run_launched, watch_stdin_for_stop
     from mlx_lora.train.distributed import launched

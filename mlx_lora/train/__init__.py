@@ -7,7 +7,6 @@
 - :mod:`~mlx_lora.train.batches`: encoding, max_seq_length, length-bucketed batches;
 - :mod:`~mlx_lora.train.optim`: Adam/AdamW, LoRA+, the learning-rate schedule;
 - :mod:`~mlx_lora.train.evaluate`: the masked loss, validation, ``mlx-lora eval``;
-- :mod:`~mlx_lora.train.run_folder`: checkpoints, best/, latest, metrics.jsonl;
 - :mod:`~mlx_lora.train.events`: the typed events a run reports.
 """
 

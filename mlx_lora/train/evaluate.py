@@ -194,18 +194,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test", adapter: str = "final
     (the same split the run made: same file, ratios and seed)."""
     from mlx_lm.tuner.utils import load_adapters
 
-    from mlx_lora.config import TrainConfig
     from mlx_lora.data.dataset import load_splits
     from mlx_lora.errors import UserError
     from mlx_lora.train.batches import encode_records
     from mlx_lora.train.methods import load_base
-    from mlx_lora.train.run_folder import RunFolder
+    from mlx_lora.run_folder import RunFolder
 
     run = RunFolder(run_dir)
-    if not run.config_path.is_file():
-        raise UserError(f"{run.path}: not a run folder (no config.yaml)")
-    config = TrainConfig.from_yaml(run.config_path)
-    folder = run.adapter_dir(adapter)
+    config = run.config()
+    folder = run.adapter(adapter)
     data = config.data
     splits = load_splits(data.data, valid_ratio=data.valid_ratio, test_ratio=data.test_ratio, seed=config.run.seed)
     records = {"train": splits.train, "valid": splits.valid, "test": splits.test}[split]

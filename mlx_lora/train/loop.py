@@ -55,7 +55,7 @@ from mlx_lora.train.hooks import method_hooks
 from mlx_lora.train.methods import PreparedModel, prepare_model, trained_weights
 from mlx_lora.train.objectives import objective_for
 from mlx_lora.train.optim import Optimizer, learning_rate_at
-from mlx_lora.train.run_folder import NonFiniteError, RunFolder, check_checkpoint_fits, default_run_dir
+from mlx_lora.run_folder import NonFiniteError, RunFolder, check_checkpoint_fits, default_run_dir
 
 
 @dataclasses.dataclass(frozen=True)

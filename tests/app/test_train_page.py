@@ -108,7 +108,7 @@ def test_copy_command_is_the_exact_cli_equivalent(qtbot, tmp_path):
     """Parsing the copied command with the real CLI parser gives the form's config back."""
     import argparse
 
-    from mlx_lora.config import add_config_arguments, config_from_args
+    from mlx_lora.cli.config_flags import add_config_arguments, config_from_args
 
     page, _ = make_page(qtbot, tmp_path)
     page.preset_box.setCurrentText("Quality")

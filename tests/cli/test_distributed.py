@@ -25,9 +25,9 @@ from mlx_lora.cli.launch import check_hostfile, config_flags
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter
+from mlx_lora.run_folder import RunFolder
 from mlx_lora.train import EvalReport, StepReport, train
 from mlx_lora.train.distributed import World
-from mlx_lora.train.run_folder import RunFolder
 from tests.cli.test_train_cli import REPO, events_of, flags
 from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 
@@ -118,7 +118,7 @@ def test_two_processes_train_like_one_on_the_same_global_batches(tiny_model, dat
     assert np.abs(a[next(iter(a))]).max() > 0  # the adapter moved
 
     # only rank 0 wrote: one metrics line per event, the same events as on stdout
-    metrics = RunFolder(two_dir).read_metrics()
+    metrics = RunFolder(two_dir).metrics()
     assert [m["event"] for m in metrics] == [e["event"] for e in events if "step" in e]
     assert RunFolder(two_dir).checkpoint_steps() == RunFolder(tmp_path / "one").checkpoint_steps() == [3, 4, 5]
 
@@ -201,7 +201,7 @@ def test_one_process_is_the_identity():
 
 def test_every_setting_survives_the_trip_through_the_ranks_flags(tmp_path):
     from mlx_lora.cli.main import build_parser
-    from mlx_lora.config import config_from_args
+    from mlx_lora.cli.config_flags import config_from_args
 
     config = TrainConfig().replace(data=str(tmp_path), run_dir="", targets=("q_proj", "v_proj"), rslora=True,
                                    learning_rate=3e-4, hostfile="hosts.json", seed=7)

@@ -13,8 +13,8 @@ import pytest
 
 from mlx_lora.cli.main import main
 from mlx_lora.events import RecordingReporter
+from mlx_lora.run_folder import RunFolder
 from mlx_lora.train import train
-from mlx_lora.train.run_folder import RunFolder
 from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ def test_kill_9_then_resume_continues_exactly(tiny_model, dataset, tmp_path):
     got = {e["step"]: e["loss"] for e in before + after if e["event"] == "step_report"}
     for step in range(1, 15):
         assert got[step] == pytest.approx(expected[step], abs=1e-5), step
-    metrics = [line["step"] for line in RunFolder(run_dir).read_metrics() if line["event"] == "step_report"]
+    metrics = [line["step"] for line in RunFolder(run_dir).metrics() if line["event"] == "step_report"]
     assert metrics == list(range(1, 15))
 
 

@@ -8,17 +8,10 @@ import dataclasses
 import pytest
 import yaml
 
-from mlx_lora.config import (
-    FIELD_SECTION,
-    SECTIONS,
-    TrainConfig,
-    add_config_arguments,
-    config_from_args,
-    field_info,
-    iter_fields,
-    resume_config,
-)
+from mlx_lora.cli.config_flags import add_config_arguments, config_from_args
+from mlx_lora.config import FIELD_SECTION, SECTIONS, TrainConfig, field_info, iter_fields
 from mlx_lora.errors import UserError
+from mlx_lora.run_folder import resume_config
 
 
 def parser() -> argparse.ArgumentParser:

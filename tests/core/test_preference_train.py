@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from mlx_lora.events import RecordingReporter
+from mlx_lora.run_folder import RunFolder
 from mlx_lora.train import EvalReport, RunFinished, RunStarted, StepReport, train
 from mlx_lora.train.preference import (
     PreferenceLoss, dpo_terms, encode_pairs, evaluate_pairs, make_pair_batch, sequence_logps,
 )
-from mlx_lora.train.run_folder import RunFolder
 from tests.core.test_train_helpers import losses, tiny_config
 
 
@@ -67,7 +67,7 @@ def test_dpo_starts_at_log_2_and_learns_to_prefer_the_chosen_answers(dpo_run):
     assert curve[1] == pytest.approx(math.log(2), abs=1e-5)
     assert np.mean([curve[s] for s in (6, 7, 8)]) < 0.3
     assert evals[-1].val_loss < 0.3 and evals[-1].reward_accuracy == 1.0 and evals[-1].reward_margin > 1.0
-    lines = [line for line in RunFolder(result.run_dir).read_metrics() if line["event"] == "eval_report"]
+    lines = [line for line in RunFolder(result.run_dir).metrics() if line["event"] == "eval_report"]
     assert [line["reward_margin"] for line in lines] == [pytest.approx(e.reward_margin) for e in evals]
     from mlx_lora.runs import summarize_run
 
@@ -185,7 +185,7 @@ def test_the_dpo_adapter_loads_in_mlx_lm_and_fuses_like_any_lora_adapter(dpo_run
 
 
 def test_a_stopped_dpo_run_resumes_exactly(tiny_model, pairs_dataset, dpo_run, tmp_path):
-    from mlx_lora.config import resume_config
+    from mlx_lora.run_folder import resume_config
 
     _, _, uninterrupted = dpo_run
     recorder = RecordingReporter()

@@ -10,16 +10,16 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_lora.config import TrainConfig, resume_config
+from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter, never_stop
+from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import RunStarted, train
 from mlx_lora.train.adalora import AdaLoRALinear, budget_at
 from mlx_lora.train.events import AdapterRanks
 from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
 from mlx_lora.train.methods import prepare_model
-from mlx_lora.train.run_folder import RunFolder
 from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 from tests.core.test_train_methods import LINEARS
 
@@ -80,7 +80,7 @@ def test_the_loss_falls_and_the_total_rank_after_tfinal_is_the_budget(trained):
     assert len(ranks[0].ranks) == MATRICES and len(set(ranks[0].ranks.values())) > 1  # uneven: that is the point
     assert "AdaLoRA final ranks (total 28 of budget 28" in ranks[0].message
     # the run's adapter is a plain LoRA of the largest kept rank, with the ranks in its config
-    config = RunFolder(result.run_dir).adapter_dir()
+    config = RunFolder(result.run_dir).adapter()
     import json
 
     saved = json.loads((config / "adapter_config.json").read_text())
@@ -91,7 +91,7 @@ def test_the_loss_falls_and_the_total_rank_after_tfinal_is_the_budget(trained):
         assert not mx.any(weights[f"{path}.lora_a"][:, rank:]).item(), path
     started = next(e for e in events if isinstance(e, RunStarted))
     assert started.fine_tune_type == "adalora"
-    metrics = [line["event"] for line in RunFolder(result.run_dir).read_metrics()]
+    metrics = [line["event"] for line in RunFolder(result.run_dir).metrics()]
     assert metrics.index("adapter_ranks") < metrics.index("run_finished")
 
 

@@ -10,9 +10,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_lora.config import TrainConfig, resume_config
+from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter
+from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import (
     CheckpointSaved,
     EvalReport,
@@ -24,7 +25,6 @@ from mlx_lora.train import (
     train,
 )
 from mlx_lora.train.evaluate import MaskedLoss, dataset_loss, evaluate_run
-from mlx_lora.train.run_folder import RunFolder
 from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 
 
@@ -73,7 +73,7 @@ def test_the_run_folder_holds_the_config_metrics_checkpoints_and_best(finished_r
     config, result, events = finished_run
     run = RunFolder(result.run_dir)
     assert TrainConfig.from_yaml(run.config_path) == config
-    lines = run.read_metrics()
+    lines = run.metrics()
     assert [line["event"] for line in lines] == [e.kind for e in events if hasattr(e, "step")]
     assert all("step" in line for line in lines)
     assert run.checkpoint_steps() == [4, 8, 12]
@@ -145,7 +145,7 @@ def test_resume_continues_exactly_where_the_stop_left_off(tiny_model, dataset, t
     b = mx.load(str(resumed.run_dir / "adapters.safetensors"))
     for name in a:
         assert mx.allclose(a[name], b[name], atol=1e-5).item(), name
-    reports = [line["step"] for line in RunFolder(resumed.run_dir).read_metrics() if line["event"] == "step_report"]
+    reports = [line["step"] for line in RunFolder(resumed.run_dir).metrics() if line["event"] == "step_report"]
     assert reports == list(range(1, 9))
 
 
@@ -221,7 +221,7 @@ def test_every_method_trains_and_loads_in_mlx_lm(tiny_model, dataset, tmp_path, 
 
 def test_the_default_run_folder_is_named_after_time_model_and_dataset(tiny_model, dataset):
     from mlx_lora import paths
-    from mlx_lora.train.run_folder import default_run_dir
+    from mlx_lora.run_folder import default_run_dir
 
     folder = default_run_dir(tiny_config(tiny_model, dataset, Path("unused")).replace(run_dir=""))
     assert folder.parent == paths.runs_dir()

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from mlx_lora.config import TrainConfig, resume_config
+from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter, never_stop
+from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import StepReport, train
 from mlx_lora.train.batches import Example, make_batch
 from mlx_lora.train.evaluate import MaskedLoss
@@ -25,7 +26,6 @@ from mlx_lora.train.loop import _Logged, _Trainer
 from mlx_lora.train.methods import prepare_model
 from mlx_lora.train.optim import Optimizer, learning_rate_at
 from mlx_lora.train.relora import ReLoRAHook
-from mlx_lora.train.run_folder import RunFolder
 from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 
 SETTINGS = dict(relora_every=4, relora_warmup=2, iters=12, rank=4)
@@ -96,7 +96,7 @@ def test_the_loss_falls_and_merges_are_events_in_the_metrics(trained):
     assert result.status == "finished"
     assert np.mean([curve[s] for s in (10, 11, 12)]) < curve[1] - 1.0
     assert [(e.step, e.merge_index) for e in events if isinstance(e, AdapterMerged)] == [(4, 1), (8, 2)]
-    merged = [line for line in RunFolder(result.run_dir).read_metrics() if line["event"] == "adapter_merged"]
+    merged = [line for line in RunFolder(result.run_dir).metrics() if line["event"] == "adapter_merged"]
     assert [(m["step"], m["merge_index"]) for m in merged] == [(4, 1), (8, 2)]
     assert "merged into the base weights and restarted" in merged[0]["message"]
     reports = {e.step: e.learning_rate for e in events if isinstance(e, StepReport)}
@@ -154,7 +154,7 @@ def test_resume_across_a_merge_is_exact(tiny_model, dataset, tmp_path):
     b = mx.load(str(resumed.run_dir / "adapters.safetensors"))
     for name in a:
         assert mx.allclose(a[name], b[name], atol=1e-5).item(), name
-    merged = [line["step"] for line in RunFolder(resumed.run_dir).read_metrics() if line["event"] == "adapter_merged"]
+    merged = [line["step"] for line in RunFolder(resumed.run_dir).metrics() if line["event"] == "adapter_merged"]
     assert merged == [4, 8]
 
 

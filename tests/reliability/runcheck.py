@@ -8,7 +8,7 @@ from pathlib import Path
 import mlx.core as mx
 
 from mlx_lora.config import TrainConfig
-from mlx_lora.train.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE, RunFolder
+from mlx_lora.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE, RunFolder
 
 CHECKPOINT_FILES = {ADAPTER_FILE, ADAPTER_CONFIG, OPTIMIZER_FILE, STATE_FILE}
 

@@ -4,7 +4,7 @@ byte-identical, ``latest`` never names an incomplete checkpoint, no temporary is
 the run ends with a RunFailed whose reason says what happened in plain words, and the
 run resumes once the cause is gone.
 
-The full disk is simulated where the bytes go: ``open`` in mlx_lora.train.run_folder and
+The full disk is simulated where the bytes go: ``open`` in mlx_lora.run_folder and
 mlx_lora.atomic (every checkpoint write passes through one of them) is replaced by one
 whose files take only so many more bytes, then raise OSError(ENOSPC) after a short write,
 as a real full disk does."""
@@ -19,12 +19,11 @@ import mlx.core as mx
 import pytest
 
 from mlx_lora import atomic
-from mlx_lora.config import resume_config
+from mlx_lora import run_folder as run_folder_module
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter
+from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import CheckpointSaved, RunFailed, train
-from mlx_lora.train import run_folder as run_folder_module
-from mlx_lora.train.run_folder import RunFolder
 from tests.core.test_train_helpers import tiny_config
 from tests.reliability.runcheck import check_run_folder, snapshot
 
@@ -160,10 +159,10 @@ def test_an_exception_from_the_writer_loses_nothing(tiny_model, dataset, tmp_pat
 
     run_dir = tmp_path / "run"
     recorder = FillAfterFirstCheckpoint(disk, run_dir, None)
-    monkeypatch.setattr(run_folder_module.mx, "save_safetensors", failing)
+    monkeypatch.setattr(mx, "save_safetensors", failing)
     with pytest.raises(RuntimeError, match="injected"):
         train(tiny_config(tiny_model, dataset, run_dir, **SETTINGS), recorder)
-    monkeypatch.setattr(run_folder_module.mx, "save_safetensors", real)
+    monkeypatch.setattr(mx, "save_safetensors", real)
     assert_failed_cleanly(run_dir, recorder, ["internal error (RuntimeError: [save_safetensors] injected failure)"])
 
 

@@ -23,8 +23,8 @@ import pytest
 
 from mlx_lora.atomic import FAULT_ENV
 from mlx_lora.events import RecordingReporter
+from mlx_lora.run_folder import RunFolder
 from mlx_lora.train import train
-from mlx_lora.train.run_folder import RunFolder
 from tests.cli.test_train_cli import flags
 from tests.core.test_train_helpers import losses, tiny_config
 from tests.reliability.runcheck import check_run_folder, checkpoint_step
@@ -122,7 +122,7 @@ def test_twenty_kill_9s_then_resume_lose_nothing_and_replay_nothing(tiny_model, 
     assert not [p for p in run_dir.rglob(".*")], "temporaries left behind after the run finished"
     assert run.checkpoint_steps()[-1] == SETTINGS["iters"]
     assert checkpoint_step(run.latest_checkpoint()) == SETTINGS["iters"]
-    reported = [line["step"] for line in run.read_metrics() if line["event"] == "step_report"]
+    reported = [line["step"] for line in run.metrics() if line["event"] == "step_report"]
     assert reported == list(range(1, SETTINGS["iters"] + 1))
 
     straight = RecordingReporter()

@@ -1,4 +1,4 @@
-"""The run folder: what a run writes, and how it is read back to resume.
+"""The run folder: the one reader and writer of what a run leaves on disk.
 
 ::
 
@@ -14,6 +14,12 @@
       best/                     the adapter with the lowest validation loss
       latest                    text: "checkpoints/step-N", written only after that
                                 checkpoint is complete
+
+:class:`RunFolder` writes it (the trainer) and reads it back (resume, the run
+history of :mod:`mlx_lora.run_history`, the adapter library of
+:mod:`mlx_lora.adapters`, ``mlx-lora eval``); nothing else spells these names.
+Reading never imports MLX (the app's Runs page lists runs without it): ``mlx.core``
+is imported inside the functions that save or load tensors.
 
 Every file is written to a temporary name and renamed (:mod:`mlx_lora.atomic`);
 a checkpoint folder is built under a temporary name and renamed whole, so a
@@ -47,23 +53,34 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import mlx.core as mx
+from typing import TYPE_CHECKING, Any
 
 from mlx_lora import paths
 from mlx_lora.atomic import atomic_dir, atomic_path, fault_point, recover_dir, write_json, write_text
-from mlx_lora.config import TrainConfig
+from mlx_lora.config import RESUMABLE_CHANGES, TrainConfig, read_yaml
 from mlx_lora.errors import UserError
-from mlx_lora.events import Event
 
+if TYPE_CHECKING:
+    import mlx.core as mx
+
+    from mlx_lora.events import Event
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
 ADAPTER_FILE = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 METHOD_STATE_FILE = "method_state.safetensors"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+LATEST_FILE = "latest"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _PARKED = re.compile(r"^\.(.+)\.old$")  # a folder atomic_dir was replacing (mlx_lora.atomic)
+
+# The status a run's last terminal event gives it; without one it is "incomplete"
+# (still running, or killed before it could say anything).
+_STATUS = {"run_finished": "finished", "run_stopped": "stopped", "run_failed": "failed"}
 
 
 class NonFiniteError(Exception):
@@ -87,6 +104,8 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def _check_finite(tensors: dict[str, mx.array], what: str) -> None:
+    import mlx.core as mx
+
     bad = [name for name, value in tensors.items()
            if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item()]
     if bad:
@@ -94,6 +113,8 @@ def _check_finite(tensors: dict[str, mx.array], what: str) -> None:
 
 
 def _write_safetensors(path: Path, tensors: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+    import mlx.core as mx
+
     # a file object, not a path: only then do write errors (ENOSPC…) raise (module docstring)
     with open(path, "wb") as fh:
         mx.save_safetensors(fh, tensors, metadata=metadata)
@@ -146,13 +167,77 @@ class Checkpoint:
 
 
 class RunFolder:
+    """One run folder (module docstring). Constructing it reads nothing; a folder is a run
+    once it holds ``config.yaml`` or ``metrics.jsonl`` (:meth:`is_run`)."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser().resolve()
-        self.config_path = self.path / "config.yaml"
-        self.metrics_path = self.path / "metrics.jsonl"
-        self.checkpoints = self.path / "checkpoints"
-        self.best = self.path / "best"
-        self.latest_path = self.path / "latest"
+        self.config_path = self.path / CONFIG_FILE
+        self.metrics_path = self.path / METRICS_FILE
+        self.checkpoints = self.path / CHECKPOINTS_DIR
+        self.best = self.path / BEST_DIR
+        self.latest_path = self.path / LATEST_FILE
+
+    @classmethod
+    def find(cls, path: str | Path) -> "RunFolder | None":
+        """The run folder at or above an adapter folder (or file): the folder itself, the run
+        above its ``best/``, or the run above its ``checkpoints/step-N/``; None for an adapter
+        that belongs to no run."""
+        path = Path(path).expanduser()
+        if path.is_file():
+            path = path.parent
+        candidates = [path]
+        if path.name == BEST_DIR:
+            candidates.append(path.parent)
+        if _STEP_DIR.match(path.name) and path.parent.name == CHECKPOINTS_DIR:
+            candidates.append(path.parent.parent)
+        return next((folder for folder in map(cls, candidates) if folder.is_run()), None)
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file() or self.metrics_path.is_file()
+
+    # -- the config ------------------------------------------------------------
+    def config(self) -> TrainConfig:
+        """The exact config the run used, validated; a UserError names the file when it is
+        missing, torn, or not a config this version reads."""
+        if not self.config_path.is_file():
+            raise UserError(f"{self.path}: not a run folder (no {CONFIG_FILE})")
+        try:
+            return TrainConfig.from_yaml(self.config_path)
+        except UserError as exc:
+            if str(self.config_path) in str(exc):
+                raise
+            raise UserError(f"{self.config_path}: {exc}") from exc  # a bad value: the setting, and where
+
+    def raw_config(self) -> dict[str, Any]:
+        """config.yaml as the nested mapping it holds, unvalidated; {} when it is missing, torn
+        or no mapping. Only for showing what can be read of any run, however broken or old (the
+        run history); everything that acts on a run uses :meth:`config`."""
+        try:
+            return read_yaml(self.config_path)
+        except UserError:
+            return {}
+
+    def write_config(self, config: TrainConfig) -> None:
+        config.save(self.config_path)
+
+    def resume_config(self, changes: dict[str, Any] | None = None) -> TrainConfig:
+        """The config to continue this run with: its saved config.yaml plus changes, of which
+        only :data:`~mlx_lora.config.RESUMABLE_CHANGES` may differ from the saved settings."""
+        if not self.config_path.is_file():
+            raise UserError(f"{self.path}: not a run folder (no {CONFIG_FILE}), so it cannot be resumed")
+        saved = self.config()
+        changes = dict(changes or {})
+        changes["resume"] = str(self.path)
+        changes["run_dir"] = str(self.path)
+        wanted = saved.replace(**changes)
+        fixed = [k for k in wanted.differences(saved) if k not in RESUMABLE_CHANGES]
+        if fixed:
+            allowed = ", ".join(sorted(RESUMABLE_CHANGES - {"resume", "run_dir"}))
+            raise UserError(f"{', '.join(fixed)}: cannot change when resuming {self.path} (an exact resume runs "
+                            f"with the run's own settings; only {allowed} may change). Start a new run to "
+                            "change it.")
+        return wanted
 
     # -- creating and logging ------------------------------------------------
     def create(self, config: TrainConfig) -> None:
@@ -161,9 +246,6 @@ class RunFolder:
                             "or choose another --run-dir")
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_config(config)
-
-    def write_config(self, config: TrainConfig) -> None:
-        config.save(self.config_path)
 
     def log(self, event: Event) -> None:
         if not hasattr(event, "step"):
@@ -175,21 +257,32 @@ class RunFolder:
         except OSError as exc:
             raise UserError(self._write_failed(f"could not write {self.metrics_path}", exc)) from exc
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
+    def metrics(self) -> list[dict[str, Any]]:
+        """The events of metrics.jsonl, oldest first; a line torn by a kill (or anything else
+        that is not a JSON object) is skipped, and an unreadable file reads as no events."""
+        try:
+            return _events(self.metrics_path.read_text(encoding="utf-8"))
+        except OSError:
             return []
-        lines = []
-        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill
-        return lines
+
+    def terminal_event(self, metrics: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        """The last run_finished / run_stopped / run_failed event, or None. ``metrics``: the
+        events already read (spares a second read of the file)."""
+        events = self.metrics() if metrics is None else metrics
+        return next((e for e in reversed(events) if e.get("event") in _STATUS), None)
+
+    def status(self, metrics: list[dict[str, Any]] | None = None) -> str:
+        """finished | stopped | failed, from the last terminal event; incomplete without one
+        (still running, or killed before it could say anything)."""
+        terminal = self.terminal_event(metrics)
+        return _STATUS[terminal["event"]] if terminal is not None else "incomplete"
 
     def cut_metrics(self, step: int) -> None:
         """Keep the events up to ``step`` (a resume replays nothing after its checkpoint)."""
-        kept = [line for line in self.read_metrics() if line.get("step", 0) <= step]
-        write_text(self.metrics_path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in kept))
+        # read strictly: an unreadable file must fail the resume, not be rewritten empty
+        events = _events(self.metrics_path.read_text(encoding="utf-8")) if self.metrics_path.exists() else []
+        kept = [event for event in events if event.get("step", 0) <= step]
+        write_text(self.metrics_path, "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in kept))
 
     # -- checkpoints ---------------------------------------------------------
     def save_checkpoint(self, step: int, weights: dict[str, mx.array], adapter_config: dict[str, Any],
@@ -288,6 +381,8 @@ class RunFolder:
                 shutil.rmtree(doomed, ignore_errors=True)
 
     def load_checkpoint(self, path: Path | None = None) -> Checkpoint:
+        import mlx.core as mx
+
         path = path or self.latest_checkpoint()
         if path is None:
             raise UserError(f"{self.path}: no checkpoint to resume from (the run stopped before its first "
@@ -300,16 +395,52 @@ class RunFolder:
             method_state=mx.load(str(path / METHOD_STATE_FILE)) if (path / METHOD_STATE_FILE).is_file() else {},
         )
 
-    def adapter_dir(self, which: str = "final") -> Path:
-        """Where an adapter to evaluate or chat with lives: final (the run root), best, latest or step-N."""
-        if which == "final":
+    def has_checkpoint(self) -> bool:
+        """Whether the run can be resumed: it holds a complete checkpoint."""
+        return self.latest_checkpoint() is not None
+
+    # -- its adapters ----------------------------------------------------------
+    def adapter_choices(self) -> tuple[str, ...]:
+        """The adapters the run holds: "final" (the run's latest adapter), "best", then "step-N"
+        newest first."""
+        found = []
+        if (self.path / ADAPTER_FILE).is_file():
+            found.append("final")
+        if (self.best / ADAPTER_FILE).is_file():
+            found.append("best")
+        steps = [s for s in self.checkpoint_steps() if (self.checkpoints / f"step-{s}" / ADAPTER_FILE).is_file()]
+        return tuple(found + [f"step-{s}" for s in reversed(steps)])
+
+    def adapter(self, choice: str = "final") -> Path:
+        """The folder of one of the run's adapters: final (the run root), best, latest (the
+        checkpoint the ``latest`` pointer names) or step-N; a UserError when it is not there."""
+        if choice == "final":
             folder = self.path
-        elif which == "best":
+        elif choice == "best":
             folder = self.best
-        elif which == "latest":
-            folder = self.latest_checkpoint() or self.path / "checkpoints" / "(none)"
+        elif choice == "latest":
+            folder = self.latest_checkpoint() or self.checkpoints / "(none)"
+        elif _STEP_DIR.match(choice):
+            folder = self.checkpoints / choice
         else:
-            folder = self.checkpoints / which
+            raise UserError(f"{choice!r}: not an adapter of a run (choose final, best, latest or step-N)")
         if not (folder / ADAPTER_FILE).is_file():
             raise UserError(f"{folder}: no adapter there (choose final, best, latest or step-N)")
         return folder
+
+
+def _events(text: str) -> list[dict[str, Any]]:
+    events = []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def resume_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -> TrainConfig:
+    """The config to continue ``run_dir`` with (:meth:`RunFolder.resume_config`)."""
+    return RunFolder(run_dir).resume_config(changes)
