@@ -411,19 +411,24 @@ class RunFolder:
         steps = [s for s in self.checkpoint_steps() if (self.checkpoints / f"step-{s}" / ADAPTER_FILE).is_file()]
         return tuple(found + [f"step-{s}" for s in reversed(steps)])
 
-    def adapter(self, choice: str = "final") -> Path:
-        """The folder of one of the run's adapters: final (the run root), best, latest (the
-        checkpoint the ``latest`` pointer names) or step-N; a UserError when it is not there."""
+    def adapter_folder(self, choice: str) -> Path:
+        """Where one of the run's adapters is, or would be: final (the run root), best, latest
+        (the checkpoint the ``latest`` pointer names) or step-N. Checks nothing on disk but the
+        pointer (a picker that names a folder uses this; :meth:`adapter` checks)."""
         if choice == "final":
-            folder = self.path
-        elif choice == "best":
-            folder = self.best
-        elif choice == "latest":
-            folder = self.latest_checkpoint() or self.checkpoints / "(none)"
-        elif _STEP_DIR.match(choice):
-            folder = self.checkpoints / choice
-        else:
-            raise UserError(f"{choice!r}: not an adapter of a run (choose final, best, latest or step-N)")
+            return self.path
+        if choice == "best":
+            return self.best
+        if choice == "latest":
+            return self.latest_checkpoint() or self.checkpoints / "(none)"
+        if _STEP_DIR.match(choice):
+            return self.checkpoints / choice
+        raise UserError(f"{choice!r}: not an adapter of a run (choose final, best, latest or step-N)")
+
+    def adapter(self, choice: str = "final") -> Path:
+        """The folder of one of the run's adapters (:meth:`adapter_folder`); a UserError when
+        it holds no adapter."""
+        folder = self.adapter_folder(choice)
         if not (folder / ADAPTER_FILE).is_file():
             raise UserError(f"{folder}: no adapter there (choose final, best, latest or step-N)")
         return folder

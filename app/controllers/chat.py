@@ -34,7 +34,7 @@ class LoadedModel:
 
 
 def _list_runs(reporter, should_stop):
-    from mlx_lora.runs import list_runs
+    from mlx_lora.run_history import list_runs
 
     return [run for run in list_runs() if run.checkpoints]
 

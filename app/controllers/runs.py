@@ -1,4 +1,4 @@
-"""The Runs page's controller: the run history (:mod:`mlx_lora.runs`), read in
+"""The Runs page's controller: the run history (:mod:`mlx_lora.run_history`), read in
 workers — listing reads every run's config.yaml and metrics.jsonl — the curves of
 the runs a person selects, and deleting a run (to the runs folder's trash)."""
 
@@ -10,19 +10,19 @@ from app.workers import Job
 
 
 def _list(reporter, should_stop):
-    from mlx_lora.runs import list_runs
+    from mlx_lora.run_history import list_runs
 
     return list_runs()
 
 
 def _curves(reporter, should_stop, run_dirs: list[str]):
-    from mlx_lora.runs import load_run_curves
+    from mlx_lora.run_history import load_run_curves
 
     return {run_dir: load_run_curves(run_dir) for run_dir in run_dirs}
 
 
 def _delete(reporter, should_stop, run_dir: str):
-    from mlx_lora.runs import delete_run
+    from mlx_lora.run_history import delete_run
 
     delete_run(run_dir)
     return run_dir

@@ -94,7 +94,9 @@ class TrainingController(QObject):
         run_dir = self.supervisor.run_dir
         if self.is_running() or not run_dir or self.last_outcome == "finished":
             return False
-        return bool(self.supervisor.last_checkpoint) or any(Path(run_dir, "checkpoints").glob("step-*"))
+        from mlx_lora.run_folder import RunFolder
+
+        return bool(self.supervisor.last_checkpoint) or RunFolder(run_dir).has_checkpoint()
 
     def start(self, config) -> str:
         """Start a run of ``config`` (a TrainConfig, or the path of a YAML file the engine reads).
@@ -177,7 +179,7 @@ class TrainingController(QObject):
     def _history_up_to_checkpoint(self, run_dir: str) -> RunHistory:
         """A resumed run's charts start with what the run did before (its metrics.jsonl, which
         the trainer cuts back to the checkpoint as it resumes)."""
-        from mlx_lora.runs import load_run_curves
+        from mlx_lora.run_history import load_run_curves
 
         curves = load_run_curves(run_dir)
         return RunHistory(steps=list(curves["step"]), losses=list(curves["loss"]),

@@ -1,6 +1,6 @@
 """Runs: every training run, its settings and its loss curves.
 
-The history comes from :func:`mlx_lora.runs.list_runs` in a worker. Selecting
+The history comes from :func:`mlx_lora.run_history.list_runs` in a worker. Selecting
 runs overlays their loss curves; a run can be reopened on the Train page (its
 exact config), resumed, chatted with, exported, or deleted (after asking; it goes
 to the runs folder's trash). The page only emits what was asked for; the main
@@ -115,9 +115,9 @@ class RunsPage(QWidget):
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
     def _config_path(run_dir) -> str:
-        from mlx_lora.runs import CONFIG_FILE
+        from mlx_lora.run_folder import RunFolder
 
-        return str(run_dir / CONFIG_FILE)
+        return str(RunFolder(run_dir).config_path)
 
     def selected_runs(self) -> list:
         rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})

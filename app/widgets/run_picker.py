@@ -1,6 +1,6 @@
 """The run + adapter pickers the Chat and Export pages share.
 
-Two combo boxes (the page lays them out): a run from :func:`mlx_lora.runs.list_runs`
+Two combo boxes (the page lays them out): a run from :func:`mlx_lora.run_history.list_runs`
 and one of its adapters ("final", "best", "step-N"). A selection asked for before the
 run list arrives (e.g. "Chat with this run" on the Runs page) is kept as ``pending``
 and applied when it does.
@@ -55,9 +55,9 @@ class RunAdapterPicker(QObject):
         index = self.run_box.currentIndex()
         if not 0 <= index < len(self.runs) or not self.adapter_box.currentText():
             return None
-        from mlx_lora.runs import adapter_path
+        from mlx_lora.run_folder import RunFolder
 
-        return str(adapter_path(self.runs[index].path, self.adapter_box.currentText()))
+        return str(RunFolder(self.runs[index].path).adapter_folder(self.adapter_box.currentText()))
 
     def set_enabled(self, enabled: bool) -> None:
         self.run_box.setEnabled(enabled)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mlx_lora import __version__
-from mlx_lora.runs import read_metrics
+from mlx_lora.run_folder import RunFolder
 
 if TYPE_CHECKING:
     from mlx_lora.export.formats import ExportFormat
@@ -82,7 +82,7 @@ def _verification(checks: list[dict[str, Any]]) -> list[str]:
 def model_card(*, fmt: ExportFormat, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
                checks: list[dict[str, Any]], files: list[str], quantize: int | None, repo: str | None,
                notes: list[str]) -> str:
-    events = read_metrics(run_dir) if run_dir is not None else []
+    events = RunFolder(run_dir).metrics() if run_dir is not None else []
     front: dict[str, Any] = {}
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):  # the Hub refuses a card whose base_model is no repo id
         front["base_model"] = base_model

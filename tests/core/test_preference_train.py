@@ -69,7 +69,7 @@ def test_dpo_starts_at_log_2_and_learns_to_prefer_the_chosen_answers(dpo_run):
     assert evals[-1].val_loss < 0.3 and evals[-1].reward_accuracy == 1.0 and evals[-1].reward_margin > 1.0
     lines = [line for line in RunFolder(result.run_dir).metrics() if line["event"] == "eval_report"]
     assert [line["reward_margin"] for line in lines] == [pytest.approx(e.reward_margin) for e in evals]
-    from mlx_lora.runs import summarize_run
+    from mlx_lora.run_history import summarize_run
 
     assert summarize_run(result.run_dir).method == "lora + dpo"  # the Runs page tells DPO runs apart
     started = next(e for e in events if type(e).__name__ == "RunStarted")

@@ -9,7 +9,7 @@ import pytest
 
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
-from mlx_lora.runs import adapter_choices, delete_run, list_runs, load_run_curves, run_config_path, summarize_run
+from mlx_lora.run_history import adapter_choices, delete_run, list_runs, load_run_curves, run_config_path, summarize_run
 
 
 def make_run(root: Path, name: str, events: list[dict], torn: bool = False, **settings) -> Path:

@@ -104,7 +104,7 @@ def test_the_loss_falls_and_merges_are_events_in_the_metrics(trained):
     saved = json.loads((result.run_dir / "adapter_config.json").read_text())
     assert saved["relora"] == {"merges": 2, "every": 4, "adapter_rank": 4}
     assert saved["fine_tune_type"] == "lora" and saved["lora_parameters"]["rank"] == 12
-    from mlx_lora.runs import summarize_run
+    from mlx_lora.run_history import summarize_run
 
     assert summarize_run(result.run_dir).method == "relora"  # the Runs page's method column
 

@@ -1,9 +1,10 @@
-"""Run history for the app's Runs page and anyone else who lists past runs.
+"""Run history for the app's Runs page and anyone else who lists past runs: summaries,
+curves, deleting a run.
 
-A run folder (see :mod:`mlx_lora.run_folder`) holds ``config.yaml`` and
-``metrics.jsonl``; everything here is read from those two files, without MLX, so
-listing a hundred runs takes milliseconds and never loads a model. A folder whose
-files are missing or torn (a kill mid-write) is listed with what can be read,
+Everything is read through :class:`mlx_lora.run_folder.RunFolder` from a run's
+``config.yaml`` and ``metrics.jsonl``, without MLX, so listing a hundred runs takes
+milliseconds and never loads a model. A folder whose files are missing or torn (a kill
+mid-write), or whose config an older version wrote, is listed with what can be read —
 never skipped silently and never an error.
 
     runs = list_runs()  # newest first: RunSummary(name, status, best_val_loss, …)
@@ -13,24 +14,15 @@ never skipped silently and never an error.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from mlx_lora import paths
 from mlx_lora.errors import UserError
+from mlx_lora.run_folder import CONFIG_FILE, METRICS_FILE, RunFolder
 
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.jsonl"
 TRASH_DIR = ".trash"
-
-# The status a run's last terminal event gives it; without one it is "incomplete"
-# (still running, or killed before it could say anything).
-_STATUS = {"run_finished": "finished", "run_stopped": "stopped", "run_failed": "failed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,65 +43,17 @@ class RunSummary:
     checkpoints: tuple[str, ...] = ()  # adapters to chat with or export: "final", "best", "step-N"
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The events of ``metrics.jsonl``; a torn line (a kill mid-write) is skipped."""
-    path = Path(run_dir) / METRICS_FILE
-    events = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    """The run's config.yaml as a nested mapping ({} when missing or unreadable)."""
-    try:
-        data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def run_config_path(run_dir: str | Path) -> Path:
     """Where the run's exact config is (``mlx-lora train --config`` reads it)."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
+    folder = RunFolder(run_dir)
+    if not folder.config_path.is_file():
         raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE})")
-    return path
+    return folder.config_path
 
 
 def adapter_choices(run_dir: str | Path) -> tuple[str, ...]:
     """The adapters a run holds: "final" (the run's latest adapter), "best", then "step-N" newest first."""
-    run_dir = Path(run_dir)
-    found = []
-    if (run_dir / "adapters.safetensors").is_file():
-        found.append("final")
-    if (run_dir / "best" / "adapters.safetensors").is_file():
-        found.append("best")
-    steps = []
-    for folder in (run_dir / "checkpoints").glob("step-*"):
-        if folder.name[5:].isdigit() and (folder / "adapters.safetensors").is_file():
-            steps.append(int(folder.name[5:]))
-    found += [f"step-{s}" for s in sorted(steps, reverse=True)]
-    return tuple(found)
-
-
-def adapter_path(run_dir: str | Path, choice: str) -> Path:
-    """The folder of one of :func:`adapter_choices`."""
-    run_dir = Path(run_dir)
-    if choice == "final":
-        return run_dir
-    if choice == "best":
-        return run_dir / "best"
-    return run_dir / "checkpoints" / choice
+    return RunFolder(run_dir).adapter_choices()
 
 
 def _dataset_name(data: str) -> str:
@@ -120,9 +64,12 @@ def _dataset_name(data: str) -> str:
 
 
 def summarize_run(run_dir: str | Path) -> RunSummary:
+    folder = RunFolder(run_dir)
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    events = read_metrics(run_dir)
+    # The raw mapping, not the validated config: a summary shows what can be read of any run,
+    # including one whose config.yaml is torn or from an older version.
+    config = folder.raw_config()
+    events = folder.metrics()
     section = lambda name: config.get(name) if isinstance(config.get(name), dict) else {}  # noqa: E731
     model = str(section("model").get("model", "") or "")
     method = str(section("adapter").get("fine_tune_type", "") or "")
@@ -136,7 +83,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     started = next((e for e in events if e.get("event") == "run_started"), {})
     steps = [e for e in events if e.get("event") == "step_report"]
     evals = [e for e in events if e.get("event") == "eval_report" and e.get("step", 0) > 0]
-    terminal = next((e for e in reversed(events) if e.get("event") in _STATUS), None)
+    terminal = folder.terminal_event(events)
     total = int(started.get("total_steps") or section("schedule").get("iters", 0) or 0)
     if steps:
         total = int(steps[-1].get("total_steps") or total)
@@ -145,7 +92,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
     if terminal is not None and isinstance(terminal.get("elapsed_s"), (int, float)):
         duration = float(terminal["elapsed_s"])
     try:
-        created = (run_dir / CONFIG_FILE).stat().st_mtime
+        created = folder.config_path.stat().st_mtime
     except OSError:
         created = run_dir.stat().st_mtime if run_dir.exists() else 0.0
     return RunSummary(
@@ -154,7 +101,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         model=model or str(started.get("model", "")),
         dataset=_dataset_name(str(section("data").get("data", "") or "")),
         method=method or str(started.get("fine_tune_type", "")),
-        status=_STATUS[terminal["event"]] if terminal is not None else "incomplete",
+        status=folder.status(events),
         steps_done=max([int(e.get("step", 0)) for e in events] or [0]),
         total_steps=total,
         best_val_loss=min(losses) if losses else None,
@@ -162,7 +109,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         tokens=int(steps[-1].get("trained_tokens", 0)) if steps else 0,
         duration_s=duration,
         created=created,
-        checkpoints=adapter_choices(run_dir),
+        checkpoints=folder.adapter_choices(),
     )
 
 
@@ -172,8 +119,7 @@ def list_runs(runs_dir: str | Path | None = None) -> list[RunSummary]:
     if not root.is_dir():
         return []
     runs = [summarize_run(p) for p in root.iterdir()
-            if p.is_dir() and not p.name.startswith(".")
-            and ((p / CONFIG_FILE).is_file() or (p / METRICS_FILE).is_file())]
+            if p.is_dir() and not p.name.startswith(".") and RunFolder(p).is_run()]
     return sorted(runs, key=lambda r: (r.created, r.name), reverse=True)
 
 
@@ -183,7 +129,7 @@ def load_run_curves(run_dir: str | Path) -> dict[str, list[float]]:
     for DPO/ORPO runs the validation reward margin and accuracy by step."""
     curves: dict[str, list[float]] = {"step": [], "loss": [], "learning_rate": [], "val_step": [], "val_loss": [],
                                       "reward_step": [], "reward_margin": [], "reward_accuracy": []}
-    for event in read_metrics(run_dir):
+    for event in RunFolder(run_dir).metrics():
         kind = event.get("event")
         if kind == "step_report" and "loss" in event:
             curves["step"].append(int(event.get("step", 0)))
@@ -203,7 +149,7 @@ def delete_run(run_dir: str | Path, trash: bool = True) -> Path | None:
     """Delete a run folder: moved into ``<runs folder>/.trash/`` (the default; returns where it
     went) or removed for good. Asking the person first is the caller's job."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / METRICS_FILE).is_file():
+    if not RunFolder(run_dir).is_run():
         raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE} or {METRICS_FILE}); not deleting it")
     if not trash:
         shutil.rmtree(run_dir)
