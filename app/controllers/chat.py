@@ -78,7 +78,8 @@ def _load(reporter, should_stop, current, base_spec: str | None, adapter: str | 
 
 
 def _load_model(reporter, current, base_spec: str | None, adapter: str | None):
-    from mlx_lora.chat import ChatSession, load_chat_model, resolve_adapter
+    from mlx_lora.adapters import resolve_adapter
+    from mlx_lora.chat import ChatSession, load_chat_model
 
     files = resolve_adapter(adapter) if adapter else None
     wanted_base = base_spec or (files.base_model() if files is not None else None) or "demo"

@@ -12,20 +12,10 @@ model in memory, adapter switching and weighted combination. No Qt.
     chat_model.use_adapter("runs/my-run/checkpoints/step-200")  # no reload of the base
 """
 
-from mlx_lora.chat.adapters import (
-    AdapterFiles,
-    InstalledAdapter,
-    adapter_disabled,
-    apply_adapter,
-    combine_adapters,
-    resolve_adapter,
-    strip_adapters,
-)
 from mlx_lora.chat.model import ChatModel, load_chat_model, prepare_base
 from mlx_lora.chat.session import ChatAnswer, ChatDelta, ChatSession, ChatSettings, end_of_turn_ids
 
 __all__ = [
-    "AdapterFiles", "ChatAnswer", "ChatDelta", "ChatModel", "ChatSession", "ChatSettings", "InstalledAdapter",
-    "adapter_disabled", "apply_adapter", "combine_adapters", "end_of_turn_ids", "load_chat_model",
-    "prepare_base", "resolve_adapter", "strip_adapters",
+    "ChatAnswer", "ChatDelta", "ChatModel", "ChatSession", "ChatSettings", "end_of_turn_ids", "load_chat_model",
+    "prepare_base",
 ]

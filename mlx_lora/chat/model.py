@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from mlx_lora.chat import adapters as adapters_mod
-from mlx_lora.chat.adapters import AdapterFiles, InstalledAdapter
+from mlx_lora import adapters as adapters_mod
+from mlx_lora.adapters import AdapterFiles, InstalledAdapter
 from mlx_lora.errors import UserError
 from mlx_lora.events import NullReporter, Reporter
 
@@ -70,13 +70,10 @@ def prepare_base(model, *, quantize_bits: int = 0, quantize_group_size: int = 64
 
 def run_base_settings(files: AdapterFiles | None) -> dict[str, Any]:
     """quantize_bits / quantize_group_size from the adapter's run config (0 / 64 when unknown)."""
-    if files is None:
+    config = files.run_config() if files is not None else None
+    if config is None:
         return {"quantize_bits": 0, "quantize_group_size": 64}
-    model_section = files.run_config().get("model") or {}
-    return {
-        "quantize_bits": int(model_section.get("quantize_bits", 0) or 0),
-        "quantize_group_size": int(model_section.get("quantize_group_size", 64) or 64),
-    }
+    return {"quantize_bits": config.model.quantize_bits, "quantize_group_size": config.model.quantize_group_size}
 
 
 @dataclass

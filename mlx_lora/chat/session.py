@@ -11,7 +11,7 @@ commonest complaint about chat templates: mlx-examples #756, #1243), at
 two tokens, so a cancel costs at most one token.
 
 ``compare`` answers the same conversation twice with ONE model in memory: with
-the adapter switched off (:func:`~mlx_lora.chat.adapters.adapter_disabled`) and
+the adapter switched off (:func:`~mlx_lora.adapters.adapter_disabled`) and
 on, with the same seed.
 """
 
@@ -161,7 +161,7 @@ class ChatSession:
         from mlx_lm.generate import stream_generate
         from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
-        from mlx_lora.chat.adapters import adapter_disabled
+        from mlx_lora.adapters import adapter_disabled
 
         prompt = self.encode(messages, settings)
         sampler = make_sampler(settings.temperature, top_p=settings.top_p if settings.top_p < 1 else 0.0,

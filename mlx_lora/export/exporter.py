@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlx_lora import __version__, atomic
-from mlx_lora.chat.adapters import resolve_adapter
+from mlx_lora.adapters import resolve_adapter
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
 from mlx_lora.export import verify
@@ -153,9 +153,10 @@ def export_run(
         (tmp / "verification.json").write_text(json.dumps(summary, indent=2))
         from mlx_lora.export.card import model_card
 
+        run_config = files.run_config()
         (tmp / "README.md").write_text(model_card(
             fmt=fmt, base_model=base_model_name(base_spec), adapter_config=files.config,
-            run_config=files.run_config(), run_dir=files.run_dir, checks=[c.to_dict() for c in checks],
+            run_config=run_config.to_dict() if run_config else {}, run_dir=files.run_dir, checks=[c.to_dict() for c in checks],
             files=sorted(written), quantize=quantize, repo=push or out_dir.name, notes=notes), encoding="utf-8")
         if not all(c.passed for c in checks):
             raise ExportVerificationFailed(out_dir, checks, quantize)

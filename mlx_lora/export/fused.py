@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from mlx_lora.chat.adapters import AdapterFiles, adapter_layers, apply_adapter
+from mlx_lora.adapters import AdapterFiles, adapter_layers, apply_adapter
 from mlx_lora.chat.model import prepare_base, run_base_settings
 from mlx_lora.errors import UserError
 

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from mlx_lora.chat.adapters import AdapterFiles, load_adapter_weights
+from mlx_lora.adapters import AdapterFiles, load_adapter_weights
 from mlx_lora.errors import UserError
 
 PREFIX = "base_model.model."

@@ -200,7 +200,7 @@ def compare_logits(
 
 def reference_from_model(model) -> Callable[[list[list[int]]], tuple[Any, Any]]:
     """(tuned, base) logits from one model with its adapter on, switched off for the base."""
-    from mlx_lora.chat.adapters import adapter_disabled
+    from mlx_lora.adapters import adapter_disabled
 
     def run(batch):
         tuned = _logits(model, batch)

@@ -2,8 +2,9 @@
 by importance, toward a total rank budget.
 
 Each adapted linear layer ``W`` becomes ``W + scale · (P · diag(λ) · Q)ᵀ``
-(:class:`AdaLoRALinear`, mlx shapes: ``lora_a`` P (in, r), ``lora_e`` λ (r,),
-``lora_b`` Q (r, out)); ``r`` is ``rank``, the initial rank, and ``scale`` is
+(:class:`~mlx_lora.adapters.layers.AdaLoRALinear`, beside the other adapter layers;
+mlx shapes: ``lora_a`` P (in, r), ``lora_e`` λ (r,), ``lora_b`` Q (r, out));
+``r`` is ``rank``, the initial rank, and ``scale`` is
 ``alpha / rank`` as for LoRA (PEFT's ``lora_alpha / r``, fixed while pruning). As in
 PEFT's ``AdaLoraModel``, λ starts at zero (the adapter starts as the identity)
 and P, Q at N(0, 0.02²).
@@ -48,53 +49,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from mlx_lora.adapters.layers import AdaLoRALinear
 from mlx_lora.config import AdapterConfig
 from mlx_lora.errors import UserError
 from mlx_lora.train.events import AdapterRanks
 from mlx_lora.train.hooks import StepHook, add_at
 
 BETA1 = BETA2 = 0.85  # PEFT's AdaLoraConfig defaults for the two EMAs
-INIT_STD = 0.02  # PEFT's init of lora_A / lora_B
 LEAVES = ("lora_a", "lora_e", "lora_b")
-
-
-class AdaLoRALinear(nn.Module):
-    """``y = x Wᵀ + scale · ((dropout(x) P) ⊙ λ) Q`` with P (in, r), λ (r,), Q (r, out)."""
-
-    @staticmethod
-    def from_base(linear: nn.Module, r: int, scale: float, dropout: float = 0.0) -> "AdaLoRALinear":
-        output_dims, input_dims = linear.weight.shape
-        if isinstance(linear, nn.QuantizedLinear):
-            input_dims = input_dims * 32 // linear.bits
-        layer = AdaLoRALinear(input_dims, output_dims, r, scale, dropout)
-        layer.linear = linear
-        return layer
-
-    def __init__(self, input_dims: int, output_dims: int, r: int, scale: float, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.linear = nn.Linear(input_dims, output_dims, bias=False)
-        self.dropout = nn.Dropout(p=dropout)
-        self.scale = scale
-        self.lora_a = mx.random.normal((input_dims, r)) * INIT_STD  # (in, r)
-        self.lora_e = mx.zeros((r,))  # (r,): the adapter starts as the identity
-        self.lora_b = mx.random.normal((r, output_dims)) * INIT_STD  # (r, out)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        y = self.linear(x)
-        # A·diag(E) and B in the input's dtype (see methods.CastLoRALinear: no float32 copy of x)
-        z = (self.dropout(x) @ (self.lora_a * self.lora_e).astype(x.dtype)) @ self.lora_b.astype(x.dtype)
-        return y + (self.scale * z).astype(x.dtype)
-
-    def to_lora(self):
-        """The same function as an mlx-lm ``LoRALinear`` of rank r (pruned columns are zero)."""
-        from mlx_lm.tuner.lora import LoRALinear
-
-        lora = LoRALinear.from_base(self.linear, r=self.lora_e.shape[0], scale=self.scale)
-        lora.lora_a, lora.lora_b = self.lora_a * self.lora_e, self.lora_b
-        return lora
-
-    def fuse(self, dequantize: bool = False) -> nn.Module:
-        return self.to_lora().fuse(dequantize=dequantize)
 
 
 def to_adalora_layers(model: nn.Module, num_layers: int, keys: list[str], rank: int, scale: float,

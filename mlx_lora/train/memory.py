@@ -289,7 +289,7 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
         # mlx-lm's DoRA computes x @ lora_a with A in float32: each adapted linear keeps a float32
         # copy of its input for the backward (measured on the H200, 1B llama, bf16: 211–228 KB
         # per layer and token against 108 KB from the counts above without it). Our LoRA layers
-        # cast A and B instead (train/methods.CastLoRALinear).
+        # cast A and B instead (adapters/layers.CastLoRALinear).
         per_token_bytes += 4 * LORA_PROMOTION_FACTOR * sum(
             i_dim for name, (i_dim, _) in linear_shapes.items() if name in _targets(shape, adapter.targets))
     if not on_cpu:

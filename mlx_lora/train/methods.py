@@ -28,9 +28,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
-from mlx_lm.tuner.lora import LoRALinear
 
 from mlx_lora import backend
+from mlx_lora.adapters.layers import cast_lora_layers
 from mlx_lora.config import AdapterConfig, TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import NullReporter, Progress, Reporter
@@ -77,37 +77,9 @@ def trainable_count(model: nn.Module) -> int:
     return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
 
 
-class CastLoRALinear(LoRALinear):
-    """mlx-lm's ``LoRALinear`` with A and B cast to the input's dtype inside the product.
-
-    mlx-lm keeps ``lora_a``/``lora_b`` in float32 and computes ``x @ lora_a`` with ``x`` in
-    the compute dtype, so on a bfloat16 model the product promotes ``x`` to float32 and
-    keeps that copy for the backward — per adapted linear and token, twice the bytes of the
-    input the layer keeps anyway (on the H200, 1B llama, bf16: 211–228 KB per layer and
-    token against 108 KB; bench/RESULTS.md). Casting the weights instead keeps the
-    float32 master weights, their float32 gradients and the adapter files as they were;
-    the product runs in the compute dtype (as torch autocast runs PEFT's). On a float32
-    model the casts are no-ops. The class is swapped in on mlx-lm's layers
-    (:func:`cast_lora_layers`), so fuse, save and load stay mlx-lm's.
-    """
-
-    def __call__(self, x):
-        y = self.linear(x)
-        z = (self.dropout(x) @ self.lora_a.astype(x.dtype)) @ self.lora_b.astype(x.dtype)
-        return y + (self.scale * z).astype(x.dtype)
-
-
-CAST_LORA = True  # False: mlx-lm's layers as they are (bench/gpu_train_vs_mlx_lm.py --variants fp32-lora)
-
-
-def cast_lora_layers(model: nn.Module) -> int:
-    """Swap mlx-lm's ``LoRALinear`` layers of ``model`` to :class:`CastLoRALinear`; returns how many."""
-    swapped = 0
-    for _, module in model.named_modules():
-        if type(module) is LoRALinear:
-            module.__class__ = CastLoRALinear
-            swapped += 1
-    return swapped
+# True: LoRA layers become CastLoRALinear (mlx_lora.adapters.layers); False: mlx-lm's layers as they
+# are (bench/gpu_train_vs_mlx_lm.py --variants fp32-lora)
+CAST_LORA = True
 
 
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:

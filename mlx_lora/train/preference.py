@@ -12,7 +12,7 @@ DPO (Rafailov et al. 2023), per pair, with policy π (base + adapter) and refere
     loss = -log σ(β · [(log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))])
 
 The reference is the same model with its adapter layers swapped for the base layers
-they wrap (:func:`mlx_lora.chat.adapters.adapter_disabled`, what Chat's "base" side
+they wrap (:func:`mlx_lora.adapters.adapter_disabled`, what Chat's "base" side
 uses): no second copy of the weights, and exact for LoRA, DoRA and a quantised base. Its log-probabilities are computed under
 ``stop_gradient``. At the start, when the adapter's B matrices are zero, π = π_ref
 and the loss is log 2. The reward of an answer is β(log π − log π_ref).
@@ -151,7 +151,7 @@ class PreferenceLoss:
 
     def check(self, model: nn.Module, inputs: mx.array) -> bool:
         """Whether the trunk/head split fits (see MaskedLoss.check); DPO needs adapter layers."""
-        from mlx_lora.chat.adapters import adapter_layers
+        from mlx_lora.adapters import adapter_layers
 
         if self.objective == "dpo" and not adapter_layers(model):
             raise UserError("objective dpo: the model has no adapter layers to switch off for the reference "
@@ -160,7 +160,7 @@ class PreferenceLoss:
 
     def reference_logps(self, model: nn.Module, *batch) -> mx.array:
         """Sequence log-probabilities of the base (the adapters switched off), (2B,), no gradient."""
-        from mlx_lora.chat.adapters import adapter_disabled
+        from mlx_lora.adapters import adapter_disabled
 
         with adapter_disabled(model):
             sums, _ = sequence_logps(model, self.masked.split, *batch)

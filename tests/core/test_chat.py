@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 import mlx_lora  # noqa: F401
-from mlx_lora.chat import ChatSession, ChatSettings, load_chat_model, strip_adapters
+from mlx_lora.adapters import strip_adapters
+from mlx_lora.chat import ChatSession, ChatSettings, load_chat_model
 from mlx_lora.errors import UserError
 from tests.core.test_chat_helpers import tiny_run, user  # noqa: F401
 

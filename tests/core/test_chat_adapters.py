@@ -10,8 +10,10 @@ import shutil
 import pytest
 
 import mlx_lora  # noqa: F401
-from mlx_lora.chat import adapter_disabled, apply_adapter, combine_adapters, load_chat_model, resolve_adapter
-from mlx_lora.chat.adapters import adapter_layers, installed_adapter
+from mlx_lora.adapters import (
+    adapter_disabled, adapter_layers, apply_adapter, combine_adapters, installed_adapter, resolve_adapter,
+)
+from mlx_lora.chat import load_chat_model
 from mlx_lora.errors import UserError
 from tests.core.test_chat_helpers import ALL_LINEAR, make_adapter, tiny_run  # noqa: F401
 from tests.tiny import make_tiny_model

@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 import mlx_lora  # noqa: F401
-from mlx_lora.chat import load_chat_model, strip_adapters
+from mlx_lora.adapters import strip_adapters
+from mlx_lora.chat import load_chat_model
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Progress, RecordingReporter
 from mlx_lora.export import ExportFinished, ExportVerificationFailed, ExportVerified, export_run
@@ -24,7 +25,7 @@ SAMPLE = [[1, 504, 3458, 314, 2722, 28, 6341, 30, 2, 198, 33, 44]]
 def tuned_and_base_logits(run):
     import mlx.core as mx
 
-    from mlx_lora.chat import adapter_disabled
+    from mlx_lora.adapters import adapter_disabled
 
     chat = load_chat_model(adapter=run, compute_dtype="float32")
     tuned = chat.model(mx.array(SAMPLE))
@@ -125,7 +126,7 @@ def _requantise_like_mlx_lm_1172(model) -> None:
     4-bit grid (group 32), where a delta smaller than half a step rounds away."""
     import mlx.core as mx
 
-    from mlx_lora.chat.adapters import adapter_layers
+    from mlx_lora.adapters import adapter_layers
 
     adapted = [name for name, _ in adapter_layers(model)]
     fuse_adapters(model)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mlx_lora  # noqa: F401
-from mlx_lora.chat import resolve_adapter
+from mlx_lora.adapters import resolve_adapter
 from mlx_lora.errors import UserError
 from mlx_lora.export import export_run
 from mlx_lora.export.fused import fused_model

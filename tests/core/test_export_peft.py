@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mlx_lora  # noqa: F401
-from mlx_lora.chat import resolve_adapter
+from mlx_lora.adapters import resolve_adapter
 from mlx_lora.errors import UserError
 from mlx_lora.export import export_run
 from mlx_lora.export.peft_export import check_peft_numpy, dense_deltas, peft_state_dict, write_peft
@@ -119,7 +119,7 @@ def test_dense_deltas_follow_peft_forward_convention(tiny_run, tiny_model, tmp_p
     folder = tmp_path / "peft"
     folder.mkdir()
     write_peft(files, folder, "base")
-    from mlx_lora.chat.adapters import adapter_layers
+    from mlx_lora.adapters import adapter_layers
 
     chat = load_chat_model(adapter=tiny_run, compute_dtype="float32")
     base = {f"{name}.weight": np.array(lora.linear.weight) for name, lora in adapter_layers(chat.model)}

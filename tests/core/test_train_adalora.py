@@ -10,12 +10,13 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from mlx_lora.adapters.layers import AdaLoRALinear
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter, never_stop
 from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import RunStarted, train
-from mlx_lora.train.adalora import AdaLoRALinear, budget_at
+from mlx_lora.train.adalora import budget_at
 from mlx_lora.train.events import AdapterRanks
 from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
@@ -61,7 +62,7 @@ def test_adalora_trains_p_lambda_q_on_every_chosen_matrix_and_starts_as_the_base
     assert q.lora_e.shape == (4,) and not mx.any(q.lora_e).item()
     base, _ = mlx_lm.load(str(tiny_model))
     assert mx.allclose(logits(p.model), logits(base), atol=1e-5).item()  # λ = 0: the adapter starts as identity
-    from mlx_lora.chat.adapters import adapter_disabled
+    from mlx_lora.adapters import adapter_disabled
 
     q.lora_e = mx.ones((4,))
     assert not mx.allclose(logits(p.model), logits(base), atol=1e-4).item()
@@ -122,7 +123,7 @@ def test_the_budget_falls_on_the_cubic_schedule_and_pruned_values_stay_zero(trai
 def test_the_saved_adapter_loads_for_chat_and_fuses_to_the_in_memory_model(trained, tiny_model):
     import mlx_lm
 
-    from mlx_lora.chat.adapters import apply_adapter, resolve_adapter
+    from mlx_lora.adapters import apply_adapter, resolve_adapter
     from mlx_lora.export.fused import fused_model
 
     trainer, result, _ = trained

@@ -159,7 +159,7 @@ def test_lora_products_run_in_the_compute_dtype_with_float32_weights(tiny_model)
     backward), while the weights, their gradients and the saved adapter stay float32."""
     from mlx_lm.tuner.lora import LoRALinear
 
-    from mlx_lora.train.methods import CastLoRALinear
+    from mlx_lora.adapters.layers import CastLoRALinear
 
     p = prepared(tiny_model, seed=3, compute_dtype="bfloat16", num_layers=-1)
     q = p.model.layers[0].self_attn.q_proj

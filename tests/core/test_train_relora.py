@@ -112,7 +112,7 @@ def test_the_loss_falls_and_merges_are_events_in_the_metrics(trained):
 def test_the_saved_adapter_is_the_in_memory_model_for_chat_fuse_and_peft(trained, tiny_model, tmp_path):
     import mlx_lm
 
-    from mlx_lora.chat.adapters import apply_adapter, resolve_adapter
+    from mlx_lora.adapters import apply_adapter, resolve_adapter
     from mlx_lora.export.fused import fused_model
     from mlx_lora.export.peft_export import dense_deltas, write_peft
 

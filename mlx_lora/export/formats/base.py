@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
-from mlx_lora.chat.adapters import AdapterFiles
+from mlx_lora.adapters import AdapterFiles
 from mlx_lora.export import verify
 from mlx_lora.export.verify import THRESHOLDS, ExportVerified
 

@@ -1,18 +1,15 @@
-"""Adapters on a model already in memory: find them, attach them, switch them,
-switch them off, and combine several.
+"""Adapters on a model already in memory: attach them, switch them, switch them off,
+and combine several.
 
 One base model stays loaded; adapters come and go on top of it:
 
-- :func:`resolve_adapter` turns what a person names (a run folder, its ``best/``,
-  ``checkpoints/step-N/``, or an ``adapters.safetensors`` file) into an
-  :class:`AdapterFiles` (weights, mlx-lm ``adapter_config.json``, the run's
-  ``config.yaml`` when there is one).
-- :func:`apply_adapter` puts one on the model. With the same LoRA structure as the
-  adapter already there (type, layers, rank, targets) the weights are loaded into
-  the existing LoRA layers; otherwise the LoRA layers are rebuilt around the same
-  base layers. Every tensor is checked first — an adapter from another base or of
-  another rank is a :class:`UserError` naming the tensor and both shapes, never a
-  partial load.
+- :func:`apply_adapter` puts one (an :class:`~mlx_lora.adapters.files.AdapterFiles`, or
+  what :func:`~mlx_lora.adapters.files.resolve_adapter` takes) on the model. With the
+  same LoRA structure as the adapter already there (type, layers, rank, targets) the
+  weights are loaded into the existing LoRA layers; otherwise the LoRA layers are
+  rebuilt around the same base layers. Every tensor is checked first — an adapter from
+  another base or of another rank is a :class:`UserError` naming the tensor and both
+  shapes, never a partial load.
 - :func:`adapter_disabled` answers "what would the base say?" with the same model:
   each LoRA/DoRA layer is swapped for the base layer it wraps (full fine-tunes:
   the original weights are swapped back in) and restored on exit. Scaling LoRA by
@@ -21,181 +18,23 @@ One base model stays loaded; adapters come and go on top of it:
   layer per module: ``A = [A_1 … A_n]`` (in, Σr), ``B = [w_1 s_1 B_1; …; w_n s_n B_n]``
   (Σr, out), scale 1, so ``x A B = Σ w_i s_i x A_i B_i`` — the weighted sum of
   the deltas, and still a plain ``LoRALinear`` that fuses and exports like any other.
+
+MLX and mlx-lm are imported inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from mlx_lora.adapters.files import AdapterFiles, load_adapter_weights, resolve_adapter
 from mlx_lora.errors import UserError
-
-ADAPTER_WEIGHTS = "adapters.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-RUN_CONFIG = "config.yaml"
 
 # Leaves of mlx-lm's adapter layers: LoRA A/B and DoRA's magnitude.
 ADAPTER_LEAVES = ("lora_a", "lora_b", "m")
-
-
-@dataclass(frozen=True)
-class AdapterFiles:
-    """Where an adapter's files are. ``run_dir`` is the run folder it belongs to (the
-    folder with config.yaml / metrics.jsonl), or None for a bare adapter folder."""
-
-    weights: Path
-    config_path: Path
-    config: dict
-    run_dir: Path | None = None
-
-    @property
-    def fine_tune_type(self) -> str:
-        return str(self.config.get("fine_tune_type", "lora"))
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.config.get("num_layers", 16))
-
-    @property
-    def lora_parameters(self) -> dict:
-        return dict(self.config.get("lora_parameters") or {})
-
-    @property
-    def label(self) -> str:
-        """A short name for lists and events: ``run-name``, ``run-name/best``, ``run-name/step-200``."""
-        folder = self.weights.parent
-        if self.run_dir is None or folder == self.run_dir:
-            return folder.name
-        return f"{self.run_dir.name}/{folder.name}"
-
-    def base_model(self) -> str | None:
-        """The base model the run trained on, as the run's config names it."""
-        if self.run_dir is not None and (self.run_dir / RUN_CONFIG).is_file():
-            import yaml
-
-            try:
-                data = yaml.safe_load((self.run_dir / RUN_CONFIG).read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                data = {}
-            model = (data.get("model") or {}).get("model") if isinstance(data.get("model"), dict) else None
-            if model:
-                return str(model)
-        model = self.config.get("model")
-        return str(model) if model else None
-
-    def run_config(self) -> dict:
-        """The run's config.yaml as a dict (empty when there is none)."""
-        if self.run_dir is None or not (self.run_dir / RUN_CONFIG).is_file():
-            return {}
-        import yaml
-
-        try:
-            return yaml.safe_load((self.run_dir / RUN_CONFIG).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"{self.run_dir / RUN_CONFIG}: cannot be read: {exc}") from exc
-
-
-def _read_config(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot be read: {exc}") from exc
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: not an adapter config (expected a JSON object)")
-    kind = config.get("fine_tune_type", "lora")
-    if kind not in ("lora", "dora", "full"):
-        raise UserError(f"{path}: unknown fine_tune_type {kind!r} (expected lora, dora or full)")
-    if kind != "full":
-        params = config.get("lora_parameters")
-        if not isinstance(params, dict) or "rank" not in params or "scale" not in params:
-            raise UserError(f"{path}: lora_parameters with rank and scale are missing")
-    return config
-
-
-def _run_root(folder: Path) -> Path | None:
-    """The run folder above an adapter folder: itself, or up from best/ and checkpoints/step-N/."""
-    for candidate in (folder, folder.parent, folder.parent.parent):
-        if (candidate / RUN_CONFIG).is_file() or (candidate / "metrics.jsonl").is_file():
-            return candidate
-    return None
-
-
-def _latest_checkpoint(run: Path) -> Path | None:
-    steps = []
-    for p in (run / "checkpoints").glob("step-*"):
-        m = re.fullmatch(r"step-(\d+)", p.name)
-        if m and (p / ADAPTER_WEIGHTS).is_file():
-            steps.append((int(m[1]), p))
-    return max(steps)[1] if steps else None
-
-
-def resolve_adapter(path: str | Path) -> AdapterFiles:
-    """The adapter a person named: a run folder (its final adapter, else ``best/``, else
-    the latest checkpoint), ``best/``, ``checkpoints/step-N/``, an mlx-lm adapter
-    folder, or an ``…adapters.safetensors`` file. adapter_config.json may sit in the
-    folder or in the run folder above it."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        if not path.name.endswith(".safetensors"):
-            raise UserError(f"{path}: not an adapter (expected a folder or an .safetensors file)")
-        weights = path
-    elif path.is_dir():
-        weights = path / ADAPTER_WEIGHTS
-        if not weights.is_file():
-            fallback = path / "best" / ADAPTER_WEIGHTS
-            latest = _latest_checkpoint(path)
-            if fallback.is_file():
-                weights = fallback
-            elif latest is not None:
-                weights = latest / ADAPTER_WEIGHTS
-            else:
-                raise UserError(
-                    f"{path}: no {ADAPTER_WEIGHTS} here, in best/ or in checkpoints/step-N/ — "
-                    "name a finished run, its best/ folder or one of its checkpoints"
-                )
-    else:
-        raise UserError(f"{path}: no such adapter folder or file")
-    folder = weights.parent
-    run = _run_root(folder)
-    config_path = None
-    for candidate in (folder, folder.parent, folder.parent.parent):
-        if (candidate / ADAPTER_CONFIG).is_file():
-            config_path = candidate / ADAPTER_CONFIG
-            break
-        if run is not None and candidate == run:
-            break
-    if config_path is None:
-        raise UserError(f"{folder}: no {ADAPTER_CONFIG} next to the weights or in the run folder")
-    return AdapterFiles(weights=weights, config_path=config_path, config=_read_config(config_path), run_dir=run)
-
-
-def load_adapter_weights(files: AdapterFiles) -> dict:
-    """The adapter tensors (safetensors only — never pickle)."""
-    import mlx.core as mx
-
-    if files.weights.suffix != ".safetensors":
-        raise UserError(f"{files.weights}: adapters are only loaded from .safetensors files")
-    try:
-        return dict(mx.load(str(files.weights)))
-    except Exception as exc:  # mlx raises RuntimeError/ValueError for a damaged file
-        raise UserError(f"{files.weights}: cannot read the adapter weights: {exc}") from exc
-
-
-# ---- which layers are adapter layers ----------------------------------------
-
-
-def _adapter_classes() -> tuple[type, ...]:
-    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
-    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
-
-    from mlx_lora.train.adalora import AdaLoRALinear  # while training (saved AdaLoRA adapters are plain LoRA)
-
-    return (LoRALinear, LoRASwitchLinear, LoRAEmbedding, DoRALinear, DoRAEmbedding, AdaLoRALinear)
 
 
 def _wrapped(module) -> Any:
@@ -205,7 +44,9 @@ def _wrapped(module) -> Any:
 
 def adapter_layers(model) -> list[tuple[str, Any]]:
     """(path, layer) of every LoRA/DoRA layer in the model."""
-    classes = _adapter_classes()
+    from mlx_lora.adapters.layers import adapter_layer_classes
+
+    classes = adapter_layer_classes()
     return [(name, m) for name, m in model.named_modules() if isinstance(m, classes)]
 
 
