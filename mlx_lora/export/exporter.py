@@ -156,7 +156,8 @@ def export_run(
         run_config = files.run_config()
         (tmp / "README.md").write_text(model_card(
             fmt=fmt, base_model=base_model_name(base_spec), adapter_config=files.config,
-            run_config=run_config.to_dict() if run_config else {}, run_dir=files.run_dir, checks=[c.to_dict() for c in checks],
+            run_config=run_config.to_dict() if run_config else {}, run_dir=files.run_dir,
+            checks=[c.to_dict() for c in checks],
             files=sorted(written), quantize=quantize, repo=push or out_dir.name, notes=notes), encoding="utf-8")
         if not all(c.passed for c in checks):
             raise ExportVerificationFailed(out_dir, checks, quantize)
