@@ -35,6 +35,11 @@ _DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0
                "I64": 64, "U64": 64, "F64": 64, "C64": 64}
 
 
+def _has_surrogate(text: str) -> bool:
+    # JSON may escape a lone surrogate ("\ud800"); no UTF-8 text holds one
+    return not text.isascii() and any("\ud800" <= c <= "\udfff" for c in text)
+
+
 def check_safetensors(path: Path) -> dict:
     """Read and check a safetensors file's header without loading any tensor: the header
     fits the file, is a JSON object of tensors whose dtype, shape and data offsets agree
@@ -61,14 +66,23 @@ def check_safetensors(path: Path) -> dict:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad(f"the header is not JSON: {exc}") from None
+    except RecursionError:  # Python's parser gives up near 1,000 levels
+        raise bad("the header is nested too deeply") from None
+    except ValueError:  # an integer past Python's 4,300-digit limit
+        raise bad("the header holds a number too long to be a size or offset") from None
     if not isinstance(header, dict):
         raise bad("the header is not a JSON object")
     data_size = size - 8 - length
     for key, info in header.items():
         name = key if len(key) <= 80 else key[:77] + "..."  # a hostile name is not echoed whole
+        if _has_surrogate(key):
+            raise bad(f"a tensor name is not text (a lone surrogate): {ascii(name)}")
         if name == "__metadata__":
             if info is not None and not isinstance(info, dict):  # mlx writes null for no metadata
                 raise bad("__metadata__ is not an object")
+            for meta_key, value in (info or {}).items():  # the format: strings to strings
+                if not (isinstance(value, str) and not _has_surrogate(meta_key) and not _has_surrogate(value)):
+                    raise bad(f"__metadata__ entry {ascii(meta_key[:40])} is not text to text")
             continue
         if not isinstance(info, dict):
             raise bad(f"tensor {name!r} is not described by an object")
