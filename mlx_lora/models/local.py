@@ -103,6 +103,81 @@ def check_safetensors(path: Path) -> dict:
     return header
 
 
+# Sizes config.json may give, and their upper bounds, checked before mlx-lm builds
+# a single module: it builds num_hidden_layers layers of hidden_size-wide weights
+# first and loads the weights after, so 10,000,000 layers filled the memory, and 0
+# heads divided by zero. Each bound is several times the largest released model:
+# Llama 3.1 405B (126 layers, hidden 16,384, intermediate 53,248, 128 heads,
+# vocab 128,256), Gemma 3 (vocab 262,208), Qwen3-235B and DeepSeek-V3 (128 and
+# 256 experts), Kimi K2 (384 experts), Llama 4 Scout (10,485,760 positions).
+# Every size must be a whole number >= 1 (a list of them for per-layer sizes).
+CONFIG_BOUNDS = {
+    "num_hidden_layers": 1000, "num_layers": 1000, "n_layer": 1000, "num_transformer_layers": 1000,
+    "hidden_size": 65536 * 2, "d_model": 65536 * 2, "n_embd": 65536 * 2, "model_dim": 65536 * 2,
+    "intermediate_size": 2**20, "moe_intermediate_size": 2**20, "shared_expert_intermediate_size": 2**20,
+    "num_attention_heads": 4096, "n_head": 4096, "num_query_heads": 4096,
+    "num_key_value_heads": 4096, "num_kv_heads": 4096,
+    "head_dim": 8192,
+    "vocab_size": 2**22,
+    "max_position_embeddings": 2**28,
+    "num_experts": 4096, "num_local_experts": 4096, "n_routed_experts": 4096, "num_experts_per_tok": 4096,
+}
+_QUANTIZATION_BITS = range(1, 9)
+_QUANTIZATION_GROUPS = range(8, 2049)
+
+
+def _check_size(where: str, key: str, value, bound: int) -> None:
+    for item in value if isinstance(value, list) else [value]:
+        if type(item) is not int or not 1 <= item <= bound:
+            shown = f"{item!r}"[:40] if type(item) is int else f"{type(item).__name__} {item!r}"[:60]
+            raise UserError(f"{where}: {key} must be a whole number from 1 to {bound:,}, got {shown}")
+
+
+def check_config(config: dict, where: str | Path) -> None:
+    """Refuse a config.json whose sizes no model has (see CONFIG_BOUNDS): a
+    :class:`UserError` naming the file and the key. Checks the top level and a
+    multimodal model's ``text_config``."""
+    where = str(where)
+    for part in (config, config.get("text_config")):
+        if not isinstance(part, dict):
+            continue
+        for key, bound in CONFIG_BOUNDS.items():
+            if part.get(key) is not None:
+                _check_size(where, key, part[key], bound)
+        hidden, heads = part.get("hidden_size"), part.get("num_attention_heads")
+        kv = part.get("num_key_value_heads")
+        if type(heads) is int and type(kv) is int and heads % kv:
+            raise UserError(f"{where}: num_attention_heads ({heads}) must be a multiple of "
+                            f"num_key_value_heads ({kv})")
+        if type(hidden) is int and type(heads) is int and part.get("head_dim") is None and hidden % heads:
+            # without head_dim, mlx-lm's models use hidden_size // num_attention_heads
+            raise UserError(f"{where}: hidden_size ({hidden}) must be a multiple of num_attention_heads "
+                            f"({heads}) when there is no head_dim")
+    quantization = config.get("quantization")
+    if quantization is not None:
+        if not isinstance(quantization, dict):
+            raise UserError(f"{where}: quantization must be an object with bits and group_size")
+        bits, group = quantization.get("bits"), quantization.get("group_size")
+        if type(bits) is not int or bits not in _QUANTIZATION_BITS or \
+                type(group) is not int or group not in _QUANTIZATION_GROUPS:
+            raise UserError(f"{where}: quantization bits must be 1 to 8 and group_size 8 to 2048, "
+                            f"got bits {bits!r:.20} and group_size {group!r:.20}")
+
+
+def read_config(path: Path) -> dict:
+    """config.json as a dict, checked (:func:`check_config`); a UserError naming it otherwise."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise UserError(f"{path}: cannot be read: nested too deeply") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, a 5,000-digit number
+        raise UserError(f"{path}: cannot be read: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: not a model config (expected a JSON object)")
+    check_config(config, path)
+    return config
+
+
 def check_model_folder(folder: Path) -> Path:
     """Raise a clear error unless ``folder`` holds config.json and safetensors weights."""
     if not (folder / "config.json").is_file():
@@ -114,12 +189,7 @@ def check_model_folder(folder: Path) -> Path:
                 "loaded; only safetensors models are loaded. Look for a safetensors or MLX version of this model."
             )
         raise UserError(f"{folder}: no *.safetensors weights found")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{folder / 'config.json'}: cannot be read: {exc}") from exc
-    if not isinstance(config, dict):
-        raise UserError(f"{folder / 'config.json'}: not a model config (expected a JSON object)")
+    config = read_config(folder / "config.json")
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights)
     if "model_file" in config or config.get("auto_map"):

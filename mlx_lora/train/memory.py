@@ -29,7 +29,6 @@ not measured yet.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -128,7 +127,7 @@ def shape_from_config(config: dict) -> ModelShape:
             tied_embeddings=bool(text.get("tie_word_embeddings", False)),
             quantized_bits=int(quant.get("bits", 0) or 0), quantized_group_size=int(quant.get("group_size", 64) or 64),
             stored_dtype_bytes=_DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise UserError(f"config.json: cannot read the model's shape (missing or bad {exc})") from exc
 
 
@@ -173,11 +172,9 @@ def read_model_shape(model: str | Path) -> ModelShape:
         path = hub.cached_model_path(text) / "config.json"
     if not path.is_file():
         raise UserError(f"{path}: no config.json to read the model's shape from")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read it as JSON ({exc})") from exc
-    return shape_from_config(config)
+    from mlx_lora.models.local import read_config
+
+    return shape_from_config(read_config(path))  # read and checked as for loading (sizes in bounds)
 
 
 @dataclasses.dataclass(frozen=True)

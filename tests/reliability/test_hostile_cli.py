@@ -3,7 +3,8 @@
 ``error: FILE: reason`` — no traceback, no "internal error", and nothing
 allocated in proportion to a hostile number first.
 
-Kinds of hostility: chat templates that run forever or fill the memory."""
+Kinds of hostility: chat templates that run forever or fill the memory; config.json
+sizes no model has (ten million layers, zero heads, strings, 1e12)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,81 @@ def test_an_expensive_chat_template_is_one_named_error(template, command, tiny_m
     line = one_line_error(capsys, every_command(folder, tmp_path)[command])
     assert f"{folder / 'tokenizer_config.json'}: chat template: too expensive" in line
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def model_with_config(tiny_model: Path, folder: Path, **changes) -> Path:
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+# name -> (config.json changes, words of the reason)
+BAD_CONFIGS = {
+    "ten million layers": ({"num_hidden_layers": 10_000_000}, "num_hidden_layers must be a whole number from 1"),
+    "zero heads": ({"num_attention_heads": 0}, "num_attention_heads must be a whole number from 1"),
+    "negative hidden size": ({"hidden_size": -64}, "hidden_size must be a whole number from 1"),
+    "a string size": ({"intermediate_size": "128"}, "intermediate_size must be a whole number from 1"),
+    "vocab 1e12": ({"vocab_size": 1e12}, "vocab_size must be a whole number from 1"),
+    "a boolean size": ({"num_key_value_heads": True}, "num_key_value_heads must be a whole number"),
+    "heads not a multiple": ({"num_key_value_heads": 3}, "must be a multiple of num_key_value_heads"),
+    "hidden not divisible": ({"hidden_size": 66, "head_dim": None}, "hidden_size (66) must be a multiple"),
+    "text_config": ({"text_config": {"num_hidden_layers": 10**9}}, "num_hidden_layers must be a whole number"),
+    "quantization bits": ({"quantization": {"bits": 1000, "group_size": 64}}, "quantization bits must be"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_CONFIGS))
+@pytest.mark.parametrize("command", ["data check", "train", "chat"])
+def test_a_config_with_impossible_sizes_is_one_named_error(kind, command, tiny_model, tmp_path, capsys):
+    changes, words = BAD_CONFIGS[kind]
+    folder = model_with_config(tiny_model, tmp_path / "model", **changes)
+    line = one_line_error(capsys, every_command(folder, tmp_path)[command])
+    assert line.startswith(f"error: {folder / 'config.json'}: ") and words in line
+
+
+def test_the_memory_estimate_refuses_them_too(tiny_model, tmp_path):
+    from mlx_lora.errors import UserError
+    from mlx_lora.train.memory import read_model_shape
+
+    folder = model_with_config(tiny_model, tmp_path / "model", num_attention_heads=0)
+    with pytest.raises(UserError, match="num_attention_heads must be a whole number from 1"):
+        read_model_shape(folder)
+
+
+# The language-model part of real configs (from their config.json on the Hub): all pass.
+REAL_CONFIGS = {
+    "Llama 3.1 405B": {"num_hidden_layers": 126, "hidden_size": 16384, "intermediate_size": 53248,
+                       "num_attention_heads": 128, "num_key_value_heads": 8, "vocab_size": 128256,
+                       "max_position_embeddings": 131072},
+    "Gemma 3 27B": {"text_config": {"num_hidden_layers": 62, "hidden_size": 5376, "intermediate_size": 21504,
+                                    "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+                                    "vocab_size": 262208, "max_position_embeddings": 131072}},
+    "Qwen3-235B-A22B": {"num_hidden_layers": 94, "hidden_size": 4096, "intermediate_size": 12288,
+                        "moe_intermediate_size": 1536, "num_attention_heads": 64, "num_key_value_heads": 4,
+                        "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "vocab_size": 151936,
+                        "max_position_embeddings": 40960},
+    "DeepSeek-V3": {"num_hidden_layers": 61, "hidden_size": 7168, "intermediate_size": 18432,
+                    "moe_intermediate_size": 2048, "num_attention_heads": 128, "num_key_value_heads": 128,
+                    "n_routed_experts": 256, "num_experts_per_tok": 8, "vocab_size": 129280,
+                    "max_position_embeddings": 163840},
+    "Llama 4 Scout": {"text_config": {"num_hidden_layers": 48, "hidden_size": 5120, "intermediate_size": 8192,
+                                      "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
+                                      "num_local_experts": 16, "vocab_size": 202048,
+                                      "max_position_embeddings": 10485760}},
+    "an MLX 4-bit conversion": {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9,
+                                "num_key_value_heads": 3, "vocab_size": 49152,
+                                "quantization": {"group_size": 64, "bits": 4, "mode": "affine"}},
+}
+
+
+@pytest.mark.parametrize("name", list(REAL_CONFIGS))
+def test_real_model_configs_pass(name):
+    from mlx_lora.models.local import check_config
+
+    check_config(REAL_CONFIGS[name], f"{name}/config.json")
