@@ -135,12 +135,14 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
     """A :class:`ModelShape` from a GGUF file's metadata and tensor table (nothing is loaded)."""
     from gguf.constants import GGMLQuantizationType
 
-    from mlx_lora.models.gguf import gguf_to_hf_config, read_gguf_header
+    from mlx_lora.models.gguf import SUPPORTED_ARCHS, check_gguf_model, gguf_to_hf_config, read_gguf_header
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such GGUF file")
-    metadata, tensors = read_gguf_header(path)
+    header = read_gguf_header(path)
+    check_gguf_model(header, path, SUPPORTED_ARCHS)  # sizes in bounds before they are multiplied
+    metadata, tensors = header.metadata, header.tensor_types
     config = gguf_to_hf_config(metadata, has_output="output.weight" in tensors)
     bits = 0
     for name, kind in tensors.items():

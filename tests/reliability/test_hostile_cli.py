@@ -4,7 +4,10 @@
 allocated in proportion to a hostile number first.
 
 Kinds of hostility: chat templates that run forever or fill the memory; config.json
-sizes no model has (ten million layers, zero heads, strings, 1e12)."""
+sizes no model has (ten million layers, zero heads, strings, 1e12); GGUF files
+whose structure is sound but whose model is not (head counts of 0, missing or
+text, no token list, tokens that are not text, 1-D quantised tensors, bad token
+types, blocks or shapes that disagree with the metadata)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 
 from mlx_lora.cli.main import main
 from mlx_lora.paths import sample_datasets_dir
+from tests.reliability.ggufs import tiny_spec, write_gguf
 
 PIRATE = sample_datasets_dir() / "pirate"
 
@@ -139,3 +143,65 @@ def test_real_model_configs_pass(name):
     from mlx_lora.models.local import check_config
 
     check_config(REAL_CONFIGS[name], f"{name}/config.json")
+
+
+def _without(key):
+    return lambda spec: spec.metadata.pop(key)
+
+
+def _set(key, *value):
+    return lambda spec: spec.metadata.__setitem__(key, value)
+
+
+def _tensor(name, kind):
+    return lambda spec: spec.tensors.__setitem__(name, (spec.tensors[name][0], kind))
+
+
+# name -> (change to the tiny GGUF, words of the reason)
+BAD_GGUFS = {
+    "zero heads": (_set("llama.attention.head_count", 0, "UINT32"), "llama.attention.head_count must be"),
+    "missing heads": (_without("llama.attention.head_count"), "no llama.attention.head_count"),
+    "heads as text": (_set("llama.attention.head_count", "four", "STRING"), "llama.attention.head_count must be"),
+    "heads per layer": (_set("llama.attention.head_count", [4], "ARRAY", "UINT32"), "llama.attention.head_count must"),
+    "kv heads not dividing": (_set("llama.attention.head_count_kv", 3, "UINT32"), "multiple of num_key_value_heads"),
+    "ten million blocks": (_set("llama.block_count", 10_000_000, "UINT32"), "llama.block_count must be"),
+    "more blocks than tensors": (_set("llama.block_count", 2, "UINT32"), "tensor blk.1.attn_q.weight is missing"),
+    "width disagrees": (_set("llama.embedding_length", 32, "UINT32"), "tensor token_embd.weight has shape [64, 8]"),
+    "no token list": (_without("tokenizer.ggml.tokens"), "no tokenizer.ggml.tokens"),
+    "tokens are numbers": (_set("tokenizer.ggml.tokens", list(range(8)), "ARRAY", "INT32"),
+                           "tokenizer.ggml.tokens must be a list of strings"),
+    "token types out of range": (_set("tokenizer.ggml.token_type", [99] * 8, "ARRAY", "INT32"),
+                                 "tokenizer.ggml.token_type holds 99"),
+    "token types short": (_set("tokenizer.ggml.token_type", [1] * 3, "ARRAY", "INT32"),
+                          "tokenizer.ggml.token_type has 3 entries for 8 tokens"),
+    "token types as text": (_set("tokenizer.ggml.token_type", ["x"] * 8, "ARRAY", "STRING"),
+                            "tokenizer.ggml.token_type must be a list of integers"),
+    "eos out of range": (_set("tokenizer.ggml.eos_token_id", 9999, "UINT32"), "tokenizer.ggml.eos_token_id 9999"),
+    "1-D quantised tensor": (_tensor("blk.0.attn_norm.weight", "Q8_0"), "is quantised but has 1 dimension"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_GGUFS))
+@pytest.mark.parametrize("command", ["import-gguf", "train", "chat", "data check"])
+def test_a_gguf_whose_model_is_unsound_is_one_named_error(kind, command, tmp_path, capsys):
+    from mlx_lora.models.local import imported_gguf_path
+
+    change, words = BAD_GGUFS[kind]
+    spec = tiny_spec()
+    change(spec)
+    path = write_gguf(spec, tmp_path / "bad.gguf")
+    argv = ["models", "import-gguf", path, "--out", tmp_path / "out"] if command == "import-gguf" else \
+        every_command(path, tmp_path)[command]
+    line = one_line_error(capsys, argv)
+    assert line.startswith(f"error: {path}: ") and words in line
+    assert not (tmp_path / "out").exists() and not imported_gguf_path(path).exists()
+
+
+def test_the_tiny_gguf_itself_imports_and_loads(tmp_path):
+    from mlx_lm import load
+
+    from mlx_lora.models.gguf import import_gguf
+
+    out = import_gguf(write_gguf(tiny_spec(), tmp_path / "tiny.gguf"), tmp_path / "out")
+    model, tokenizer = load(str(out))
+    assert tokenizer.encode("abcd") == [5, 2, 3]
