@@ -200,6 +200,8 @@ _SIZES = {
     "context_length": "max_position_embeddings",
     "vocab_size": "vocab_size",
 }
+# architecture metadata key -> the config.json key whose limit applies (local.CONFIG_POSITIVE)
+_POSITIVE = {"attention.layer_norm_rms_epsilon": "rms_norm_eps", "rope.freq_base": "rope_theta"}
 _REQUIRED_SIZES = ("block_count", "embedding_length", "feed_forward_length", "attention.head_count")
 
 
@@ -214,7 +216,7 @@ def check_gguf_model(header: GGUFHeader, path: str | Path, architectures: frozen
     importer can build (see the module docstring). Returns the sizes it found
     (config.json names: ``num_hidden_layers``, ``hidden_size``, ``head_dim`` …);
     raises :class:`UserError` ``FILE: reason``."""
-    from mlx_lora.models.local import CONFIG_BOUNDS, check_config
+    from mlx_lora.models.local import CONFIG_BOUNDS, CONFIG_POSITIVE, check_config, check_positive
 
     metadata, tensors = header.metadata, header.tensors
 
@@ -236,6 +238,10 @@ def check_gguf_model(header: GGUFHeader, path: str | Path, architectures: frozen
         if type(value) is not int or not 1 <= value <= bound:
             raise bad(f"{arch}.{key} must be a whole number from 1 to {bound:,}, got {_shown(value)}")
         sizes[hf_key] = value
+    for key, hf_key in _POSITIVE.items():
+        value = metadata.get(f"{arch}.{key}")
+        if value is not None:
+            check_positive(str(path), f"{arch}.{key}", value, CONFIG_POSITIVE[hf_key])
     heads, hidden = sizes["num_attention_heads"], sizes["hidden_size"]
     sizes.setdefault("num_key_value_heads", heads)
     sizes.setdefault("head_dim", hidden // heads)

@@ -122,6 +122,10 @@ CONFIG_BOUNDS = {
     "max_position_embeddings": 2**28,
     "num_experts": 4096, "num_local_experts": 4096, "n_routed_experts": 4096, "num_experts_per_tok": 4096,
 }
+# Numbers that must be above 0 and at most this (mlx's RMSNorm refuses eps 0 when the
+# model loads; rope bases are 1e4 to 1e7 in released models).
+CONFIG_POSITIVE = {"rms_norm_eps": 1.0, "layer_norm_eps": 1.0, "layer_norm_epsilon": 1.0, "norm_eps": 1.0,
+                   "rope_theta": 1e12}
 _QUANTIZATION_BITS = range(1, 9)
 _QUANTIZATION_GROUPS = range(8, 2049)
 
@@ -131,6 +135,13 @@ def _check_size(where: str, key: str, value, bound: int) -> None:
         if type(item) is not int or not 1 <= item <= bound:
             shown = f"{item!r}"[:40] if type(item) is int else f"{type(item).__name__} {item!r}"[:60]
             raise UserError(f"{where}: {key} must be a whole number from 1 to {bound:,}, got {shown}")
+
+
+def check_positive(where: str, key: str, value, bound: float) -> None:
+    """``value`` must be a number (not a boolean or text) above 0 and at most ``bound``."""
+    if type(value) not in (int, float) or not 0 < value <= bound:  # NaN fails the comparison too
+        shown = f"{type(value).__name__} {value!r}"[:60]
+        raise UserError(f"{where}: {key} must be a number above 0 and at most {bound:g}, got {shown}")
 
 
 def check_config(config: dict, where: str | Path) -> None:
@@ -144,6 +155,9 @@ def check_config(config: dict, where: str | Path) -> None:
         for key, bound in CONFIG_BOUNDS.items():
             if part.get(key) is not None:
                 _check_size(where, key, part[key], bound)
+        for key, limit in CONFIG_POSITIVE.items():
+            if part.get(key) is not None:
+                check_positive(where, key, part[key], limit)
         hidden, heads = part.get("hidden_size"), part.get("num_attention_heads")
         kv = part.get("num_key_value_heads")
         if type(heads) is int and type(kv) is int and heads % kv:

@@ -91,6 +91,8 @@ BAD_CONFIGS = {
     "hidden not divisible": ({"hidden_size": 66, "head_dim": None}, "hidden_size (66) must be a multiple"),
     "text_config": ({"text_config": {"num_hidden_layers": 10**9}}, "num_hidden_layers must be a whole number"),
     "quantization bits": ({"quantization": {"bits": 1000, "group_size": 64}}, "quantization bits must be"),
+    "zero norm epsilon": ({"rms_norm_eps": 0}, "rms_norm_eps must be a number above 0"),
+    "rope base as text": ({"rope_theta": "10000"}, "rope_theta must be a number above 0"),
 }
 
 
@@ -178,6 +180,10 @@ BAD_GGUFS = {
                             "tokenizer.ggml.token_type must be a list of integers"),
     "eos out of range": (_set("tokenizer.ggml.eos_token_id", 9999, "UINT32"), "tokenizer.ggml.eos_token_id 9999"),
     "1-D quantised tensor": (_tensor("blk.0.attn_norm.weight", "Q8_0"), "is quantised but has 1 dimension"),
+    # found by tests/reliability/test_fuzz.py: mlx's RMSNorm refuses eps 0 when the model loads
+    "zero norm epsilon": (_set("llama.attention.layer_norm_rms_epsilon", 0, "UINT32"),
+                          "llama.attention.layer_norm_rms_epsilon must be a number above 0"),
+    "negative rope base": (_set("llama.rope.freq_base", -1.0, "FLOAT32"), "llama.rope.freq_base must be a number"),
 }
 
 
