@@ -109,7 +109,9 @@ def check_safetensors(path: Path) -> dict:
 # heads divided by zero. Each bound is several times the largest released model:
 # Llama 3.1 405B (126 layers, hidden 16,384, intermediate 53,248, 128 heads,
 # vocab 128,256), Gemma 3 (vocab 262,208), Qwen3-235B and DeepSeek-V3 (128 and
-# 256 experts), Kimi K2 (384 experts), Llama 4 Scout (10,485,760 positions).
+# 256 experts), Kimi K2 (384 experts). Rotary positions allocate nothing (computed per
+# token), so max_position_embeddings is bounded by int32 only (Llama 4 Scout: 10,485,760);
+# learned position tables (GPT-2's n_positions: 1,024; StarCoder: 8,192) by 2**24.
 # Every size must be a whole number >= 1 (a list of them for per-layer sizes).
 CONFIG_BOUNDS = {
     "num_hidden_layers": 1000, "num_layers": 1000, "n_layer": 1000, "num_transformer_layers": 1000,
@@ -119,7 +121,7 @@ CONFIG_BOUNDS = {
     "num_key_value_heads": 4096, "num_kv_heads": 4096,
     "head_dim": 8192,
     "vocab_size": 2**22,
-    "max_position_embeddings": 2**28,
+    "max_position_embeddings": 2**31 - 1, "n_positions": 2**24,
     "num_experts": 4096, "num_local_experts": 4096, "n_routed_experts": 4096, "num_experts_per_tok": 4096,
 }
 # Numbers that must be above 0 and at most this (mlx's RMSNorm refuses eps 0 when the
