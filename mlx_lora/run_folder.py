@@ -330,9 +330,12 @@ class RunFolder:
             advice = "fix that"
         latest = self.latest_checkpoint()
         if latest is None:
-            return f"{doing}: {what}. {note}No checkpoint was saved before it, so the run must start again"
-        return (f"{doing}: {what}. {note}The last complete checkpoint, {latest.relative_to(self.path)}, is intact; "
-                f"{advice}, then continue with: mlx-lora train --resume {self.path}")
+            rest = "no checkpoint was saved before it, so the run must start again"
+        else:
+            rest = (f"the last complete checkpoint, {latest.relative_to(self.path)}, is intact; "
+                    f"{advice}, then continue with: mlx-lora train --resume {self.path}")
+        sentence = note + rest  # the note ("nothing half-written was kept and ") opens the sentence
+        return f"{doing}: {what}. {sentence[0].upper()}{sentence[1:]}"
 
     def _tidy_once(self) -> None:
         """Once per process, before its first checkpoint: remove what a killed writer left

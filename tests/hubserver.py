@@ -37,6 +37,11 @@ Fault injection, per (repo, file), on GET of the bytes:
   client's resumed GET gets the rest) — a download that does not end on its
   own, for cancel tests.
 
+Hostile answers, per (repo, file): :meth:`StandInHub.answer_with` replaces or
+adds response headers on that file's ``resolve`` answers (HEAD and GET, the
+302 and the 404 too), e.g. an ``ETag`` of ``../../x.pth`` or an
+``X-Repo-Commit`` that is not a commit hash — what a hostile endpoint could send.
+
 Every request is recorded (:attr:`StandInHub.requests`), so tests can assert
 which files were fetched and which headers were sent.
 """
@@ -179,6 +184,7 @@ class StandInHub:
     def __init__(self) -> None:
         self.repos: dict[str, HubRepo] = {}
         self.faults: dict[tuple[str, str], str] = {}
+        self.header_overrides: dict[tuple[str, str], dict[str, str]] = {}
         self.requests: list[Request] = []
         self.errors: list[str] = []  # exceptions inside the stand-in (a test fixture fails on them)
         self._lock = threading.Lock()
@@ -240,6 +246,18 @@ class StandInHub:
         assert fault in ("drop_once", "stall"), fault
         self.faults[(repo_id, filename)] = fault
         self._fault_hits.pop((repo_id, filename), None)
+
+    def answer_with(self, repo_id: str, filename: str, headers: dict[str, str]) -> None:
+        """Send these headers (replacing ours of the same name) on every resolve
+        answer for this file: a hostile endpoint."""
+        self.header_overrides[(repo_id, filename)] = dict(headers)
+
+    def _overridden(self, repo_id: str, filename: str, headers: dict[str, str]) -> dict[str, str]:
+        extra = self.header_overrides.get((repo_id, filename))
+        if not extra:
+            return headers
+        names = {k.lower() for k in extra}
+        return {**{k: v for k, v in headers.items() if k.lower() not in names}, **extra}
 
     # ---- what happened ---------------------------------------------------
 
@@ -425,21 +443,22 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._repo(repo_id)
         if not (repo and self._check_revision(repo, rev) and self._check_access(repo)):
             return
+        hostile = functools.partial(self.stand_in._overridden, repo_id, name)
         if name not in repo.files or name in repo.missing:
-            self._error(404, "EntryNotFound", f"{name} does not exist", {"X-Repo-Commit": repo.sha})
+            self._error(404, "EntryNotFound", f"{name} does not exist", hostile({"X-Repo-Commit": repo.sha}))
             return
         data = repo.files[name]
         if repo.is_lfs(name):
             key = sha256(data)
-            self._send(302, b"", {
+            self._send(302, b"", hostile({
                 "Location": f"{self.stand_in.cdn_url}/{key}",
                 "X-Repo-Commit": repo.sha,
                 "X-Linked-Etag": f'"{key}"',
                 "X-Linked-Size": str(len(data)),
                 "ETag": f'"{git_blob_id(data)}"',
-            }, content_type="text/plain")
+            }), content_type="text/plain")
             return
-        self._bytes(repo, name, data, {"ETag": f'"{git_blob_id(data)}"', "X-Repo-Commit": repo.sha})
+        self._bytes(repo, name, data, hostile({"ETag": f'"{git_blob_id(data)}"', "X-Repo-Commit": repo.sha}))
 
     def _cdn(self, key: str) -> None:
         found = self.stand_in._cdn_lookup(key)

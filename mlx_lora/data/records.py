@@ -16,6 +16,7 @@ the CLI, the app and a :class:`~mlx_lora.errors.UserError`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 CHAT, COMPLETION, TEXT, PREFERENCE = "chat", "completion", "text", "preference"
@@ -25,6 +26,61 @@ ROLES = ("system", "user", "assistant", "tool")
 # what each format needs, for "missing keys" messages
 FORMAT_KEYS = {CHAT: "'messages'", COMPLETION: "'prompt' and 'completion'", TEXT: "'text'",
                PREFERENCE: "'chosen' and 'rejected'"}
+
+
+# JSON nested deeper than this is refused. Real records reach about 10 levels (a
+# tool's JSON schema inside tools[] inside the record), 30 at the very most; Python's
+# json parser stops near 1,000 with a RecursionError, and code downstream (json.dumps,
+# chat templates) recurses too, so the limit sits well below that.
+MAX_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _bad_string(text: str) -> bool:
+    # a lone surrogate (JSON "\ud800") is a Python str but not UTF-8: the tokenizer
+    # fails on it long after loading (the model's weights included)
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _find_bad_string(value: Any, path: str) -> str | None:
+    """The path of the first string (or key) holding a lone surrogate, e.g. messages[0].content."""
+    stack = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            if _bad_string(node):
+                return where or "a string"
+        elif isinstance(node, dict):
+            for key, item in reversed(node.items()):
+                if _bad_string(key):
+                    return f"a key of {where}" if where else "a key"
+                stack.append((item, f"{where}.{key}" if where else key))
+        elif isinstance(node, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in reversed(list(enumerate(node))))
+    return None
+
+
+def value_problem(record: Any) -> str | None:
+    """Why a parsed JSON value cannot be trained on whatever its format: nested
+    deeper than :data:`MAX_DEPTH`, or a string with a lone surrogate. Walks the
+    value once, without recursion."""
+    stack = [(record, 1)]
+    bad = False
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            bad = bad or _bad_string(node)
+        elif isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"nested more than {MAX_DEPTH} levels deep"
+            if isinstance(node, dict):
+                bad = bad or any(_bad_string(k) for k in node)
+                node = node.values()
+            stack.extend((item, depth + 1) for item in node)
+    if bad:  # walk again for the place, which costs more than the check
+        where = _find_bad_string(record, "")
+        return f"{where}: a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
+    return None
 
 
 def record_format(record: dict[str, Any]) -> str | None:
@@ -150,6 +206,9 @@ def check_record(record: Any) -> tuple[str | None, list[str]]:
         hint = " (JSONL wants one JSON object per line, not one array)" if isinstance(record, list) else ""
         return None, [f"expected a JSON object, got {_type_name(record)}{hint}"]
     fmt = record_format(record)
+    problem = value_problem(record)
+    if problem:
+        return fmt, [problem]
     if fmt is None:
         keys = ", ".join(repr(k) for k in list(record)[:8]) or "none"
         return None, ["missing keys: a record needs 'messages' (chat), 'prompt' and "

@@ -1,13 +1,16 @@
 """Rendering chat templates safely, with errors a person can act on.
 
 A chat template is Jinja code that came with a downloaded model: untrusted. It
-is only ever rendered in jinja2's ``ImmutableSandboxedEnvironment``, which is
-what transformers compiles templates into (``apply_chat_template``); we reuse
-transformers' renderer rather than a Jinja setup of our own so that the
+is only ever rendered in :class:`~mlx_lora.data.sandbox.BoundedSandbox`, jinja2's
+``ImmutableSandboxedEnvironment`` with a budget of steps, CPU time and size per
+render; :func:`~mlx_lora.data.sandbox.install` makes transformers compile every
+template in it, so ``apply_chat_template`` is bounded wherever it is called. We
+reuse transformers' renderer rather than a Jinja setup of our own so that the
 training render is byte-for-byte the chat render (same filters such as
 ``tojson``, same ``raise_exception``, same trimming). A template that reaches
-for Python internals raises jinja2's ``SecurityError``; that, and any other
-template failure, becomes a :class:`~mlx_lora.errors.UserError`.
+for Python internals raises jinja2's ``SecurityError``; one over the budget
+``TemplateTooExpensive`` ("FILE: chat template: too expensive (...)"); those,
+and any other template failure, become a :class:`~mlx_lora.errors.UserError`.
 
 :func:`render_chat` renders a template string; :func:`apply_template` renders
 through a tokenizer (mlx-lm's ``TokenizerWrapper`` or a Hugging Face tokenizer),
@@ -16,14 +19,35 @@ which also covers mlx-lm's Python chat renderers for models without a template.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
+from mlx_lora.data import sandbox
 from mlx_lora.errors import UserError
 
+sandbox.install()
 
-def _template_error(exc: Exception) -> UserError:
+
+def template_source(tokenizer) -> str:
+    """Where a tokenizer's chat template came from, for messages: the file in its
+    folder that transformers reads it from, else "the chat template"."""
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    hf = tokenizer._tokenizer if isinstance(tokenizer, TokenizerWrapper) else tokenizer
+    folder = Path(str(getattr(hf, "name_or_path", "") or ""))
+    if str(folder) not in ("", ".") and folder.is_dir():
+        for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    return "the chat template"
+
+
+def _template_error(exc: Exception, source: str = "the chat template") -> UserError:
+    if isinstance(exc, sandbox.TemplateTooExpensive):
+        place = f"{source}: chat template" if source != "the chat template" else "chat template"
+        return UserError(f"{place}: too expensive ({exc}); this model's template cannot be rendered safely")
     if isinstance(exc, jinja2.exceptions.SecurityError):
         return UserError(f"the model's chat template tried something unsafe and was stopped by the sandbox: {exc}")
     if isinstance(exc, jinja2.exceptions.TemplateSyntaxError):
@@ -39,9 +63,10 @@ def render_chat(
     bos_token: str = "",
     eos_token: str = "",
 ) -> str:
-    """Render ``messages`` with a Jinja chat template, in the sandbox."""
+    """Render ``messages`` with a Jinja chat template, in the bounded sandbox."""
     from transformers.utils.chat_template_utils import render_jinja_template
 
+    sandbox.install()
     try:
         rendered, _ = render_jinja_template(
             conversations=[messages],
@@ -75,9 +100,10 @@ def apply_template(
     if not has_chat_template(tokenizer):
         raise UserError("the model's tokenizer has no chat template, so it cannot render chat records; "
                         "use a model with a chat template, or write the data as completion or text records")
+    sandbox.install()  # cheap when done; covers a transformers reloaded since
     try:
         return tokenizer.apply_chat_template(
             messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False
         )
     except Exception as exc:
-        raise _template_error(exc) from exc
+        raise _template_error(exc, template_source(tokenizer)) from exc

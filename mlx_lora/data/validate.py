@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
-from mlx_lora.data.records import FORMAT_KEYS, check_record
+from mlx_lora.data.records import FORMAT_KEYS, MAX_DEPTH, check_record
 from mlx_lora.errors import UserError
 
 UNKNOWN = "unknown"  # the format of a file with no recognisable record
@@ -114,10 +115,9 @@ def _scan_file(path: Path, keep_records: bool) -> tuple[ValidationReport, list[d
                 except UnicodeDecodeError as exc:
                     entries.append((lines, None, [f"invalid UTF-8 at byte {exc.start + 1} of the line"], None))
                     continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    entries.append((lines, None, [f"invalid JSON: {exc.msg} (column {exc.colno})"], None))
+                record, reason = parse_line(text)
+                if reason:
+                    entries.append((lines, None, [reason], None))
                     continue
                 fmt, reasons = check_record(record)
                 if fmt is not None:
@@ -144,6 +144,23 @@ def _scan_file(path: Path, keep_records: bool) -> tuple[ValidationReport, list[d
         problems.append(Problem(name, 0, "empty file: no records" + (" (only blank lines)" if blank else "")))
     report = ValidationReport(name, file_format, count, problems, lines, blank)
     return report, records
+
+
+def parse_line(text: str) -> tuple[Any, str | None]:
+    """(the JSON value of one line, None) or (None, why it is not one). Beyond
+    syntax errors, Python's parser raises RecursionError on JSON nested about
+    1,000 deep and ValueError on integers of more than 4,300 digits
+    (``sys.int_info.default_max_str_digits``): both are named, not tracebacks."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return None, f"nested more than {MAX_DEPTH} levels deep"
+    except ValueError as exc:
+        if "digits" in str(exc):
+            return None, f"a number with more than {sys.get_int_max_str_digits():,} digits"
+        return None, f"invalid JSON: {exc}"
 
 
 def _mixed_reason(fmt: str, file_format: str, counts: dict[str, int]) -> str:

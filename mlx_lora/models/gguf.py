@@ -16,6 +16,10 @@ Two llama.cpp conventions are undone here:
 - the tokenizer is stored as vocabulary + merges + a pre-tokenizer name; we
   build a Hugging Face ``tokenizer.json`` with the ``tokenizers`` library.
 
+Before ``mx.load`` sees a file, :mod:`mlx_lora.models.gguf_header` walks its
+header (MLX's C reader trusts every length in it) and checks that it describes
+a model this importer can build (head counts, token list, shapes).
+
 Supported: the llama architecture family with byte-level BPE vocabularies
 (llama 3, SmolLM, Qwen2, Mistral-Nemo-style); SentencePiece ("llama" model)
 vocabularies are refused with a clear error for now.
@@ -31,6 +35,10 @@ from typing import Any
 from mlx_lora import atomic
 from mlx_lora.errors import UserError
 from mlx_lora.events import NullReporter, Progress, Reporter
+from mlx_lora.models.gguf_header import GGUFHeader, check_gguf, check_gguf_model, read_gguf_header
+
+__all__ = ["SUPPORTED_ARCHS", "GGUFHeader", "build_tokenizer_files", "check_gguf", "check_gguf_model", "convert_weights",
+           "dequantize_weights", "gguf_to_hf_config", "import_gguf", "read_gguf", "read_gguf_header"]
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +91,7 @@ _PRE_TOKENIZERS = {
     "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_REGEX), _byte_level(False)]},
 }
 
-_SUPPORTED_ARCHS = {"llama", "mistral", "qwen2"}
+SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2"})
 
 
 def _scalar(value: Any) -> Any:
@@ -93,8 +101,10 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def read_gguf(path: str | Path) -> tuple[dict, dict]:
-    """Load a GGUF file's tensors and metadata, with a clear error for a bad file."""
+def read_gguf(path: str | Path, check_model: bool = False) -> tuple[dict, dict]:
+    """Load a GGUF file's tensors and metadata, with a clear error for a bad file;
+    with ``check_model``, also for a header that describes no model the importer
+    can build (:func:`~mlx_lora.models.gguf_header.check_gguf_model`)."""
     import mlx.core as mx
 
     path = Path(path)
@@ -103,7 +113,10 @@ def read_gguf(path: str | Path) -> tuple[dict, dict]:
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
             raise UserError(f"{path}: not a GGUF file (bad magic number)")
-    check_gguf(path)  # mx.load segfaults on some corrupt files (28 of 60 random corruptions here)
+    # mx.load segfaults on some corrupt files (28 of 60 random corruptions here)
+    header = read_gguf_header(path)
+    if check_model:
+        check_gguf_model(header, path, SUPPORTED_ARCHS)
     try:
         weights, metadata = mx.load(str(path), return_metadata=True)
     except Exception as exc:  # mlx raises RuntimeError/ValueError for corrupt files
@@ -111,148 +124,11 @@ def read_gguf(path: str | Path) -> tuple[dict, dict]:
     return weights, metadata
 
 
-# GGUF value types (gguf.GGUFValueType) -> struct format; 8 = string, 9 = array
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_GGUF_MAX_DIMS = 4  # GGML_MAX_DIMS
-
-
-class _Cursor:
-    """Bounds-checked little-endian reads over a GGUF file's bytes."""
-
-    def __init__(self, data, bad) -> None:
-        self.data, self.pos, self.bad = data, 0, bad  # data: an mmap (slices are bytes copies)
-
-    def skip(self, n: int) -> int:
-        if n < 0 or self.pos + n > len(self.data):
-            raise self.bad(f"it is cut short (needs {n:,} bytes at byte {self.pos:,} of {len(self.data):,})")
-        self.pos += n
-        return self.pos - n
-
-    def take(self, n: int) -> bytes:
-        start = self.skip(n)
-        return self.data[start:self.pos]
-
-    def unpack(self, fmt: str):
-        import struct
-
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
-
-    def string(self) -> str:
-        raw = self.take(self.unpack("<Q"))
-        try:
-            return str(raw, "utf-8")
-        except UnicodeDecodeError:
-            raise self.bad(f"a string at byte {self.pos - len(raw):,} is not UTF-8") from None
-
-    def count(self, min_item_bytes: int) -> int:
-        """An element count that the rest of the file could hold."""
-        n = self.unpack("<Q")
-        if n * min_item_bytes > len(self.data) - self.pos:
-            raise self.bad(f"a count of {n:,} at byte {self.pos - 8:,} does not fit in the file")
-        return n
-
-
-def check_gguf(path: str | Path) -> None:
-    """Walk a GGUF file's header, metadata and tensor table with every length, count, type
-    and offset checked against the file, before ``mx.load`` (whose C reader trusts them) sees
-    it. Raises :class:`UserError` naming the file. Reads the header only (memory-mapped)."""
-    read_gguf_header(path)
-
-
-def read_gguf_header(path: str | Path) -> tuple[dict, dict[str, int]]:
-    """(metadata, {tensor name: GGML type}) from a GGUF file's header, checked as
-    :func:`check_gguf` says. Arrays are not read: an array's value is a ``range`` of its
-    length (the token list's length is the vocabulary size). ``gguf.GGUFReader`` took 17 s
-    on the demo file on the loaded build machine (it maps every array into numpy)."""
-    import mmap
-    import struct
-
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    path = Path(path)
-    sizes = {t.value: GGML_QUANT_SIZES[t] for t in GGMLQuantizationType if t in GGML_QUANT_SIZES}
-
-    def bad(why: str) -> UserError:
-        return UserError(f"{path}: not a valid GGUF file ({why}); it may be an incomplete download")
-
-    def skip_value(cur: _Cursor, kind: int, depth: int = 0):
-        if kind in _GGUF_SCALARS:
-            return cur.unpack(_GGUF_SCALARS[kind])
-        if kind == 8:
-            return cur.string()
-        if kind == 9 and depth == 0:
-            item = cur.unpack("<I")
-            if item not in _GGUF_SCALARS and item != 8:
-                raise bad(f"an array of value type {item}")
-            width = struct.calcsize(_GGUF_SCALARS[item]) if item in _GGUF_SCALARS else 8
-            n = cur.count(width)
-            if item in _GGUF_SCALARS:
-                cur.skip(n * width)
-            else:
-                for _ in range(n):
-                    cur.string()
-            return range(n)
-        raise bad(f"unknown metadata value type {kind}")
-
-    try:
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            cur = _Cursor(data, bad)
-            if bytes(cur.take(4)) != b"GGUF":
-                raise bad("bad magic number")
-            version = cur.unpack("<I")
-            if version not in (2, 3):
-                raise bad(f"version {version}; versions 2 and 3 are read")
-            n_tensors = cur.unpack("<Q")
-            n_kv = cur.count(8 + 4)  # each entry: a key length and a value type at least
-            alignment = 32
-            metadata: dict = {}
-            for _ in range(n_kv):
-                key = cur.string()
-                value = metadata[key] = skip_value(cur, cur.unpack("<I"))
-                if key == "general.alignment":
-                    if type(value) is not int or value <= 0 or value & (value - 1):
-                        raise bad(f"general.alignment {value!r} is not a power of two")
-                    alignment = value
-            if n_tensors * (8 + 4 + 4 + 8) > len(data) - cur.pos:
-                raise bad(f"{n_tensors:,} tensors do not fit in the file")
-            tensors = []
-            tensor_types: dict[str, int] = {}
-            for _ in range(n_tensors):
-                name = cur.string()
-                if name in tensor_types:
-                    raise bad(f"tensor {name[:80]!r} appears twice")
-                n_dims = cur.unpack("<I")
-                if not 1 <= n_dims <= _GGUF_MAX_DIMS:
-                    raise bad(f"tensor {name[:80]!r} has {n_dims} dimensions")
-                dims = [cur.unpack("<Q") for _ in range(n_dims)]
-                kind = cur.unpack("<I")
-                offset = cur.unpack("<Q")
-                if kind not in sizes:
-                    raise bad(f"tensor {name[:80]!r} has an unknown type {kind}")
-                block, block_bytes = sizes[kind]
-                if any(d == 0 for d in dims) or dims[0] % block:
-                    raise bad(f"tensor {name[:80]!r} has a bad shape {dims}")
-                elements = 1
-                for d in dims:
-                    elements *= d
-                if offset % alignment:
-                    raise bad(f"tensor {name[:80]!r} is not aligned")
-                tensors.append((name, offset, elements // block * block_bytes))
-                tensor_types[name] = kind
-            start = -(-cur.pos // alignment) * alignment
-            for name, offset, nbytes in tensors:
-                if start + offset + nbytes > len(data):
-                    raise bad(f"tensor {name[:80]!r} ends past the end of the file: the file is cut short")
-    except (OSError, ValueError) as exc:  # ValueError: mmap of an empty file
-        raise UserError(f"{path}: cannot be read as a GGUF file: {exc}") from exc
-    return metadata, tensor_types
-
-
 def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
     arch = str(metadata.get("general.architecture", ""))
-    if arch not in _SUPPORTED_ARCHS:
+    if arch not in SUPPORTED_ARCHS:
         raise UserError(
-            f"GGUF architecture {arch!r} is not supported yet (supported: {', '.join(sorted(_SUPPORTED_ARCHS))})"
+            f"GGUF architecture {arch!r} is not supported yet (supported: {', '.join(sorted(SUPPORTED_ARCHS))})"
         )
 
     def meta(key: str, default=None):
@@ -356,8 +232,14 @@ def dequantize_weights(weights: dict, quant: dict, dtype) -> dict:
     return out
 
 
-def build_tokenizer_files(metadata: dict) -> dict[str, str]:
-    """The tokenizer files (name -> text) for a byte-level BPE GGUF vocabulary."""
+# llama.cpp's token types (llama_token_type): 0 undefined, 1 normal, 2 unknown,
+# 3 control, 4 user-defined, 5 unused, 6 byte
+_TOKEN_TYPES = range(0, 7)
+
+
+def build_tokenizer_files(metadata: dict, where: str | Path = "the GGUF file") -> dict[str, str]:
+    """The tokenizer files (name -> text) for a byte-level BPE GGUF vocabulary.
+    (Types and lengths were checked with the header; the values are checked here.)"""
     model = str(metadata.get("tokenizer.ggml.model", ""))
     if model != "gpt2":
         raise UserError(
@@ -371,6 +253,13 @@ def build_tokenizer_files(metadata: dict) -> dict[str, str]:
     merges: list[str] = list(metadata.get("tokenizer.ggml.merges", []))
     token_types = metadata.get("tokenizer.ggml.token_type")
     token_types = [int(t) for t in token_types.tolist()] if token_types is not None else [1] * len(tokens)
+    if len(token_types) != len(tokens) or not all(t in _TOKEN_TYPES for t in token_types):
+        odd = next((t for t in token_types if t not in _TOKEN_TYPES), None)
+        raise UserError(f"{where}: tokenizer.ggml.token_type holds {odd}, not a token type (0 to 6)" if odd is not None
+                        else f"{where}: tokenizer.ggml.token_type has {len(token_types):,} entries for "
+                             f"{len(tokens):,} tokens")
+    if not all(isinstance(t, str) for t in tokens) or not all(isinstance(m, str) and " " in m for m in merges):
+        raise UserError(f"{where}: the token list must hold strings and every merge two tokens with a space")
 
     def special_id(name: str) -> int | None:
         value = metadata.get(f"tokenizer.ggml.{name}_token_id")
@@ -435,9 +324,9 @@ def import_gguf(
 
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     reporter.emit(Progress("import-gguf", f"reading {gguf_path.name}", 0, 3))
-    weights, metadata = read_gguf(gguf_path)
+    weights, metadata = read_gguf(gguf_path, check_model=True)
     config = gguf_to_hf_config(metadata, has_output="output.weight" in weights)
-    tokenizer_files = build_tokenizer_files(metadata)  # fail early on an unsupported vocabulary
+    tokenizer_files = build_tokenizer_files(metadata, gguf_path)  # fail early on an unsupported vocabulary
     reporter.emit(Progress("import-gguf", "converting tensors", 1, 3))
     weights, quant = convert_weights(weights, config)
     if dequantize:

@@ -35,6 +35,11 @@ _DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0
                "I64": 64, "U64": 64, "F64": 64, "C64": 64}
 
 
+def _has_surrogate(text: str) -> bool:
+    # JSON may escape a lone surrogate ("\ud800"); no UTF-8 text holds one
+    return not text.isascii() and any("\ud800" <= c <= "\udfff" for c in text)
+
+
 def check_safetensors(path: Path) -> dict:
     """Read and check a safetensors file's header without loading any tensor: the header
     fits the file, is a JSON object of tensors whose dtype, shape and data offsets agree
@@ -61,14 +66,23 @@ def check_safetensors(path: Path) -> dict:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad(f"the header is not JSON: {exc}") from None
+    except RecursionError:  # Python's parser gives up near 1,000 levels
+        raise bad("the header is nested too deeply") from None
+    except ValueError:  # an integer past Python's 4,300-digit limit
+        raise bad("the header holds a number too long to be a size or offset") from None
     if not isinstance(header, dict):
         raise bad("the header is not a JSON object")
     data_size = size - 8 - length
     for key, info in header.items():
         name = key if len(key) <= 80 else key[:77] + "..."  # a hostile name is not echoed whole
+        if _has_surrogate(key):
+            raise bad(f"a tensor name is not text (a lone surrogate): {ascii(name)}")
         if name == "__metadata__":
             if info is not None and not isinstance(info, dict):  # mlx writes null for no metadata
                 raise bad("__metadata__ is not an object")
+            for meta_key, value in (info or {}).items():  # the format: strings to strings
+                if not (isinstance(value, str) and not _has_surrogate(meta_key) and not _has_surrogate(value)):
+                    raise bad(f"__metadata__ entry {ascii(meta_key[:40])} is not text to text")
             continue
         if not isinstance(info, dict):
             raise bad(f"tensor {name!r} is not described by an object")
@@ -89,6 +103,97 @@ def check_safetensors(path: Path) -> dict:
     return header
 
 
+# Sizes config.json may give, and their upper bounds, checked before mlx-lm builds
+# a single module: it builds num_hidden_layers layers of hidden_size-wide weights
+# first and loads the weights after, so 10,000,000 layers filled the memory, and 0
+# heads divided by zero. Each bound is several times the largest released model:
+# Llama 3.1 405B (126 layers, hidden 16,384, intermediate 53,248, 128 heads,
+# vocab 128,256), Gemma 3 (vocab 262,208), Qwen3-235B and DeepSeek-V3 (128 and
+# 256 experts), Kimi K2 (384 experts). Rotary positions allocate nothing (computed per
+# token), so max_position_embeddings is bounded by int32 only (Llama 4 Scout: 10,485,760);
+# learned position tables (GPT-2's n_positions: 1,024; StarCoder: 8,192) by 2**24.
+# Every size must be a whole number >= 1 (a list of them for per-layer sizes).
+CONFIG_BOUNDS = {
+    "num_hidden_layers": 1000, "num_layers": 1000, "n_layer": 1000, "num_transformer_layers": 1000,
+    "hidden_size": 65536 * 2, "d_model": 65536 * 2, "n_embd": 65536 * 2, "model_dim": 65536 * 2,
+    "intermediate_size": 2**20, "moe_intermediate_size": 2**20, "shared_expert_intermediate_size": 2**20,
+    "num_attention_heads": 4096, "n_head": 4096, "num_query_heads": 4096,
+    "num_key_value_heads": 4096, "num_kv_heads": 4096,
+    "head_dim": 8192,
+    "vocab_size": 2**22,
+    "max_position_embeddings": 2**31 - 1, "n_positions": 2**24,
+    "num_experts": 4096, "num_local_experts": 4096, "n_routed_experts": 4096, "num_experts_per_tok": 4096,
+}
+# Numbers that must be above 0 and at most this (mlx's RMSNorm refuses eps 0 when the
+# model loads; rope bases are 1e4 to 1e7 in released models).
+CONFIG_POSITIVE = {"rms_norm_eps": 1.0, "layer_norm_eps": 1.0, "layer_norm_epsilon": 1.0, "norm_eps": 1.0,
+                   "rope_theta": 1e12}
+_QUANTIZATION_BITS = range(1, 9)
+_QUANTIZATION_GROUPS = range(8, 2049)
+
+
+def _check_size(where: str, key: str, value, bound: int) -> None:
+    for item in value if isinstance(value, list) else [value]:
+        if type(item) is not int or not 1 <= item <= bound:
+            shown = f"{item!r}"[:40] if type(item) is int else f"{type(item).__name__} {item!r}"[:60]
+            raise UserError(f"{where}: {key} must be a whole number from 1 to {bound:,}, got {shown}")
+
+
+def check_positive(where: str, key: str, value, bound: float) -> None:
+    """``value`` must be a number (not a boolean or text) above 0 and at most ``bound``."""
+    if type(value) not in (int, float) or not 0 < value <= bound:  # NaN fails the comparison too
+        shown = f"{type(value).__name__} {value!r}"[:60]
+        raise UserError(f"{where}: {key} must be a number above 0 and at most {bound:g}, got {shown}")
+
+
+def check_config(config: dict, where: str | Path) -> None:
+    """Refuse a config.json whose sizes no model has (see CONFIG_BOUNDS): a
+    :class:`UserError` naming the file and the key. Checks the top level and a
+    multimodal model's ``text_config``."""
+    where = str(where)
+    for part in (config, config.get("text_config")):
+        if not isinstance(part, dict):
+            continue
+        for key, bound in CONFIG_BOUNDS.items():
+            if part.get(key) is not None:
+                _check_size(where, key, part[key], bound)
+        for key, limit in CONFIG_POSITIVE.items():
+            if part.get(key) is not None:
+                check_positive(where, key, part[key], limit)
+        hidden, heads = part.get("hidden_size"), part.get("num_attention_heads")
+        kv = part.get("num_key_value_heads")
+        if type(heads) is int and type(kv) is int and heads % kv:
+            raise UserError(f"{where}: num_attention_heads ({heads}) must be a multiple of "
+                            f"num_key_value_heads ({kv})")
+        if type(hidden) is int and type(heads) is int and part.get("head_dim") is None and hidden % heads:
+            # without head_dim, mlx-lm's models use hidden_size // num_attention_heads
+            raise UserError(f"{where}: hidden_size ({hidden}) must be a multiple of num_attention_heads "
+                            f"({heads}) when there is no head_dim")
+    quantization = config.get("quantization")
+    if quantization is not None:
+        if not isinstance(quantization, dict):
+            raise UserError(f"{where}: quantization must be an object with bits and group_size")
+        bits, group = quantization.get("bits"), quantization.get("group_size")
+        if type(bits) is not int or bits not in _QUANTIZATION_BITS or \
+                type(group) is not int or group not in _QUANTIZATION_GROUPS:
+            raise UserError(f"{where}: quantization bits must be 1 to 8 and group_size 8 to 2048, "
+                            f"got bits {bits!r:.20} and group_size {group!r:.20}")
+
+
+def read_config(path: Path) -> dict:
+    """config.json as a dict, checked (:func:`check_config`); a UserError naming it otherwise."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise UserError(f"{path}: cannot be read: nested too deeply") from None
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError, a 5,000-digit number
+        raise UserError(f"{path}: cannot be read: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: not a model config (expected a JSON object)")
+    check_config(config, path)
+    return config
+
+
 def check_model_folder(folder: Path) -> Path:
     """Raise a clear error unless ``folder`` holds config.json and safetensors weights."""
     if not (folder / "config.json").is_file():
@@ -100,12 +205,7 @@ def check_model_folder(folder: Path) -> Path:
                 "loaded; only safetensors models are loaded. Look for a safetensors or MLX version of this model."
             )
         raise UserError(f"{folder}: no *.safetensors weights found")
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{folder / 'config.json'}: cannot be read: {exc}") from exc
-    if not isinstance(config, dict):
-        raise UserError(f"{folder / 'config.json'}: not a model config (expected a JSON object)")
+    config = read_config(folder / "config.json")
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights)
     if "model_file" in config or config.get("auto_map"):

@@ -29,7 +29,6 @@ not measured yet.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -128,7 +127,7 @@ def shape_from_config(config: dict) -> ModelShape:
             tied_embeddings=bool(text.get("tie_word_embeddings", False)),
             quantized_bits=int(quant.get("bits", 0) or 0), quantized_group_size=int(quant.get("group_size", 64) or 64),
             stored_dtype_bytes=_DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise UserError(f"config.json: cannot read the model's shape (missing or bad {exc})") from exc
 
 
@@ -136,12 +135,14 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
     """A :class:`ModelShape` from a GGUF file's metadata and tensor table (nothing is loaded)."""
     from gguf.constants import GGMLQuantizationType
 
-    from mlx_lora.models.gguf import gguf_to_hf_config, read_gguf_header
+    from mlx_lora.models.gguf import SUPPORTED_ARCHS, check_gguf_model, gguf_to_hf_config, read_gguf_header
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such GGUF file")
-    metadata, tensors = read_gguf_header(path)
+    header = read_gguf_header(path)
+    check_gguf_model(header, path, SUPPORTED_ARCHS)  # sizes in bounds before they are multiplied
+    metadata, tensors = header.metadata, header.tensor_types
     config = gguf_to_hf_config(metadata, has_output="output.weight" in tensors)
     bits = 0
     for name, kind in tensors.items():
@@ -173,11 +174,9 @@ def read_model_shape(model: str | Path) -> ModelShape:
         path = hub.cached_model_path(text) / "config.json"
     if not path.is_file():
         raise UserError(f"{path}: no config.json to read the model's shape from")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read it as JSON ({exc})") from exc
-    return shape_from_config(config)
+    from mlx_lora.models.local import read_config
+
+    return shape_from_config(read_config(path))  # read and checked as for loading (sizes in bounds)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -153,6 +153,90 @@ def test_templates_reaching_python_internals_are_stopped_by_the_sandbox(demo_mod
     assert isinstance(info.value.__cause__, jinja2.exceptions.SecurityError)
 
 
+# Templates that would run for hours or take gigabytes (each took one or the
+# other before the render budget of mlx_lora.data.sandbox).
+EXPENSIVE = {
+    "nested ranges": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "repetition": "{{ 'a' * 10**9 }}",
+    "power": "{{ 7 ** 10000000 }}",  # (jinja reads 7 ** 10 ** 7 as (7 ** 10) ** 7)
+    "doubling with ~": "{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
+                       "{% endfor %}{{ ns.s }}",
+    "doubling with +": "{% set ns = namespace(s='a') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}"
+                       "{% endfor %}{{ ns.s }}",
+    "exponential macro": "{% macro f(n) %}{% if n < 60 %}{{ f(n + 1) }}{{ f(n + 1) }}{% endif %}{% endmacro %}"
+                         "{{ f(0) }}",
+    "width filter": "{{ 'a'|center(10**9) }}",
+    "width method": "{{ 'a'.ljust(10**9) }}",
+    "format width": "{{ '{:>1000000000}'.format(1) }}",
+    "printf width": "{{ '%1000000000d' % 1 }}",
+    "join separator": "{{ range(100000)|join('x' * 100000) }}",
+    "replace": "{{ ('a' * 10000)|replace('', 'b' * 10000) }}",
+    "batch fill": "{{ [1]|batch(10**9, 'x')|list }}",
+    "nested literals": "{% set a = 'a' * 4000000 %}{% set b = [a, a, a, a, a, a, a, a] %}{{ [b, b, b, b] }}",
+    "shared values": "{{ dict.fromkeys(range(100000), 'x' * 100000) }}",
+    "output flood": "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+    "set block": "{% set ns = namespace(s='a' * 1000000) %}{% for i in range(40) %}{% set x %}{{ ns.s }}{{ ns.s }}"
+                 "{% endset %}{% set ns.s = x %}{% endfor %}",
+}
+
+
+@pytest.mark.parametrize("name", list(EXPENSIVE))
+def test_expensive_templates_are_stopped_by_the_render_budget(name):
+    from mlx_lora.data.sandbox import TemplateTooExpensive
+
+    with pytest.raises(UserError, match=r"^chat template: too expensive \(") as info:
+        render_chat(EXPENSIVE[name], MULTI_TURN)
+    assert isinstance(info.value.__cause__, TemplateTooExpensive)
+
+
+def test_the_tokenizers_own_render_is_bounded_and_named_by_file(demo_model, tmp_path):
+    import shutil
+
+    from mlx_lora.data.sandbox import TemplateTooExpensive
+
+    model = tmp_path / "model"
+    shutil.copytree(demo_model, model)
+    hf = hf_with_template(model, EXPENSIVE["nested ranges"])
+    # straight through transformers, as mlx-lm would call it: the same sandbox
+    with pytest.raises(TemplateTooExpensive):
+        hf.apply_chat_template(MULTI_TURN, tokenize=False)
+    with pytest.raises(UserError, match="tokenizer_config.json: chat template: too expensive") as info:
+        encode_example(hf, {"messages": MULTI_TURN})
+    assert str(info.value).startswith(str(model))
+
+
+def test_templates_are_limited_in_source_size_too():
+    with pytest.raises(UserError, match="too expensive .*characters long"):
+        render_chat("x" * 2_000_000, MULTI_TURN)
+
+
+# What real templates do (Llama 3, Qwen 3, Gemma 3, Mistral idioms): all within the budget.
+REAL_IDIOMS = (
+    "{{ bos_token }}{% set ns = namespace(system='', tools=[]) %}"
+    "{% for m in messages %}{% if m.role == 'system' %}{% set ns.system = m.content|trim %}{% endif %}{% endfor %}"
+    "{% if tools %}{% for t in tools %}{{ t|tojson(indent=4) }}\n{% endfor %}{% endif %}"
+    "{% for m in messages|rejectattr('role', 'equalto', 'system') %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' + m['content']|trim + '<|eot_id|>' }}"
+    "{% if m.content.startswith('Arr') %}{{ m.content.split('!')[0]|upper }}{% endif %}"
+    "{% if loop.last and loop.length > 1 %}{{ '%s/%d' % (m.role, loop.index) }}{% endif %}"
+    "{{ '{}:{}'.format(loop.index0, m.role|length) }}{{ (m.content ~ ' ')|replace('Arr', 'Yarr')|indent(2) }}"
+    "{% endfor %}{{ [ns.system, messages|length]|join(',') }}{{ dict(a=1)|items|list }}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def test_real_template_idioms_render_as_in_the_plain_sandbox():
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    plain = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    plain.filters["tojson"] = lambda x, indent=None: __import__("json").dumps(x, indent=indent)
+    expected = plain.from_string(REAL_IDIOMS).render(messages=MULTI_TURN, tools=tools, bos_token="<s>",
+                                                     add_generation_prompt=True)
+    ours = render_chat(REAL_IDIOMS, MULTI_TURN, add_generation_prompt=True, tools=tools, bos_token="<s>")
+    assert ours == expected and "Yarr! Madrid" in ours and "assistant/4" in ours
+
+
 def test_render_chat_matches_the_tokenizer_render(tokenizer):
     for generation_prompt in (False, True):
         ours = render_chat(tokenizer.chat_template, MULTI_TURN, generation_prompt,

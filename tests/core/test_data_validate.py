@@ -54,6 +54,15 @@ BAD_LINES = {
     "missing keys": (line({"question": "a", "answer": "b"}), "missing keys"),
     "tools not a list": (chat(msg("user", "hi"), msg("assistant", "ok"), tools={"name": "x"}), "'tools' must be a list"),
     "bad tool_calls": (chat(msg("user", "hi"), {"role": "assistant", "tool_calls": [{"name": "f"}]}), "tool_calls[0]"),
+    # hostile lines that were tracebacks (RecursionError, ValueError) or passed and crashed later
+    "nested 100,000 deep": (b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "nested more than"),
+    "nested 500 deep": (b'{"messages": [{"role": "user", "content": "hi", "x": ' + b"[" * 500 + b"]" * 500
+                        + b'}, {"role": "assistant", "content": "ok"}]}\n', "nested more than"),
+    "5,000-digit number": (b'{"messages": [], "n": ' + b"9" * 5000 + b"}\n", "a number with more than"),
+    "lone surrogate": (b'{"messages": [{"role": "user", "content": "hi \\ud800"}, '
+                       b'{"role": "assistant", "content": "ok"}]}\n', "messages[0].content: a lone surrogate"),
+    "lone surrogate in a key": (b'{"messages": [{"role": "user", "content": "hi"}, '
+                                b'{"role": "assistant", "content": "ok"}], "\\udfff": 1}\n', "a lone surrogate"),
 }
 
 

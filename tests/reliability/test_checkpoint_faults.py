@@ -140,10 +140,11 @@ def test_the_disk_filling_up_anywhere_in_a_checkpoint_write_loses_nothing(tiny_m
         with pytest.raises(UserError, match="disk is full"):
             train(tiny_config(tiny_model, dataset, run_dir, **SETTINGS), recorder)
         disk.free = None
+        intact = "the last complete checkpoint, checkpoints/step-1, is intact"
         assert_failed_cleanly(run_dir, recorder, [
             "could not write" if i == 0 else "could not save the checkpoint of step 2", "the disk is full",
-            "The last complete checkpoint, checkpoints/step-1, is intact", "free some space",
-            f"continue with: mlx-lora train --resume {run_dir}"])
+            f"). {intact.capitalize()}" if i == 0 else f"). Nothing half-written was kept and {intact}",
+            "free some space", f"continue with: mlx-lora train --resume {run_dir}"])
     assert len(budgets) == 9  # the figures in docs/RELIABILITY.md count these
 
 

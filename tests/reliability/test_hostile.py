@@ -68,8 +68,42 @@ def too_short(data):
     return data[:5]
 
 
+def _with_raw_header(data: bytes, raw: bytes) -> bytes:
+    length, _ = _header(data)
+    return struct.pack("<Q", len(raw)) + raw + data[8 + length:]
+
+
+def deeply_nested_header(data):
+    return _with_raw_header(data, b'{"__metadata__": {"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}")
+
+
+def huge_offsets(data):
+    _, header = _header(data)
+    name = next(k for k in header if k != "__metadata__")
+    raw = json.dumps(header).encode().replace(b'"data_offsets": [0, ', b'"data_offsets": [' + b"9" * 5000 + b", ", 1)
+    return _with_raw_header(data, raw)
+
+
+def surrogate_metadata_key(data):
+    _, header = _header(data)
+    return _with_raw_header(data, json.dumps({**header, "__metadata__": {"\udc00": "x"}}).encode())
+
+
+def nan_metadata(data):
+    _, header = _header(data)
+    return _with_raw_header(data, json.dumps({**header, "__metadata__": {"format": float("nan")}}).encode())
+
+
+def surrogate_tensor_name(data):
+    _, header = _header(data)
+    name = next(k for k in header if k != "__metadata__")
+    header["\ud800" + name] = header.pop(name)
+    return _with_raw_header(data, json.dumps(header).encode())
+
+
 @pytest.mark.parametrize("damage", [truncated, oversized_header, header_past_the_end, offsets_past_the_end,
-                                    shape_and_size_disagree, not_json, too_short])
+                                    shape_and_size_disagree, not_json, too_short, deeply_nested_header,
+                                    huge_offsets, surrogate_metadata_key, nan_metadata, surrogate_tensor_name])
 def test_a_broken_safetensors_file_is_a_user_error_naming_it(damage, tiny_model, tmp_path, capsys, dataset):
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)

@@ -25,10 +25,17 @@ Everything goes through ``huggingface_hub`` (``HfApi``, ``hf_hub_download``,
   ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE`` once, at import; we read them again on
   every call (falling back to its values), so settings changed later — by the
   app, or by tests — apply.
+- **The server's headers are checked before they become paths.** huggingface_hub
+  files blobs under the ``ETag`` and snapshots under ``X-Repo-Commit`` without
+  checking them; :mod:`.guard` hooks its HTTP client so an answer whose headers
+  are not hex digests (or name another commit than the one pinned) is refused
+  before anything is written, and checks that every downloaded file lies inside
+  the repo's storage. ``refs/*`` content that is not a commit hash is ignored.
 - **The token** comes from huggingface_hub (``HF_TOKEN``, then its token store).
   It is never logged, and any library text that goes into a message is scrubbed.
 
 Modules: :mod:`.common` (environment, endpoint, token, error messages),
+:mod:`.guard` (what the server's headers may say),
 :mod:`.files` (which files a download takes, which repos it refuses),
 :mod:`.search` (search and details), :mod:`.download` (download with progress
 and cancel), :mod:`.cache` (find, list and delete cached models). Import from

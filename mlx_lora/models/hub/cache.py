@@ -18,7 +18,7 @@ from huggingface_hub.errors import CacheNotFound
 from huggingface_hub.file_download import repo_folder_name
 
 from mlx_lora.errors import UserError
-from mlx_lora.models.hub.common import _COMMIT, _check_repo_id, hub_cache_dir, is_offline, log
+from mlx_lora.models.hub.common import _COMMIT, _check_repo_id, _check_revision, hub_cache_dir, is_offline, log
 
 @dataclasses.dataclass(frozen=True)
 class CachedModel:
@@ -54,17 +54,32 @@ def _storage(repo_id: str) -> Path:
     return hub_cache_dir() / repo_folder_name(repo_id=repo_id, repo_type="model")
 
 
+def _read_ref(path: Path) -> str | None:
+    """The commit a ``refs/<revision>`` file names, or None. Content that is not
+    a commit hash (``../../elsewhere``, written by a hostile endpoint or by hand)
+    is never used as a snapshot path: it could point outside the cache."""
+    try:
+        content = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _COMMIT.fullmatch(content):
+        log.warning("ignoring %s: it holds %r, not a commit hash", path, content[:60])
+        return None
+    return content
+
+
 def cached_model_path(repo_id: str, revision: str | None = None) -> Path:
     """The snapshot folder of a fully downloaded repo, without any network use.
     ``revision`` None means ``main``, else the newest complete snapshot."""
     _check_repo_id(repo_id)
+    _check_revision(revision)
     storage = _storage(repo_id)
     ref = revision or constants.DEFAULT_REVISION
     candidates: list[Path] = []
-    if _COMMIT.match(ref):
+    if _COMMIT.fullmatch(ref):
         candidates.append(storage / "snapshots" / ref)
-    elif (storage / "refs" / ref).is_file():
-        candidates.append(storage / "snapshots" / (storage / "refs" / ref).read_text().strip())
+    elif (commit := _read_ref(storage / "refs" / ref)) is not None:
+        candidates.append(storage / "snapshots" / commit)
     if revision is None and (storage / "snapshots").is_dir():
         others = [p for p in (storage / "snapshots").iterdir() if p.is_dir() and p not in candidates]
         candidates += sorted(others, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Iterator
 
@@ -29,12 +28,13 @@ from huggingface_hub.utils import validate_repo_id
 
 import mlx_lora
 from mlx_lora.errors import Cancelled, UserError
+from mlx_lora.models.hub import guard
 
 # One logger for the whole package, named as it was when the package was one
 # module, so `logging`/caplog settings for "mlx_lora.models.hub" keep applying.
 log = logging.getLogger(__package__)
 
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_COMMIT = guard.COMMIT
 
 
 def _truthy(value: str | None) -> bool:
@@ -85,6 +85,17 @@ def _check_repo_id(repo_id: str) -> None:
         raise UserError(f"{repo_id!r} is not a Hub repository id (expected org/name)")
 
 
+def _check_revision(revision: str | None) -> None:
+    """A branch, tag or commit name that stays inside ``refs/`` when used as a
+    path there (``refs/pr/1`` is one; ``../x`` or ``/x`` is not)."""
+    if revision is None:
+        return
+    parts = revision.split("/")
+    if (not revision or "\\" in revision or "\x00" in revision or revision.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UserError(f"{revision!r} is not a revision name (a branch, tag or commit)")
+
+
 def _offline_error(what: str) -> UserError:
     return UserError(f"{what} needs the Hugging Face Hub, but HF_HUB_OFFLINE is set; unset it to go online")
 
@@ -97,6 +108,7 @@ def _hub_errors(repo_id: str | None, api: HfApi) -> Iterator[None]:
     name = repo_id or "the Hub"
     login = "log in with `hf auth login` or set HF_TOKEN"
     try:
+        guard.install()  # every Hub request of ours passes through here
         yield
     except (UserError, Cancelled):
         raise

@@ -22,9 +22,10 @@ from mlx_lora import atomic
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Reporter, never_stop
 from mlx_lora.models import hub as _package
+from mlx_lora.models.hub import guard
 from mlx_lora.models.hub.cache import _cached_or_none, cached_model_path
-from mlx_lora.models.hub.common import _COMMIT, _check_repo_id, _hub_errors, _token_of, default_api, hub_cache_dir, \
-    is_offline, log
+from mlx_lora.models.hub.common import _COMMIT, _check_repo_id, _check_revision, _hub_errors, _token_of, default_api, \
+    hub_cache_dir, is_offline, log
 from mlx_lora.models.hub.files import RemoteFile, _download_order, is_selected, repo_problems
 
 # huggingface_hub streams files in 10 MiB chunks and calls the progress bar once
@@ -142,6 +143,7 @@ def download_model(
     cached copy is returned instead. Raises :class:`Cancelled` when
     ``should_stop()`` turns true (checked per file and per 1 MiB received)."""
     _check_repo_id(repo_id)
+    _check_revision(revision)
     if is_offline():
         return cached_model_path(repo_id, revision)
     api = api or default_api()
@@ -155,7 +157,7 @@ def download_model(
             log.warning("cannot reach the Hub (%s); using the downloaded copy of %s", type(exc).__name__, repo_id)
             return cached
     commit = info.sha
-    if not commit or not _COMMIT.match(commit):
+    if not commit or not _COMMIT.fullmatch(commit):
         raise UserError(f"{repo_id}: the Hub did not say which commit to download; try again later")
 
     files = [RemoteFile(s.rfilename, s.size) for s in info.siblings or []]
@@ -186,11 +188,14 @@ def download_model(
     constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, DOWNLOAD_CHUNK_BYTES)
     job = _DownloadJob(repo_id, chosen, reporter, should_stop)
     log.info("downloading %d files (%s) of %s@%s into %s", len(chosen), _gb(job.total), repo_id, commit[:8], cache)
-    with _hub_errors(repo_id, api):
+    # guard.pinned: an answer for another commit is refused before the library
+    # files it under that commit (see guard for the headers it checks).
+    with _hub_errors(repo_id, api), guard.pinned(commit):
         for f in chosen:
             job.check_stop()
-            api.hf_hub_download(repo_id, f.name, revision=commit, cache_dir=str(cache),
-                                tqdm_class=_FileProgress.for_file(job, f.name))
+            path = api.hf_hub_download(repo_id, f.name, revision=commit, cache_dir=str(cache),
+                                       tqdm_class=_FileProgress.for_file(job, f.name))
+            guard.check_in_cache(path, snapshot, storage, f.name)
             job.file_done(f.name)
     # Every file is in: only now does the branch/tag point at this snapshot.
     ref = revision or constants.DEFAULT_REVISION
