@@ -23,6 +23,7 @@ import yaml
 
 from mlx_lora import paths
 from mlx_lora.errors import UserError
+from mlx_lora.train.events import RUN_STATUS
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -30,7 +31,7 @@ TRASH_DIR = ".trash"
 
 # The status a run's last terminal event gives it; without one it is "incomplete"
 # (still running, or killed before it could say anything).
-_STATUS = {"run_finished": "finished", "run_stopped": "stopped", "run_failed": "failed"}
+_STATUS = {cls.kind: status for cls, status in RUN_STATUS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
