@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from mlx_lora.config_fields import Section, field_type, setting
+from mlx_lora.config_fields import Section, field_type, format_number, setting
 from mlx_lora.errors import UserError
 
 TARGET_PRESETS = ("all-linear", "attention", "mlp", "q", "k", "v", "o")
@@ -422,6 +423,33 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 else:
                     kwargs["metavar"] = "RUN_DIR" if field.name == "resume" else field.name.upper()
             group.add_argument(info["flag"], **kwargs)
+
+
+def config_flags(config: TrainConfig, changed_only: bool = False) -> list[str]:
+    """``config`` as ``mlx-lora train`` flags, which :func:`add_config_arguments` reads back into the
+    same config: every setting (a rank of a multi-machine run rebuilds the config from argv alone), or
+    with ``changed_only`` those that differ from the defaults (the app's "Copy command": the CLI fills
+    in the rest with the same defaults). A bool is ``--name`` / ``--no-name``, a list its items after
+    the flag, a float its shortest exact text (:func:`format_number`)."""
+    defaults = TrainConfig().flat() if changed_only else {}
+    flags = []
+    for name, value in config.flat().items():
+        if changed_only and value == defaults[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *map(str, value)]
+        else:
+            text = format_number(value) if isinstance(value, float) else str(value)
+            # argparse would take "-x" for a flag (but not a negative number): join it with "="
+            flags += [f"{flag}={text}"] if text.startswith("-") and not _NEGATIVE_NUMBER.fullmatch(text) \
+                else [flag, text]
+    return flags
+
+
+_NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")  # argparse's own test for "a value, not a flag"
 
 
 def _show(value: Any) -> str:

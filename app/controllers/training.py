@@ -155,25 +155,10 @@ class TrainingController(QObject):
         with the same defaults, so no file is needed. A path is shown as ``--config PATH``."""
         if isinstance(config, (str, Path)):
             return f"mlx-lora train --config {shlex.quote(str(config))}"
-        from mlx_lora.config import TrainConfig
+        from mlx_lora.config import config_flags
 
-        defaults = TrainConfig().flat()
-        argv = ["mlx-lora", "train"]
-        for name, value in config.flat().items():
-            if name == "resume" or value == defaults[name]:
-                continue
-            flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):
-                argv.append(flag if value else "--no-" + name.replace("_", "-"))
-            elif isinstance(value, (list, tuple)):
-                argv += [flag, *map(str, value)]
-            elif isinstance(value, float):
-                from app.widgets.config_form import format_number
-
-                argv += [flag, format_number(value)]
-            else:
-                argv += [flag, str(value)]
-        return shlex.join(argv)
+        # a run to resume is the Resume button's business, never part of the copied command
+        return shlex.join(["mlx-lora", "train", *config_flags(config.replace(resume=""), changed_only=True)])
 
     def _history_up_to_checkpoint(self, run_dir: str) -> RunHistory:
         """A resumed run's charts start with what the run did before (its metrics.jsonl, which

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from mlx_lora.cli.reporting import ProgressPrinter
-from mlx_lora.config import TrainConfig
+from mlx_lora.config import TrainConfig, config_flags
 from mlx_lora.errors import UserError
 from mlx_lora.events import Event, EventDecodeError
 from mlx_lora.train.events import RUN_STATUS
@@ -64,20 +64,6 @@ def check_hostfile(path: str) -> int:
                 raise UserError(f"{file}: host {host.rank} ({host.ssh_hostname}) has no \"ips\"; the ring backend "
                                 "connects the machines by IP address")
     return len(hostfile.hosts)
-
-
-def config_flags(config: TrainConfig) -> list[str]:
-    """Every setting as a flag (``--name=value``), so a rank rebuilds the same config from argv alone."""
-    flags = []
-    for name, value in config.flat().items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, list):
-            flags += [flag, *map(str, value)]
-        else:
-            flags.append(f"{flag}={value}")
-    return flags
 
 
 def launch_command(config: TrainConfig, watch_fd: int) -> list[str]:

@@ -21,8 +21,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_lora.cli.launch import check_hostfile, config_flags
-from mlx_lora.config import TrainConfig
+from mlx_lora.cli.launch import check_hostfile
+from mlx_lora.config import TrainConfig, config_flags
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter
 from mlx_lora.train import EvalReport, StepReport, train
