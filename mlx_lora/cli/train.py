@@ -6,7 +6,8 @@ progress line per report; with it, stdout carries one JSON object per event and
 nothing else (anything else that would print goes to stderr), for the app's
 training supervisor. SIGTERM and the first Ctrl-C ask the run to stop: it
 finishes or drops the current step, writes a checkpoint and exits 0; a second
-Ctrl-C interrupts at once.
+Ctrl-C interrupts at once. The printers and the stop flag are
+:mod:`mlx_lora.cli.reporting`'s; ``--hostfile`` hands over to :mod:`mlx_lora.cli.launch`.
 """
 
 from __future__ import annotations
