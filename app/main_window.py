@@ -23,6 +23,7 @@ from app import theme, workers
 from app.controllers import AppContext
 from app.pages import chat_page, data_page, export_page, models_page, runs_page, train_page
 from app.widgets import wheel_guard
+from mlx_lora.run_events import StepReport
 
 PAGE_NAMES = ("Models", "Data", "Train", "Chat", "Export", "Runs")
 PAGE_ICONS = ("models", "data", "train", "chat", "export", "runs")
@@ -273,11 +274,10 @@ class MainWindow(QMainWindow):
         self.backend_label.setText(f"MLX on {where}{blas}")
         self.memory_label.setText(f"{facts['memory_gib']:.0f} GB memory")
 
-    def _on_step_reported(self, event: dict) -> None:
+    def _on_step_reported(self, event: StepReport) -> None:
         total = self.context.training.history.total_steps
-        step = event.get("step", 0)
-        memory = f" · peak {event['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in event else ""
-        self.training_label.setText(f"Training: step {step}{f' / {total}' if total else ''}{memory}")
+        memory = f" · peak {event.peak_memory_gb:.1f} GB"
+        self.training_label.setText(f"Training: step {event.step}{f' / {total}' if total else ''}{memory}")
 
     def _on_run_ended(self, outcome: str, message: str) -> None:
         self.training_label.setText(f"Training {outcome}")

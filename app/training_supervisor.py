@@ -8,6 +8,10 @@ not the app (ANCHORS.md, users' report 1). The child is
     python -m mlx_lora.cli.main train --resume RUN_DIR --json-events
 
 and prints one JSON object per line on stdout (``{"event": "step_report", ...}``).
+Each line is read back with :meth:`mlx_lora.events.Event.from_dict` into the
+dataclass the engine raised (a :class:`~mlx_lora.run_events.StepReport`…), and
+the signals carry those objects; a line that is not an event the engine knows is
+a log line.
 
 Why ``QProcess`` rather than ``subprocess`` plus a reader thread: its
 ``readyReadStandardOutput`` / ``finished`` signals arrive on the GUI thread's
@@ -37,9 +41,13 @@ from typing import Callable, Sequence
 
 from PySide6.QtCore import QCoreApplication, QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
+from mlx_lora.events import Event, EventDecodeError
+from mlx_lora.run_events import (
+    TERMINAL_EVENTS, CheckpointSaved, EvalReport, RunFailed, RunFinished, RunStarted, RunStopped, StepReport,
+)
+
 log = logging.getLogger(__name__)
 
-TERMINAL_EVENTS = ("run_finished", "run_stopped", "run_failed")
 _STDERR_KEEP_CHARS = 64_000  # the tail of stderr kept for crash reports (enough for a traceback)
 
 
@@ -82,13 +90,13 @@ def describe_exit(exit_code: int, crashed_by_signal: bool, stderr_tail: str) -> 
 class TrainingSupervisor(QObject):
     """Starts, watches and stops one training child process at a time."""
 
-    event_received = Signal(dict)  # every JSON event
-    run_started = Signal(dict)
-    step_reported = Signal(dict)
-    eval_reported = Signal(dict)
+    event_received = Signal(object)  # every event, an mlx_lora.events.Event
+    run_started = Signal(object)  # RunStarted
+    step_reported = Signal(object)  # StepReport
+    eval_reported = Signal(object)  # EvalReport
     checkpoint_saved = Signal(str)  # path
-    run_finished = Signal(dict)
-    run_stopped = Signal(dict)  # also when a stop had to be forced ({"forced": True})
+    run_finished = Signal(object)  # RunFinished
+    run_stopped = Signal(object)  # RunStopped; forced=True when the stop had to be forced
     run_failed = Signal(str)  # the engine reported a failure it understood (bad config…)
     crashed = Signal(str, object)  # plain-words reason, last checkpoint path or None
     log_line = Signal(str)  # stderr and any non-JSON stdout line
@@ -105,7 +113,8 @@ class TrainingSupervisor(QObject):
         self.stop_timeout_ms = stop_timeout_ms
         self._process: QProcess | None = None
         self._stderr = ""
-        self._terminal_event: dict | None = None
+        self._terminal_event: Event | None = None
+        self._last_step = 0  # of the last event that had a step, for a forced stop's RunStopped
         self._stop_requested = False
         self._forced = False
         self.last_checkpoint: str | None = None
@@ -127,10 +136,6 @@ class TrainingSupervisor(QObject):
             return None
         pid = self._process.processId()
         return pid or None
-
-    @property
-    def stderr_text(self) -> str:
-        return self._stderr
 
     def start(self, config_path: str | Path) -> None:
         self._launch(list(self._command_for(config_path=config_path)))
@@ -162,6 +167,7 @@ class TrainingSupervisor(QObject):
             raise RuntimeError("a training run is already in progress")
         self._stderr = ""
         self._terminal_event = None
+        self._last_step = 0
         self._stop_requested = False
         self._forced = False
         self.last_checkpoint = None
@@ -196,28 +202,33 @@ class TrainingSupervisor(QObject):
         if not line:
             return
         try:
-            event = json.loads(line)
+            data = json.loads(line)
         except json.JSONDecodeError:
+            data = None
+        try:
+            event = Event.from_dict(data) if isinstance(data, dict) and "event" in data else None
+        except EventDecodeError as exc:  # e.g. a trainer of another version: its line is still shown
+            log.warning("not an event this app knows: %s", exc)
             event = None
-        if not isinstance(event, dict) or "event" not in event:
+        if event is None:
             self.log_line.emit(line)
             return
         self._dispatch(event)
 
-    def _dispatch(self, event: dict) -> None:
-        kind = event["event"]
+    def _dispatch(self, event: Event) -> None:
+        self._last_step = getattr(event, "step", self._last_step)
         self.event_received.emit(event)
-        if kind == "run_started":
-            self.run_dir = event.get("run_dir") or self.run_dir
+        if isinstance(event, RunStarted):
+            self.run_dir = event.run_dir or self.run_dir
             self.run_started.emit(event)
-        elif kind == "step_report":
+        elif isinstance(event, StepReport):
             self.step_reported.emit(event)
-        elif kind == "eval_report":
+        elif isinstance(event, EvalReport):
             self.eval_reported.emit(event)
-        elif kind == "checkpoint_saved":
-            self.last_checkpoint = str(event.get("path", "")) or self.last_checkpoint
+        elif isinstance(event, CheckpointSaved):
+            self.last_checkpoint = event.path or self.last_checkpoint
             self.checkpoint_saved.emit(self.last_checkpoint or "")
-        elif kind in TERMINAL_EVENTS:
+        elif isinstance(event, TERMINAL_EVENTS):
             self._terminal_event = event
 
     def _on_stop_timeout(self) -> None:
@@ -247,19 +258,17 @@ class TrainingSupervisor(QObject):
         self.running_changed.emit(False)
 
         by_signal = exit_status == QProcess.ExitStatus.CrashExit
-        terminal = self._terminal_event or {}
-        kind = terminal.get("event")
-        if kind == "run_finished" and exit_code == 0 and not by_signal:
+        terminal = self._terminal_event
+        if isinstance(terminal, RunFinished) and exit_code == 0 and not by_signal:
             self.run_finished.emit(terminal)
-        elif kind == "run_stopped" and not by_signal:
+        elif isinstance(terminal, RunStopped) and not by_signal:
             self.run_stopped.emit(terminal)
-        elif kind == "run_failed":
-            self.run_failed.emit(str(terminal.get("reason") or terminal.get("message") or "training failed"))
+        elif isinstance(terminal, RunFailed):
+            self.run_failed.emit(terminal.reason or "training failed")
         elif self._stop_requested and (self._forced or by_signal):
-            self.run_stopped.emit({
-                "event": "run_stopped", "forced": True, "path": self.last_checkpoint,
-                "reason": "the trainer did not stop in time and was ended by force; "
-                          "the last saved checkpoint is kept",
-            })
+            self.run_stopped.emit(RunStopped(
+                self._last_step, self.run_dir or "", self.last_checkpoint,
+                "the trainer did not stop in time and was ended by force; the last saved checkpoint is kept",
+                forced=True))
         else:
             self.crashed.emit(describe_exit(exit_code, by_signal, self._stderr), self.last_checkpoint)

@@ -1,7 +1,9 @@
 """How one setting is declared and checked: :func:`setting` makes a dataclass field
 whose metadata (help, choices, bounds, form hints) the YAML reader, the CLI and
 the app's form all read; :class:`Section` coerces and checks every field of a
-section against it. The sections themselves live in :mod:`mlx_lora.config`.
+section against it; :func:`format_number` is how a float setting is written for
+people (the CLI flags, the app's form). The sections themselves live in
+:mod:`mlx_lora.config`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ def field_type(field: dataclasses.Field) -> type:
     """The scalar type of a field: str, int, float, bool or tuple (of str)."""
     annotation = field.type if isinstance(field.type, str) else field.type.__name__
     return {"str": str, "int": int, "float": float, "bool": bool, "tuple[str, ...]": tuple}[annotation]
+
+
+def format_number(value: float) -> str:
+    """16.0 -> "16", 0.0001 -> "0.0001", 2e-05 -> "2e-05": the shortest text that reads back
+    as the same number (a spin box's fixed decimals would show "16.000000")."""
+    text = f"{value:.6g}"
+    return text if float(text) == value else repr(float(value))
 
 
 class Section:

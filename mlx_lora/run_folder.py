@@ -59,6 +59,7 @@ from mlx_lora import paths
 from mlx_lora.atomic import atomic_dir, atomic_path, fault_point, recover_dir, write_json, write_text
 from mlx_lora.config import RESUMABLE_CHANGES, TrainConfig, read_yaml
 from mlx_lora.errors import UserError
+from mlx_lora.run_events import RUN_STATUS
 
 if TYPE_CHECKING:
     import mlx.core as mx
@@ -80,7 +81,7 @@ _PARKED = re.compile(r"^\.(.+)\.old$")  # a folder atomic_dir was replacing (mlx
 
 # The status a run's last terminal event gives it; without one it is "incomplete"
 # (still running, or killed before it could say anything).
-_STATUS = {"run_finished": "finished", "run_stopped": "stopped", "run_failed": "failed"}
+_STATUS = {cls.kind: status for cls, status in RUN_STATUS.items()}
 
 
 class NonFiniteError(Exception):

@@ -16,6 +16,10 @@ from PySide6.QtCore import QObject, Signal
 
 from app.controllers.app_state import AppState
 from app.training_supervisor import TrainingSupervisor
+from mlx_lora.events import Event, Progress
+from mlx_lora.run_events import (
+    AdapterMerged, AdapterRanks, EvalReport, RunFinished, RunStarted, RunStopped, StepReport,
+)
 
 
 @dataclass
@@ -32,7 +36,6 @@ class RunHistory:
     reward_accuracies: list[float] = field(default_factory=list)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
     total_steps: int = 0
-    last_report: dict = field(default_factory=dict)
 
 
 def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
@@ -45,9 +48,9 @@ def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
 
 
 class TrainingController(QObject):
-    run_started = Signal(dict)
-    step_reported = Signal(dict)
-    eval_reported = Signal(dict)
+    run_started = Signal(object)  # RunStarted (history.total_steps is set, a resume's history cut back)
+    step_reported = Signal(object)  # StepReport, after it is added to history
+    eval_reported = Signal(object)  # EvalReport, after it is added to history
     checkpoint_saved = Signal(str)
     progressed = Signal(str)  # what the trainer is doing before its first step ("loading the model")
     run_ended = Signal(str, str)  # outcome ("finished", "stopped", "failed", "crashed"), message
@@ -61,7 +64,6 @@ class TrainingController(QObject):
         self.supervisor = supervisor or TrainingSupervisor(parent=self)
         self.history = RunHistory()
         self.config_path: str = ""
-        self.last_run_started: dict = {}
         self.last_outcome = ""  # of the last run: finished, stopped, failed or crashed
         s = self.supervisor
         self.run_ended.connect(lambda outcome, _message: setattr(self, "last_outcome", outcome))
@@ -109,7 +111,6 @@ class TrainingController(QObject):
             config_path = str(self.save_config(config, self.pending_config_path()))
         self.config_path = config_path
         self.history = RunHistory()
-        self.last_run_started = {}
         self.last_outcome = ""
         self.log_line.emit(f"$ mlx-lora train --config {shlex.quote(config_path)}")
         self.supervisor.start(config_path)
@@ -156,25 +157,10 @@ class TrainingController(QObject):
         with the same defaults, so no file is needed. A path is shown as ``--config PATH``."""
         if isinstance(config, (str, Path)):
             return f"mlx-lora train --config {shlex.quote(str(config))}"
-        from mlx_lora.config import TrainConfig
+        from mlx_lora.cli.config_flags import config_flags
 
-        defaults = TrainConfig().flat()
-        argv = ["mlx-lora", "train"]
-        for name, value in config.flat().items():
-            if name == "resume" or value == defaults[name]:
-                continue
-            flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):
-                argv.append(flag if value else "--no-" + name.replace("_", "-"))
-            elif isinstance(value, (list, tuple)):
-                argv += [flag, *map(str, value)]
-            elif isinstance(value, float):
-                from app.widgets.config_form import format_number
-
-                argv += [flag, format_number(value)]
-            else:
-                argv += [flag, str(value)]
-        return shlex.join(argv)
+        # a run to resume is the Resume button's business, never part of the copied command
+        return shlex.join(["mlx-lora", "train", *config_flags(config.replace(resume=""), changed_only=True)])
 
     def _history_up_to_checkpoint(self, run_dir: str) -> RunHistory:
         """A resumed run's charts start with what the run did before (its metrics.jsonl, which
@@ -189,17 +175,16 @@ class TrainingController(QObject):
                           reward_accuracies=list(curves["reward_accuracy"]))
 
     # -- supervisor events ------------------------------------------------------------
-    def _on_event_received(self, event: dict) -> None:
-        if event.get("event") == "progress" and event.get("message") and event.get("message") != "done":
-            self.progressed.emit(str(event["message"]))
-        elif event.get("event") in ("adapter_merged", "adapter_ranks") and event.get("message"):
-            self.log_line.emit(f"step {event.get('step')}: {event['message']}")  # ReLoRA merges, AdaLoRA's ranks
+    def _on_event_received(self, event: Event) -> None:
+        if isinstance(event, Progress) and event.message and event.message != "done":
+            self.progressed.emit(event.message)
+        elif isinstance(event, (AdapterMerged, AdapterRanks)) and event.message:
+            self.log_line.emit(f"step {event.step}: {event.message}")  # ReLoRA merges, AdaLoRA's ranks
 
-    def _on_run_started(self, event: dict) -> None:
-        self.last_run_started = event
-        self.history.total_steps = int(event.get("total_steps") or event.get("iters") or 0)
-        if event.get("resumed"):  # the trainer cut metrics.jsonl back to its checkpoint
-            step = int(event.get("step", 0))
+    def _on_run_started(self, event: RunStarted) -> None:
+        self.history.total_steps = event.total_steps
+        if event.resumed:  # the trainer cut metrics.jsonl back to its checkpoint
+            step = event.step
             h = self.history
             keep = [k for k, s in enumerate(h.steps) if s <= step]
             h.steps, h.losses, h.learning_rates = ([getattr(h, a)[k] for k in keep]
@@ -209,28 +194,25 @@ class TrainingController(QObject):
             keep = [k for k, s in enumerate(h.reward_steps) if s <= step]
             h.reward_steps, h.reward_margins, h.reward_accuracies = (
                 [getattr(h, a)[k] for k in keep] for a in ("reward_steps", "reward_margins", "reward_accuracies"))
-        for note in event.get("notes") or ():
+        for note in event.notes:
             self.log_line.emit(f"note: {note}")
         self.run_started.emit(event)
 
-    def _on_step_reported(self, event: dict) -> None:
+    def _on_step_reported(self, event: StepReport) -> None:
         h = self.history
-        step = int(event.get("step", len(h.steps) + 1))
-        h.steps.append(step)
-        h.losses.append(float(event.get("loss", float("nan"))))
-        h.learning_rates.append(float(event.get("learning_rate", float("nan"))))
-        h.total_steps = int(event.get("total_steps") or h.total_steps)
-        h.last_report = event
+        h.steps.append(event.step)
+        h.losses.append(event.loss)
+        h.learning_rates.append(event.learning_rate)
+        h.total_steps = event.total_steps or h.total_steps
         self.step_reported.emit(event)
 
-    def _on_eval_reported(self, event: dict) -> None:
-        if "val_loss" in event:
-            self.history.val_steps.append(int(event.get("step", 0)))
-            self.history.val_losses.append(float(event["val_loss"]))
-        if event.get("reward_margin") is not None:  # preference objectives
-            self.history.reward_steps.append(int(event.get("step", 0)))
-            self.history.reward_margins.append(float(event["reward_margin"]))
-            self.history.reward_accuracies.append(float(event.get("reward_accuracy") or 0.0))
+    def _on_eval_reported(self, event: EvalReport) -> None:
+        self.history.val_steps.append(event.step)
+        self.history.val_losses.append(event.val_loss)
+        if event.reward_margin is not None:  # preference objectives
+            self.history.reward_steps.append(event.step)
+            self.history.reward_margins.append(event.reward_margin)
+            self.history.reward_accuracies.append(event.reward_accuracy or 0.0)
         self.eval_reported.emit(event)
 
     def _on_checkpoint_saved(self, path: str) -> None:
@@ -240,18 +222,18 @@ class TrainingController(QObject):
         self.history.checkpoints.append((step, path))
         self.checkpoint_saved.emit(path)
 
-    def _on_run_finished(self, event: dict) -> None:
-        where = event.get("run_dir") or event.get("path") or self.supervisor.run_dir or "the run folder"
-        reason = event.get("reason")
+    def _on_run_finished(self, event: RunFinished) -> None:
+        where = event.run_dir or self.supervisor.run_dir or "the run folder"
+        reason = event.reason
         early = f" ({reason})" if reason and reason != "completed" else ""
-        best = event.get("best_val_loss")
-        best_text = f" Best validation loss {best:.3f} at step {event.get('best_step')}." if best is not None else ""
+        best = event.best_val_loss
+        best_text = f" Best validation loss {best:.3f} at step {event.best_step}." if best is not None else ""
         self.run_ended.emit("finished", f"Training finished{early}.{best_text} Adapter saved in {where}.")
 
-    def _on_run_stopped(self, event: dict) -> None:
-        where = event.get("checkpoint") or event.get("path") or self.supervisor.last_checkpoint
+    def _on_run_stopped(self, event: RunStopped) -> None:
+        where = event.checkpoint or self.supervisor.last_checkpoint
         text = "Training stopped." + (f" Checkpoint: {where}." if where else "")
-        if event.get("forced"):
+        if event.forced:
             text = "Training was ended by force. " + (f"Last checkpoint: {where}." if where else "No checkpoint.")
         self.run_ended.emit("stopped", text)
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from app.controllers.training import TrainingController, smoothed
 from app.widgets.common import Card, LazyWidget, MetricTile, human_count, human_seconds, muted, notice
 from app.widgets.config_form import ConfigForm
+from mlx_lora.run_events import EvalReport, RunStarted, StepReport
 
 TITLE = "Train"
 SUBTITLE = "Fine-tune the selected model on your dataset. Training runs in its own process: a crash never takes the app down."
@@ -310,48 +311,45 @@ class TrainPage(QWidget):
         self.status_label.setText(message[:1].upper() + message[1:] + "…")
         self._append_log(message)
 
-    def _on_run_started(self, event: dict) -> None:
+    def _on_run_started(self, event: RunStarted) -> None:
         total = self.controller.history.total_steps
         self.progress.setRange(0, max(1, total))
-        self.progress.setValue(int(event.get("step", 0)))
-        verb = "Resumed" if event.get("resumed") else "Training"
+        self.progress.setValue(event.step)
+        verb = "Resumed" if event.resumed else "Training"
         facts = []
-        if event.get("trainable_parameters"):
-            facts.append(f"{human_count(event['trainable_parameters'])} trainable parameters")
-        if event.get("train_examples"):
-            facts.append(f"{event['train_examples']} training examples")
-        if event.get("device"):
-            facts.append(str(event["device"]))
-        self.status_label.setText(f"{verb}: {event.get('model', '')} → {event.get('run_dir', '')}"
+        if event.trainable_parameters:
+            facts.append(f"{human_count(event.trainable_parameters)} trainable parameters")
+        if event.train_examples:
+            facts.append(f"{event.train_examples} training examples")
+        if event.device:
+            facts.append(event.device)
+        self.status_label.setText(f"{verb}: {event.model} → {event.run_dir}"
                                   + (f"  ·  {' · '.join(facts)}" if facts else ""))
-        self._append_log(f"run started: {event.get('run_dir', '')}")
+        self._append_log(f"run started: {event.run_dir}")
         self._redraw()
 
-    def _on_step_reported(self, event: dict) -> None:
+    def _on_step_reported(self, event: StepReport) -> None:
         h = self.controller.history
-        step, total = event.get("step", 0), h.total_steps
+        step, total = event.step, h.total_steps
         t = self.tiles
         t["step"].set_value(f"{step} / {total}" if total else str(step))
-        t["loss"].set_value(f"{event.get('loss', float('nan')):.3f}")
-        if "tokens_per_second" in event:
-            t["speed"].set_value(f"{event['tokens_per_second']:,.0f}")
-        if "peak_memory_gb" in event:
-            t["memory"].set_value(f"{event['peak_memory_gb']:.2f} GB")
-        t["elapsed"].set_value(human_seconds(event.get("elapsed_s")))
-        t["eta"].set_value(human_seconds(event.get("eta_s")))
+        t["loss"].set_value(f"{event.loss:.3f}")
+        t["speed"].set_value(f"{event.tokens_per_second:,.0f}")
+        t["memory"].set_value(f"{event.peak_memory_gb:.2f} GB")
+        t["elapsed"].set_value(human_seconds(event.elapsed_s))
+        t["eta"].set_value(human_seconds(event.eta_s))
         if total:
             self.progress.setRange(0, total)
             self.progress.setValue(min(step, total))
         self._redraw()
 
-    def _on_eval_reported(self, event: dict) -> None:
-        if "val_loss" in event:
-            self.tiles["val"].set_value(f"{event['val_loss']:.3f}")
-            what = "baseline (untrained) validation loss" if event.get("step") == 0 else "validation loss"
-            best = "  (best so far)" if event.get("best") else ""
-            rewards = (f", reward margin {event['reward_margin']:.4f}, accuracy {event['reward_accuracy']:.0%}"
-                       if event.get("reward_margin") is not None else "")
-            self._append_log(f"step {event.get('step')}: {what} {event['val_loss']:.4f}{rewards}{best}")
+    def _on_eval_reported(self, event: EvalReport) -> None:
+        self.tiles["val"].set_value(f"{event.val_loss:.3f}")
+        what = "baseline (untrained) validation loss" if event.step == 0 else "validation loss"
+        best = "  (best so far)" if event.best else ""
+        rewards = (f", reward margin {event.reward_margin:.4f}, accuracy {event.reward_accuracy:.0%}"
+                   if event.reward_margin is not None else "")
+        self._append_log(f"step {event.step}: {what} {event.val_loss:.4f}{rewards}{best}")
         self._redraw()
 
     def _on_run_ended(self, outcome: str, message: str) -> None:

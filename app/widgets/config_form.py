@@ -24,12 +24,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-
-def format_number(value: float) -> str:
-    """16.0 -> "16", 0.0001 -> "0.0001", 2e-05 -> "2e-05": the shortest text that reads back
-    as the same number (a spin box's fixed decimals would show "16.000000")."""
-    text = f"{value:.6g}"
-    return text if float(text) == value else repr(float(value))
+from mlx_lora.config_fields import format_number
 
 
 class FloatSpinBox(QDoubleSpinBox):

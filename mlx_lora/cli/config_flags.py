@@ -1,7 +1,7 @@
 """The command-line view of the training config: one flag per setting, generated from
 the dataclasses of :mod:`mlx_lora.config` (the flag is the setting's name with dashes:
 ``learning_rate`` ↔ ``--learning-rate``), and :func:`config_from_args`, which turns
-the flags into a :class:`~mlx_lora.config.TrainConfig`: defaults, then ``--config
+the flags into a :class:`~mlx_lora.config.TrainConfig` (and :func:`config_flags` back): defaults, then ``--config
 FILE``, then the flags; with ``--resume RUN_DIR`` the run's own config is the base
 (:meth:`mlx_lora.run_folder.RunFolder.resume_config`).
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from typing import Any
 
 from mlx_lora.config import FIELD_SECTION, SECTIONS, TrainConfig, field_info, flatten_settings, read_yaml
-from mlx_lora.config_fields import field_type
+from mlx_lora.config_fields import field_type, format_number
 from mlx_lora.run_folder import RunFolder
 
 
@@ -42,6 +43,33 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 else:
                     kwargs["metavar"] = "RUN_DIR" if field.name == "resume" else field.name.upper()
             group.add_argument(info["flag"], **kwargs)
+
+
+def config_flags(config: TrainConfig, changed_only: bool = False) -> list[str]:
+    """``config`` as ``mlx-lora train`` flags, which :func:`add_config_arguments` reads back into the
+    same config: every setting (a rank of a multi-machine run rebuilds the config from argv alone), or
+    with ``changed_only`` those that differ from the defaults (the app's "Copy command": the CLI fills
+    in the rest with the same defaults). A bool is ``--name`` / ``--no-name``, a list its items after
+    the flag, a float its shortest exact text (:func:`format_number`)."""
+    defaults = TrainConfig().flat() if changed_only else {}
+    flags = []
+    for name, value in config.flat().items():
+        if changed_only and value == defaults[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *map(str, value)]
+        else:
+            text = format_number(value) if isinstance(value, float) else str(value)
+            # argparse would take "-x" for a flag (but not a negative number): join it with "="
+            flags += [f"{flag}={text}"] if text.startswith("-") and not _NEGATIVE_NUMBER.fullmatch(text) \
+                else [flag, text]
+    return flags
+
+
+_NEGATIVE_NUMBER = re.compile(r"-\d+|-\d*\.\d+")  # argparse's own test for "a value, not a flag"
 
 
 def _show(value: Any) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -37,9 +36,12 @@ import threading
 from pathlib import Path
 from typing import Callable, TextIO
 
+from mlx_lora.cli.reporting import ProgressPrinter
+from mlx_lora.cli.config_flags import config_flags
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
-
+from mlx_lora.events import Event, EventDecodeError
+from mlx_lora.run_events import RUN_STATUS
 
 
 def check_hostfile(path: str) -> int:
@@ -65,20 +67,6 @@ def check_hostfile(path: str) -> int:
     return len(hostfile.hosts)
 
 
-def config_flags(config: TrainConfig) -> list[str]:
-    """Every setting as a flag (``--name=value``), so a rank rebuilds the same config from argv alone."""
-    flags = []
-    for name, value in config.flat().items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, list):
-            flags += [flag, *map(str, value)]
-        else:
-            flags.append(f"{flag}={value}")
-    return flags
-
-
 def launch_command(config: TrainConfig, watch_fd: int) -> list[str]:
     """mlx.launch's argv, run by :func:`_launcher_main` (which also watches ``watch_fd``)."""
     port = os.environ.get("MLX_LORA_RING_PORT")
@@ -89,8 +77,6 @@ def launch_command(config: TrainConfig, watch_fd: int) -> list[str]:
 
 def run_launched(config: TrainConfig, json_events: bool, out: TextIO) -> int:
     """Run ``config`` on the hostfile's machines; see the module docstring. Returns the exit status."""
-    from mlx_lora.cli.train import ProgressPrinter
-
     check_hostfile(config.run.hostfile)
     # the launcher's lifeline: it holds the read end; when this process ends, even by SIGKILL
     # (the app's last resort), the read sees EOF and the launcher ends its whole session
@@ -115,31 +101,36 @@ def run_launched(config: TrainConfig, json_events: bool, out: TextIO) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     printer = ProgressPrinter(out)
-    last = None
+    status = None  # the run's, from its last terminal event
     try:
         for line in launcher.stdout:
-            event = _parse(line)
-            if event is None:
+            data = _parse(line)
+            if data is None:
                 if line.strip():
                     print(line.rstrip("\n"), file=sys.stderr, flush=True)
                 continue
-            last = event.get("event", last) if event.get("event") in _TERMINAL else last
+            status = _STATUS.get(data["event"], status)
             if json_events:
                 out.write(line if line.endswith("\n") else line + "\n")
                 out.flush()
-            else:
-                _print_event(printer, event)
+                continue
+            try:
+                printer.emit(Event.from_dict(data))
+            except EventDecodeError:  # an event from another version of the engine: show it raw
+                print(json.dumps(data), file=printer.stream, flush=True)
         code = launcher.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         os.close(keep_alive)
-    if last in ("run_finished", "run_stopped"):
+    if status in ("finished", "stopped"):
         return 0
-    return 1 if last == "run_failed" or code == 0 else code
+    return 1 if status == "failed" or code == 0 else code
 
 
-_TERMINAL = ("run_finished", "run_stopped", "run_failed")
+# by kind, so that a terminal event is counted even where a rank's other engine version
+# wrote fields this one cannot read
+_STATUS = {cls.kind: status for cls, status in RUN_STATUS.items()}
 
 
 def _parse(line: str) -> dict | None:
@@ -148,31 +139,6 @@ def _parse(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     return event if isinstance(event, dict) and "event" in event else None
-
-
-def _print_event(printer, event: dict) -> None:
-    """A progress line for an event dict, by rebuilding the event it came from."""
-    from mlx_lora.events import Progress
-    from mlx_lora.train import events as ev
-
-    classes = {_kind(cls): cls for cls in
-               (Progress, ev.RunStarted, ev.StepReport, ev.EvalReport, ev.CheckpointSaved, ev.RunFinished,
-                ev.RunStopped, ev.RunFailed)}
-    cls = classes.get(event["event"])
-    if cls is None:
-        return
-    fields = {k: v for k, v in event.items() if k != "event"}
-    if "notes" in fields:
-        fields["notes"] = tuple(fields["notes"])
-    try:
-        printer.emit(cls(**fields))
-    except TypeError:  # an event from another version of the engine: show it raw
-        print(json.dumps(event), file=printer.stream, flush=True)
-
-
-def _kind(cls) -> str:
-    """``StepReport`` → ``step_report``, as :class:`mlx_lora.events.Event` names itself."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
 
 
 def watch_stdin_for_stop(request_stop: Callable[[], None]) -> None:

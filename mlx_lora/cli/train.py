@@ -6,7 +6,8 @@ progress line per report; with it, stdout carries one JSON object per event and
 nothing else (anything else that would print goes to stderr), for the app's
 training supervisor. SIGTERM and the first Ctrl-C ask the run to stop: it
 finishes or drops the current step, writes a checkpoint and exits 0; a second
-Ctrl-C interrupts at once.
+Ctrl-C interrupts at once. The printers and the stop flag are
+:mod:`mlx_lora.cli.reporting`'s; ``--hostfile`` hands over to :mod:`mlx_lora.cli.launch`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import argparse
 import json
 import signal
 import sys
-from typing import TextIO
 
-from mlx_lora.events import Event
+from mlx_lora.cli.reporting import JsonLinesReporter, ProgressPrinter, StopFlag
 
 
 def register(sub) -> None:
@@ -45,96 +45,6 @@ def register(sub) -> None:
     d.add_argument("--run-dir", help="where to write the run (default: the app's runs folder)")
     d.add_argument("--no-export", action="store_true", help="skip exporting the fused model at the end")
     d.set_defaults(func=_demo)
-
-
-class ProgressPrinter:
-    """One line per report, evaluation and checkpoint; the run's notes when it starts."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def emit(self, event: Event) -> None:
-        from mlx_lora.events import Progress
-        from mlx_lora.train import events as ev
-
-        line = None
-        if isinstance(event, Progress):
-            line = f"{event.message}…"
-        elif isinstance(event, ev.RunStarted):
-            share = 100 * event.trainable_parameters / max(event.total_parameters, 1)
-            line = (f"{'resuming' if event.resumed else 'training'} {event.model} ({event.fine_tune_type}) → "
-                    f"{event.run_dir}\n  {event.trainable_parameters:,} trainable of {event.total_parameters:,} "
-                    f"parameters ({share:.3f}%); {event.train_examples} train / {event.valid_examples} valid "
-                    f"examples, {event.train_tokens:,} tokens; {event.total_steps} steps "
-                    f"({event.steps_per_epoch:g} per epoch); padding {100 * event.padding_fraction:.1f}%; "
-                    f"{event.device} {event.compute_dtype}")
-            line += "".join(f"\n  note: {note}" for note in event.notes)
-        elif isinstance(event, ev.StepReport):
-            line = (f"step {event.step:>5}/{event.total_steps}  loss {event.loss:.4f}  lr {event.learning_rate:.2e}  "
-                    f"{event.tokens_per_second:,.0f} tok/s  peak {event.peak_memory_gb:.2f} GB  "
-                    f"eta {_duration(event.eta_s)}")
-        elif isinstance(event, ev.EvalReport):
-            line = f"step {event.step:>5}  val loss {event.val_loss:.4f}"
-            if event.reward_margin is not None:  # dpo, orpo
-                line += f"  reward margin {event.reward_margin:.4f}  accuracy {event.reward_accuracy:.0%}"
-            line += "  (best)" if event.best else ""
-        elif isinstance(event, (ev.AdapterMerged, ev.AdapterRanks)):
-            line = f"step {event.step:>5}  {event.message}"
-        elif isinstance(event, ev.CheckpointSaved):
-            line = f"step {event.step:>5}  saved {event.path}" + ("  (best)" if event.best else "")
-        elif isinstance(event, ev.RunFinished):
-            line = f"finished at step {event.step} ({event.reason}) in {_duration(event.elapsed_s)}: {event.run_dir}"
-            if event.best_val_loss is not None:
-                line += f"\n  best val loss {event.best_val_loss:.4f} at step {event.best_step} (best/)"
-        elif isinstance(event, (ev.RunStopped, ev.RunFailed)):
-            line = event.reason if isinstance(event, ev.RunStopped) else f"failed: {event.reason}"
-        if line:
-            print(line, file=self.stream, flush=True)
-
-
-class JsonLinesReporter:
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def emit(self, event: Event) -> None:
-        self.stream.write(event.to_json() + "\n")
-        self.stream.flush()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m"
-
-
-class StopFlag:
-    """SIGTERM/SIGINT → should_stop; a second SIGINT interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    def request(self) -> None:
-        self.requested = True
-
-    def install(self, signals=(signal.SIGTERM, signal.SIGINT)) -> None:
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in signals}
-
-    def uninstall(self) -> None:
-        for sig, handler in getattr(self, "_previous", {}).items():
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def _on_signal(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("stopping after this step (Ctrl-C again to interrupt now)…", file=sys.stderr, flush=True)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -7,10 +7,10 @@
 - :mod:`~mlx_lora.train.batches`: encoding, max_seq_length, length-bucketed batches;
 - :mod:`~mlx_lora.train.optim`: Adam/AdamW, LoRA+, the learning-rate schedule;
 - :mod:`~mlx_lora.train.evaluate`: the masked loss, validation, ``mlx-lora eval``;
-- :mod:`~mlx_lora.train.events`: the typed events a run reports.
+- :mod:`~mlx_lora.run_events`: the typed events a run reports.
 """
 
-from mlx_lora.train.events import (
+from mlx_lora.run_events import (
     CheckpointSaved,
     EvalReport,
     RunFailed,

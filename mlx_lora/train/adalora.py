@@ -52,7 +52,7 @@ import numpy as np
 from mlx_lora.adapters.layers import AdaLoRALinear
 from mlx_lora.config import AdapterConfig
 from mlx_lora.errors import UserError
-from mlx_lora.train.events import AdapterRanks
+from mlx_lora.run_events import AdapterRanks
 from mlx_lora.train.hooks import StepHook, add_at
 
 BETA1 = BETA2 = 0.85  # PEFT's AdaLoraConfig defaults for the two EMAs

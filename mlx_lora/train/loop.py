@@ -41,7 +41,7 @@ from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
 from mlx_lora.train import step as step_fn
 from mlx_lora.train.batches import BatchPlan, Cursor, micro_batches
 from mlx_lora.train.distributed import World
-from mlx_lora.train.events import (
+from mlx_lora.run_events import (
     CheckpointSaved,
     EvalReport,
     RunFailed,

@@ -48,7 +48,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_map
 
 from mlx_lora.errors import UserError
-from mlx_lora.train.events import AdapterMerged
+from mlx_lora.run_events import AdapterMerged
 from mlx_lora.train.hooks import StepHook
 
 

@@ -59,11 +59,11 @@ def start_two_ranks(qtbot, config_path: Path):
 
 def test_the_supervisor_runs_two_ranks_and_stop_stops_both(qtbot, distributed_config):
     supervisor, started, ranks = start_two_ranks(qtbot, distributed_config)
-    assert started[0]["world_size"] == 2  # rank 0's events, and rank 0's only
+    assert started[0].world_size == 2  # rank 0's events, and rank 0's only
     with qtbot.waitSignal(supervisor.run_stopped, timeout=120_000) as stopped:
         supervisor.stop()
     event = stopped.args[0]
-    assert "forced" not in event and event["checkpoint"].endswith(f"step-{event['step']}")
+    assert event.forced is False and event.checkpoint.endswith(f"step-{event.step}")
     assert not any(_alive(pid) for pid in ranks)
 
 

@@ -12,6 +12,7 @@ import pytest
 from app.controllers.app_state import AppState
 from app.controllers.data import DataController
 from app.pages.data_page import DataPage
+from mlx_lora.run_events import EvalReport
 from tests.app.test_train_page import make_page
 
 
@@ -82,11 +83,11 @@ def test_validation_rewards_get_their_own_chart(qtbot, tmp_path):
     qtbot.waitUntil(lambda: page.charts.widget is not None, timeout=10_000)
     charts = page.charts.widget
     supervisor = controller.supervisor
-    supervisor.eval_reported.emit({"event": "eval_report", "step": 0, "val_loss": 0.5})  # an sft run
+    supervisor.eval_reported.emit(EvalReport(0, 0.5, False, None, None))  # an sft run
     assert not charts.reward_plot.isVisibleTo(charts)
     for step, margin, accuracy in ((0, 0.0, 0.0), (10, 0.8, 0.75), (20, 1.6, 1.0)):
-        supervisor.eval_reported.emit({"event": "eval_report", "step": step, "val_loss": 0.69 - step / 100,
-                                       "reward_margin": margin, "reward_accuracy": accuracy})
+        supervisor.eval_reported.emit(EvalReport(step, 0.69 - step / 100, False, None, None,
+                                                 reward_margin=margin, reward_accuracy=accuracy))
     assert charts.reward_plot.isVisibleTo(charts)
     assert list(charts.margin.getData()[1]) == [0.0, 0.8, 1.6]
     assert list(charts.accuracy.getData()[0]) == [0, 10, 20]

@@ -87,7 +87,7 @@ def test_crash_shows_a_banner_and_offers_resume(qtbot, tmp_path):
     assert page.resume_button.isVisible()
     with qtbot.waitSignal(controller.step_reported, timeout=15_000) as step:
         page.resume_button.click()
-    assert step.args[0]["step"] == 6
+    assert step.args[0].step == 6
     with qtbot.waitSignal(controller.run_ended, timeout=15_000):
         pass
 

@@ -3,7 +3,7 @@ config), and the trainer's merge and final-rank events appear in the log in plai
 
 from __future__ import annotations
 
-from mlx_lora.train.events import AdapterMerged, AdapterRanks
+from mlx_lora.run_events import AdapterMerged, AdapterRanks
 from tests.app.test_train_page import make_page
 
 
@@ -25,7 +25,7 @@ def test_the_log_shows_relora_merges_and_adalora_ranks_in_plain_words(qtbot, tmp
     ranks = AdapterRanks(30, {"model.layers.0.self_attn.q_proj": 3}, 3, 4, 8,
                          "AdaLoRA final ranks (total 3 of budget 4, from 8 per matrix): layers.0: q_proj 3")
     for event in (merged, ranks):
-        controller.supervisor.event_received.emit(event.to_dict())
+        controller.supervisor.event_received.emit(event)
     log = page.log_view.toPlainText()
     assert "step 10: ReLoRA merge 1: the adapter was merged into the base weights" in log
     assert "step 30: AdaLoRA final ranks (total 3 of budget 4, from 8 per matrix): layers.0: q_proj 3" in log

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from app.training_supervisor import TrainingSupervisor, describe_exit, train_command
+from mlx_lora.events import Event
+from mlx_lora.run_events import CheckpointSaved, EvalReport, RunFinished, RunStarted, RunStopped, StepReport
 
 FAKE = Path(__file__).with_name("fake_trainer.py")
 
@@ -54,13 +56,33 @@ def test_clean_run_reports_every_step_and_finishes(qtbot, tmp_path):
     supervisor.crashed.connect(lambda *a: crashes.append(a))
     with qtbot.waitSignal(supervisor.run_finished, timeout=15_000) as finished:
         supervisor.start("config.yaml")
-    assert [s["step"] for s in steps] == list(range(1, 13))
-    assert [e["step"] for e in evals] == [5, 10]
-    assert finished.args[0]["event"] == "run_finished"
+    assert [s.step for s in steps] == list(range(1, 13))
+    assert [e.step for e in evals] == [5, 10]
+    assert finished.args[0].kind == "run_finished"
     assert supervisor.last_checkpoint.endswith("checkpoint-10")
     assert supervisor.run_dir == str(tmp_path)
     assert any("not JSON" in line for line in logs)
     assert not crashes and not supervisor.is_running()
+
+
+def test_the_signals_carry_the_engines_event_classes(qtbot, tmp_path):
+    supervisor, steps, logs = make_supervisor(qtbot, tmp_path, "--steps", "5", "--foreign-lines")
+    received, started, evals = [], [], []
+    supervisor.event_received.connect(received.append)
+    supervisor.run_started.connect(started.append)
+    supervisor.eval_reported.connect(evals.append)
+    with qtbot.waitSignal(supervisor.run_finished, timeout=15_000) as finished:
+        supervisor.start("config.yaml")
+    assert type(started[0]) is RunStarted and started[0].run_dir == str(tmp_path) and started[0].notes == ()
+    assert {type(step) for step in steps} == {StepReport} and steps[-1].peak_memory_gb == 1.25
+    assert type(evals[0]) is EvalReport and evals[0].best
+    assert type(finished.args[0]) is RunFinished and finished.args[0].reason == "completed"
+    assert all(isinstance(event, Event) for event in received)
+    assert [type(event) for event in received] == [RunStarted, *[StepReport] * 5, EvalReport, CheckpointSaved,
+                                                   RunFinished]
+    # what is not an event of this engine (a newer kind, a torn event, other JSON) stays a log line, whole
+    for line in ('{"event": "rank_joined", "step": 0}', '{"event": "step_report", "step": 0}', '["not", "an", "event"]'):
+        assert line in logs
 
 
 def test_stop_is_graceful_and_writes_a_checkpoint(qtbot, tmp_path):
@@ -70,8 +92,8 @@ def test_stop_is_graceful_and_writes_a_checkpoint(qtbot, tmp_path):
     pid = supervisor.pid
     with qtbot.waitSignal(supervisor.run_stopped, timeout=10_000) as stopped:
         supervisor.stop()
-    assert stopped.args[0]["path"].startswith(str(tmp_path))
-    assert "forced" not in stopped.args[0]
+    assert stopped.args[0].checkpoint.startswith(str(tmp_path))
+    assert stopped.args[0].forced is False
     assert not _alive(pid)
 
 
@@ -83,7 +105,10 @@ def test_stop_escalates_to_kill_when_the_child_ignores_sigterm(qtbot, tmp_path):
     pid = supervisor.pid
     with qtbot.waitSignal(supervisor.run_stopped, timeout=10_000) as stopped:
         supervisor.stop()
-    assert stopped.args[0]["forced"] is True
+    forced = stopped.args[0]
+    assert type(forced) is RunStopped and forced.forced is True
+    assert forced.run_dir == str(tmp_path) and forced.step == steps[-1].step >= 1
+    assert forced.checkpoint == supervisor.last_checkpoint  # the last one it saved before the kill
     assert not _alive(pid)
 
 
@@ -97,13 +122,13 @@ def test_sigkill_mid_run_is_reported_as_a_crash_with_resume(qtbot, tmp_path):
     reason, checkpoint = crashed.args
     assert "memory" in reason and "SIGKILL" in reason
     assert checkpoint == str(tmp_path / "checkpoint-5")  # resume is offered from here
-    assert [s["step"] for s in steps] == list(range(1, 8))
+    assert [s.step for s in steps] == list(range(1, 8))
     assert not _alive(pid) and not supervisor.is_running()
     # Resuming continues after the checkpoint.
     steps.clear()
     with qtbot.waitSignal(supervisor.crashed, timeout=15_000):
         supervisor.resume(supervisor.run_dir)
-    assert steps[0]["step"] == 6
+    assert steps[0].step == 6
 
 
 def test_crash_is_reported_within_five_seconds(qtbot, tmp_path):

@@ -58,7 +58,7 @@ def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
     with qtbot.waitSignal(ctx.training.run_ended, timeout=180_000) as ended:
         train.start_button.click()
     assert ended.args[0] == "finished", train.log_view.toPlainText()
-    assert [s["step"] for s in steps] == [1, 2, 3]
+    assert [s.step for s in steps] == [1, 2, 3]
     charts = train.charts.widget  # redrawn at most every REDRAW_MS
     qtbot.waitUntil(lambda: len(charts.valid.getData()[0] if charts.valid.getData()[0] is not None else []) == 2, timeout=2000)
     x, y = charts.raw.getData()
@@ -126,7 +126,7 @@ def test_a_killed_trainer_is_reported_and_resumable(qtbot, demo_model, tmp_path)
     checkpoint_step = int(Path(training.last_checkpoint).name.split("-")[1])
     with qtbot.waitSignal(training.step_reported, timeout=180_000) as step:
         train.resume_button.click()
-    assert step.args[0]["step"] == checkpoint_step + 1  # continues after the checkpoint, not from step 1
+    assert step.args[0].step == checkpoint_step + 1  # continues after the checkpoint, not from step 1
     resumed_pid = training.supervisor.pid
     with qtbot.waitSignal(training.running_changed, timeout=30_000):
         training.supervisor.kill()

@@ -21,7 +21,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_lora.cli.launch import check_hostfile, config_flags
+from mlx_lora.cli.launch import check_hostfile
+from mlx_lora.cli.config_flags import config_flags
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter
@@ -224,3 +225,45 @@ def test_a_bad_hostfile_is_refused_before_anything_starts(tmp_path):
     good.write_text(json.dumps([{"ssh": "mac-1.local", "ips": ["192.168.1.10"]},
                                 {"ssh": "mac-2.local", "ips": ["192.168.1.11"]}]))
     assert check_hostfile(str(good)) == 2
+
+
+def fake_launcher(monkeypatch, events: list) -> None:
+    """run_launched with a launcher that prints ``events`` (Event objects, dicts or text) and exits 0,
+    as mlx.launch does whatever its ranks did."""
+    from mlx_lora.cli import launch
+
+    lines = [e.to_json() if hasattr(e, "to_json") else e if isinstance(e, str) else json.dumps(e) for e in events]
+    script = f"import sys\nfor line in {lines!r}:\n    print(line, flush=True)\n"
+    monkeypatch.setattr(launch, "check_hostfile", lambda path: 2)
+    monkeypatch.setattr(launch, "launch_command", lambda config, fd: [sys.executable, "-c", script])
+
+
+def test_the_launcher_prints_rank_zeros_events_and_exits_as_the_run_ended(monkeypatch, capsys, tmp_path):
+    import io
+
+    from mlx_lora.cli.launch import run_launched
+    from mlx_lora.run_events import AdapterMerged, RunFailed, RunStarted, RunStopped
+
+    start = RunStarted(0, str(tmp_path), "tiny", "lora", 4, 2.0, 10, 100, 8, 2, 0, 64, 32, 0, 0, 0.125, "cpu",
+                       "float32", False, notes=("dequantised the base",), world_size=2)
+    step = StepReport(1, 4, 0.5, 2.5, 1e-4, 900.0, 16, 0.5, 1.0, 3.0)
+    merged = AdapterMerged(2, 1, "ReLoRA merge 1")
+    newer = {"event": "rank_joined", "step": 2, "rank": 1}  # from a newer engine on another machine
+    stopped = RunStopped(2, str(tmp_path), str(tmp_path / "checkpoints" / "step-2"), "stopped at step 2")
+    config = TrainConfig().replace(hostfile="hosts.json")
+    fake_launcher(monkeypatch, [start, "a log line", step, merged, newer, stopped])
+    out = io.StringIO()
+    assert run_launched(config, json_events=False, out=out) == 0
+    text = out.getvalue()
+    assert f"training tiny (lora) → {tmp_path}" in text and "note: dequantised the base" in text
+    assert "step     1/4  loss 2.5000" in text and "step     2  ReLoRA merge 1" in text
+    assert json.dumps(newer) in text and text.rstrip().endswith("stopped at step 2")
+    assert "a log line" in capsys.readouterr().err
+
+    fake_launcher(monkeypatch, [start, step, RunFailed(1, str(tmp_path), None, "out of memory")])
+    out = io.StringIO()
+    assert run_launched(config, json_events=True, out=out) == 1
+    assert events_of(out.getvalue())[-1] == {"event": "run_failed", "step": 1, "run_dir": str(tmp_path),
+                                              "checkpoint": None, "reason": "out of memory"}
+    fake_launcher(monkeypatch, [start, step])  # the ranks died without a last word
+    assert run_launched(config, json_events=False, out=io.StringIO()) == 1

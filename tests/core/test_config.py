@@ -8,8 +8,9 @@ import dataclasses
 import pytest
 import yaml
 
-from mlx_lora.cli.config_flags import add_config_arguments, config_from_args
+from mlx_lora.cli.config_flags import add_config_arguments, config_flags, config_from_args
 from mlx_lora.config import FIELD_SECTION, SECTIONS, TrainConfig, field_info, iter_fields
+from mlx_lora.config_fields import format_number
 from mlx_lora.errors import UserError
 from mlx_lora.run_folder import resume_config
 
@@ -116,6 +117,22 @@ def test_flags_override_yaml_which_overrides_defaults(tmp_path):
     assert config.data.mask_prompt is False
     assert config.adapter.targets == ("q_proj", "v_proj", "o")
     assert config.optimizer.learning_rate == TrainConfig().optimizer.learning_rate  # default
+
+
+def test_config_flags_read_back_as_the_same_config():
+    config = TrainConfig().replace(data="-odd name/data", run_dir="", targets=("q_proj", "v_proj"), rslora=True,
+                                   mask_prompt=False, learning_rate=1.23456789e-5, alpha=16.0, num_layers=-1,
+                                   val_batches=-1, seed=7, hostfile="hosts.json")
+    every, changed = config_flags(config), config_flags(config, changed_only=True)
+    assert config_from_args(parser().parse_args(every)) == config
+    assert config_from_args(parser().parse_args(changed)) == config
+    assert len([f for f in every if f.startswith("--")]) == len(FIELD_SECTION)  # every setting
+    assert changed == ["--data=-odd name/data", "--no-mask-prompt", "--num-layers", "-1", "--targets", "q_proj",
+                       "v_proj", "--rslora", "--learning-rate", "1.23456789e-05", "--val-batches", "-1",
+                       "--seed", "7", "--hostfile", "hosts.json"]
+    assert config_flags(TrainConfig(), changed_only=True) == []
+    assert (format_number(16.0), format_number(1e-4), format_number(2e-05), format_number(0.1 + 0.2)) == (
+        "16", "0.0001", "2e-05", "0.30000000000000004")
 
 
 def test_resume_takes_the_runs_config_and_refuses_changes_that_break_exactness(tmp_path):

@@ -17,7 +17,7 @@ from mlx_lora.events import RecordingReporter, never_stop
 from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import RunStarted, train
 from mlx_lora.train.adalora import budget_at
-from mlx_lora.train.events import AdapterRanks
+from mlx_lora.run_events import AdapterRanks
 from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
 from mlx_lora.train.methods import prepare_model

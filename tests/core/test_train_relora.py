@@ -20,7 +20,7 @@ from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import StepReport, train
 from mlx_lora.train.batches import Example, make_batch
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.train.events import AdapterMerged
+from mlx_lora.run_events import AdapterMerged
 from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
 from mlx_lora.train.methods import prepare_model

@@ -4,7 +4,8 @@
 ``EvalReport`` every ``steps_per_eval`` steps, ``CheckpointSaved`` after each
 complete checkpoint, ``AdapterMerged`` after each ReLoRA merge, ``AdapterRanks``
 (AdaLoRA's final ranks) just before the end, and exactly one of ``RunFinished`` / ``RunStopped`` /
-``RunFailed`` at the end. Every event has a ``step`` (the optimiser steps done
+``RunFailed`` at the end (:data:`TERMINAL_EVENTS`, with the status each gives the run
+in :data:`RUN_STATUS`). Every event has a ``step`` (the optimiser steps done
 when it was emitted), so ``metrics.jsonl`` can be cut back to a checkpoint on
 resume. Times are seconds, memory is GB (10^9 bytes).
 """
@@ -113,6 +114,8 @@ class RunStopped(Event):
     run_dir: str
     checkpoint: str | None  # where it can be resumed from
     reason: str
+    # the app's supervisor ended a trainer that did not stop in time (SIGKILL); the engine never sets it
+    forced: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,4 +126,8 @@ class RunFailed(Event):
     reason: str  # what went wrong and what to do about it
 
 
-TERMINAL_EVENTS = (RunFinished, RunStopped, RunFailed)
+# The one list of the events that end a run, with the status each gives it. Everyone who
+# asks "has the run ended, and how?" (the loop, the CLI's launcher, the app's supervisor,
+# the run history) derives from this.
+RUN_STATUS: dict[type, str] = {RunFinished: "finished", RunStopped: "stopped", RunFailed: "failed"}
+TERMINAL_EVENTS = tuple(RUN_STATUS)
