@@ -235,6 +235,13 @@ class RunConfig(Section):
                                        "one is kept apart in best/.", min=0, advanced=True)
     hostfile: str = setting("", "Train on several machines: an mlx.launch hostfile (JSON) naming them; the "
                                 "first host is rank 0 and writes the run. Empty: this machine only.", advanced=True)
+    gpus: int = setting(0, "Train on this many GPUs of this machine: one process per GPU (data-parallel, "
+                           "gradients averaged, MLX's NCCL backend through mlx.launch), the run the same as on "
+                           "one GPU with the same batch_size. 0 or 1: one process.", min=0, max=1024, advanced=True)
+
+    def check(self) -> None:
+        if self.gpus > 1 and self.hostfile:
+            self.fail("gpus", "use either gpus (the GPUs of this machine) or hostfile (several machines), not both")
 
 
 SECTIONS: dict[str, type[Section]] = {
@@ -253,7 +260,7 @@ SECTIONS: dict[str, type[Section]] = {
 RESUMABLE_CHANGES = frozenset({
     "iters", "epochs", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
     "keep_checkpoints", "early_stopping_patience", "early_stopping_min_delta", "run_dir", "resume",
-    "hostfile",  # the global batch is the same on any number of machines
+    "hostfile", "gpus",  # the global batch is the same on any number of machines or GPUs
 })
 
 

@@ -1,9 +1,12 @@
-"""``mlx-lora train --hostfile FILE``: one run on several machines, through ``mlx.launch``.
+"""``mlx-lora train --hostfile FILE`` (several machines) and ``--gpus N`` (the GPUs of this
+machine): one run on several processes, through ``mlx.launch``.
 
 This process does not train. It checks the hostfile, then runs
 
     mlx.launch --hostfile FILE -- python -m mlx_lora.cli.main train <every setting> --json-events
+    mlx.launch --hosts 127.0.0.1 -n N --backend nccl -- python -m mlx_lora.cli.main train …
 
+(with ``--gpus N`` mlx.launch gives rank r ``CUDA_VISIBLE_DEVICES=r``: one GPU each)
 (the settings as flags, not ``--config``, so the other machines need no copy of a
 config file) and reads rank 0's JSON events: it prints them as progress lines,
 or passes them on unchanged with ``--json-events`` (the app's supervisor reads
@@ -23,6 +26,9 @@ is killed outright, the launcher sees its lifeline pipe close and does the same
 
 The ring backend's first port is ``--starting-port`` of mlx.launch (default
 32323, one more per rank); ``MLX_LORA_RING_PORT`` sets it (the tests pick free ports).
+NCCL's rendezvous port is mlx.launch's ``--nccl-port`` (12345), ``MLX_LORA_NCCL_PORT``
+sets it. ``MLX_LORA_GPUS_BACKEND=ring`` runs ``--gpus N`` as N CPU processes instead (how
+the tests exercise it on a machine without GPUs).
 """
 
 from __future__ import annotations
@@ -67,17 +73,40 @@ def check_hostfile(path: str) -> int:
     return len(hostfile.hosts)
 
 
+def check_gpus(gpus: int) -> str:
+    """The backend that runs ``--gpus N`` (nccl, or the tests' ring), or a UserError before anything starts."""
+    backend = os.environ.get("MLX_LORA_GPUS_BACKEND", "nccl")
+    if backend == "nccl":
+        import mlx.core as mx
+
+        if not mx.cuda.is_available():
+            raise UserError(f"gpus (run.gpus, --gpus): {gpus} GPUs need MLX's CUDA backend, which this machine "
+                            "does not have (install the cuda extra on a Linux machine with NVIDIA GPUs: "
+                            "pip install 'mlx-lora-studio[cuda]'); on a Mac or for several machines use --hostfile")
+    return backend
+
+
 def launch_command(config: TrainConfig, watch_fd: int) -> list[str]:
     """mlx.launch's argv, run by :func:`_launcher_main` (which also watches ``watch_fd``)."""
+    if config.run.hostfile:
+        where = ["--hostfile", str(Path(config.run.hostfile).expanduser())]
+    else:
+        where = ["--hosts", "127.0.0.1", "-n", str(config.run.gpus), "--backend", check_gpus(config.run.gpus)]
+        if os.environ.get("MLX_LORA_NCCL_PORT"):
+            where += ["--nccl-port", os.environ["MLX_LORA_NCCL_PORT"]]
     port = os.environ.get("MLX_LORA_RING_PORT")
-    return [sys.executable, "-m", "mlx_lora.cli.launch", str(watch_fd), "--hostfile", str(Path(config.run.hostfile).expanduser()),
+    return [sys.executable, "-m", "mlx_lora.cli.launch", str(watch_fd), *where,
             "--env", "MLX_LORA_LAUNCHED=1", *(["--starting-port", port] if port else []),
             "--", sys.executable, "-m", "mlx_lora.cli.main", "train", *config_flags(config), "--json-events"]
 
 
 def run_launched(config: TrainConfig, json_events: bool, out: TextIO) -> int:
-    """Run ``config`` on the hostfile's machines; see the module docstring. Returns the exit status."""
-    check_hostfile(config.run.hostfile)
+    """Run ``config`` on the hostfile's machines or this machine's GPUs; see the module docstring.
+    Returns the exit status."""
+    if config.run.hostfile:
+        check_hostfile(config.run.hostfile)
+    else:
+        check_gpus(config.run.gpus)
     # the launcher's lifeline: it holds the read end; when this process ends, even by SIGKILL
     # (the app's last resort), the read sees EOF and the launcher ends its whole session
     lifeline, keep_alive = os.pipe()

@@ -63,7 +63,7 @@ def _train(args: argparse.Namespace) -> int:
     stop = StopFlag()
     try:
         config = config_from_args(args)
-        if config.run.hostfile and not launched():  # several machines: mlx.launch runs the ranks
+        if (config.run.hostfile or config.run.gpus > 1) and not launched():  # mlx.launch runs the ranks
             sys.stdout = stdout
             return run_launched(config, args.json_events, stdout)
         if launched():

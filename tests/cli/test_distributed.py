@@ -65,8 +65,8 @@ def free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
-def launch(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "MLX_LORA_RING_PORT": str(free_port_pair())}
+def launch(args: list[str], **env_vars: str) -> subprocess.Popen:
+    env = {**os.environ, "MLX_LORA_RING_PORT": str(free_port_pair()), **env_vars}
     proc = subprocess.Popen([sys.executable, "-m", "mlx_lora.cli.main", "train", *args, "--json-events"],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     timer = threading.Timer(LAUNCH_TIMEOUT_S, proc.kill)
@@ -267,3 +267,40 @@ def test_the_launcher_prints_rank_zeros_events_and_exits_as_the_run_ended(monkey
                                               "checkpoint": None, "reason": "out of memory"}
     fake_launcher(monkeypatch, [start, step])  # the ranks died without a last word
     assert run_launched(config, json_events=False, out=io.StringIO()) == 1
+
+
+def test_gpus_runs_one_rank_per_gpu_like_one_process(tiny_model, dataset, tmp_path):
+    """``--gpus 2`` starts two ranks on this machine through mlx.launch (NCCL on CUDA; here the
+    ring backend on the CPU stands in, MLX_LORA_GPUS_BACKEND) and trains as one process does."""
+    one = RecordingReporter()
+    train(tiny_config(tiny_model, dataset, tmp_path / "one", iters=3, **SETTINGS), one)
+    events, err = finish(launch(flags(tiny_model, dataset, tmp_path / "two", iters=3, gpus=2, **SETTINGS),
+                                MLX_LORA_GPUS_BACKEND="ring"))
+    assert events and events[-1]["event"] == "run_finished", err[-3000:]
+    assert started(events)["world_size"] == 2
+    got = {e["step"]: e["loss"] for e in events if e["event"] == "step_report"}
+    for step, loss in losses(one.events).items():
+        assert got[step] == pytest.approx(loss, rel=1e-5), step
+
+
+def test_the_gpus_launch_pins_one_gpu_per_rank_with_nccl(monkeypatch):
+    from mlx_lora.cli import launch
+
+    monkeypatch.setattr("mlx.core.cuda.is_available", lambda: True)
+    monkeypatch.setenv("MLX_LORA_NCCL_PORT", "23456")
+    argv = launch.launch_command(TrainConfig().replace(gpus=4), 7)
+    head = argv[:argv.index("--")]
+    assert head[head.index("-n") + 1] == "4" and head[head.index("--backend") + 1] == "nccl"
+    assert head[head.index("--hosts") + 1] == "127.0.0.1" and head[head.index("--nccl-port") + 1] == "23456"
+    assert "--gpus" in argv[argv.index("--"):] or "--gpus=4" in argv  # the ranks see the same config
+
+
+def test_gpus_without_cuda_is_a_named_error_before_anything_starts(monkeypatch):
+    from mlx_lora.cli import launch
+
+    monkeypatch.setattr("mlx.core.cuda.is_available", lambda: False)
+    monkeypatch.delenv("MLX_LORA_GPUS_BACKEND", raising=False)
+    with pytest.raises(UserError, match=r"gpus \(run.gpus, --gpus\): 2 GPUs need MLX's CUDA backend"):
+        launch.launch_command(TrainConfig().replace(gpus=2), 7)
+    with pytest.raises(UserError, match="either gpus .* or hostfile"):
+        TrainConfig().replace(gpus=2, hostfile="hosts.json")
