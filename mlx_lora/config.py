@@ -238,6 +238,11 @@ class RunConfig(Section):
     gpus: int = setting(0, "Train on this many GPUs of this machine: one process per GPU (data-parallel, "
                            "gradients averaged, MLX's NCCL backend through mlx.launch), the run the same as on "
                            "one GPU with the same batch_size. 0 or 1: one process.", min=0, max=1024, advanced=True)
+    memory_limit_gb: float = setting(0.0, "The most memory the run may hold (GB): a step that needs more is "
+                                          "dropped and the run stops with a checkpoint and how far to lower "
+                                          "max_batch_tokens. 0: 85% of the device's own figure (Metal's "
+                                          "recommended working set, the GPU's memory, or RAM).", min=0,
+                                     label="Memory limit (GB)", advanced=True)
 
     def check(self) -> None:
         if self.gpus > 1 and self.hostfile:
@@ -261,6 +266,8 @@ RESUMABLE_CHANGES = frozenset({
     "iters", "epochs", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
     "keep_checkpoints", "early_stopping_patience", "early_stopping_min_delta", "run_dir", "resume",
     "hostfile", "gpus",  # the global batch is the same on any number of machines or GPUs
+    # how the same batch is cut into passes, and the memory guard (the steps mean the same)
+    "max_batch_tokens", "memory_limit_gb",
 })
 
 
