@@ -309,7 +309,7 @@ class _Trainer:
             world_size=self.world.size))
 
         self.memory_guard = MemoryGuard.for_config(config)  # see train/memory_guard.py
-        self.memory_guard.install()
+        previous_limit = self.memory_guard.install()
         self.session_start = time.perf_counter()
         self.session_start_elapsed = progress.elapsed_s
         self.session_start_step = progress.step
@@ -324,6 +324,8 @@ class _Trainer:
             return self._loop()
         except Cancelled:
             return self._stopped()
+        finally:
+            self.memory_guard.restore(previous_limit)
 
     def _loop(self) -> RunResult:
         config, progress = self.config, self.progress

@@ -46,10 +46,18 @@ class MemoryGuard:
         total, what = device_memory()
         return cls(int(total * DEFAULT_SHARE), f"{DEFAULT_SHARE:.0%} of {what}, {total / 1e9:.1f} GB")
 
-    def install(self) -> None:
+    def install(self) -> int:
+        """Gives MLX the limit; returns the one it had, for :meth:`restore` when the run ends
+        (the app's tests and notebooks train more than once in one process)."""
         import mlx.core as mx
 
-        mx.set_memory_limit(self.limit)
+        return mx.set_memory_limit(self.limit)
+
+    @staticmethod
+    def restore(previous: int) -> None:
+        import mlx.core as mx
+
+        mx.set_memory_limit(previous)
 
     def describe(self) -> str:
         return f"{self.limit / 1e9:.2f} GB ({self.source})"

@@ -70,3 +70,6 @@ def test_a_first_step_over_the_limit_says_nothing_was_trained(tiny_model, datase
     stopped = recorder.of(RunStopped)[-1]
     assert stopped.checkpoint is None and "out of memory at step 1" in stopped.reason
     assert "nothing was trained yet" in stopped.reason and not recorder.of(StepReport)
+    limit = mx.set_memory_limit(10**12)  # the run gave MLX back the limit it had before
+    assert limit > 10**6
+    mx.set_memory_limit(limit)
