@@ -161,6 +161,10 @@ class OptimizerConfig(Section):
     learning_rate: float = setting(1e-4, "Peak learning rate (after warm-up).", min=0.0, min_exclusive=True,
                                    max=1e6)
     weight_decay: float = setting(0.0, "Decoupled weight decay (adamw only).", min=0.0, max=1.0, advanced=True)
+    state_bits: int = setting(32, "Adam's two moments in 32 bits, or in 8 (blockwise, with a scale per 64 "
+                                  "values: 0.28x the optimiser's memory; full fine-tuning and large ranks gain "
+                                  "most; bench/RESULTS.md has the losses).", choices=(32, 8),
+                              label="Optimiser state bits", advanced=True)
     beta1: float = setting(0.9, "Adam's first-moment decay.", min=0.0, max=0.9999, advanced=True)
     beta2: float = setting(0.999, "Adam's second-moment decay.", min=0.0, max=0.99999, advanced=True)
     max_grad_norm: float = setting(1.0, "Clip the gradient's global norm to this; 0 turns clipping off.",
