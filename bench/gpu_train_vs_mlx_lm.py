@@ -173,7 +173,7 @@ def main() -> None:
                 "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}}),
                 "cap-1024": ("ours, max_batch_tokens 1024", {"ours": {"max_batch_tokens": 1024}}),
                 "fp32-lora": ("ours, LoRA product in float32 (mlx-lm's layers)",
-                              {"module": {"methods.CAST_LORA": False}})}
+                              {"module": {"lora.CAST_LORA": False}})}
     for key in filter(None, args.variants.split(",")):
         names, extra = [], {}
         for part in key.split("+"):

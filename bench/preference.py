@@ -31,7 +31,7 @@ def score(config, run_dir: Path) -> dict[str, float]:
     from mlx_lora.data.dataset import load_splits
     from mlx_lora.train.batches import encode_records
     from mlx_lora.train.evaluate import MaskedLoss, dataset_loss
-    from mlx_lora.train.methods import load_base
+    from mlx_lora.train.prepare import load_base
     from mlx_lora.train.preference import PreferenceLoss, encode_pairs, evaluate_pairs
 
     model, tokenizer, _, _, _ = load_base(config)
@@ -59,7 +59,7 @@ def step_costs(objectives: list[str], repeats: int) -> dict[str, list[float]]:
     from mlx_lora.data.dataset import load_splits
     from mlx_lora.paths import sample_datasets_dir
     from mlx_lora.train.batches import make_batch
-    from mlx_lora.train.methods import prepare_model
+    from mlx_lora.train.prepare import prepare_model
     from mlx_lora.train.objectives import SupervisedObjective
     from mlx_lora.train.preference import PreferenceLoss, encode_pairs, make_pair_batch
 

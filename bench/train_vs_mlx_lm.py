@@ -45,7 +45,8 @@ from mlx_lora.events import RecordingReporter
 from mlx_lora.train import StepReport, train
 from mlx_lora.train import loop
 model, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
-from mlx_lora.train import evaluate, methods, step
+from mlx_lora.train import evaluate, step
+from mlx_lora.methods import lora
 rows = []  # per step: (examples, real tokens)
 micro_batches = loop.micro_batches
 def counting_micro_batches(indices, lengths, cap):  # the loop's one call per step (no accumulation here)
@@ -54,7 +55,7 @@ def counting_micro_batches(indices, lengths, cap):  # the loop's one call per st
 loop.micro_batches = counting_micro_batches
 for name, value in s.get("module", {}).items():  # e.g. {"step.COMPILE_ON_GPU": false}: variants to measure
     module, attr = name.split(".")
-    setattr({"step": step, "evaluate": evaluate, "methods": methods}[module], attr, value)
+    setattr({"step": step, "evaluate": evaluate, "lora": lora}[module], attr, value)
 if s.get("worst_first"):
     class WorstFirst(loop.BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
         def epoch(self, epoch):

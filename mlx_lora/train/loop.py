@@ -51,8 +51,8 @@ from mlx_lora.run_events import (
     StepReport,
     TERMINAL_EVENTS,
 )
-from mlx_lora.train.hooks import method_hooks
-from mlx_lora.train.methods import PreparedModel, prepare_model, trained_weights
+from mlx_lora.methods import StepHooks, method_for
+from mlx_lora.train.prepare import PreparedModel, prepare_model, trained_weights
 from mlx_lora.train.objectives import objective_for
 from mlx_lora.train.optim import Optimizer, learning_rate_at
 from mlx_lora.run_folder import NonFiniteError, RunFolder, check_checkpoint_fits, default_run_dir
@@ -231,8 +231,9 @@ class _Trainer:
         self.loss = self.objective.make_loss()
         self.loss.check(model, mx.array([self.train_set.examples[0].tokens[:64]]))
         self.optimizer.inner.init(model.trainable_parameters())
-        # what the method adds around each update (AdaLoRA, ReLoRA): mlx_lora/train/hooks.py
-        self.hooks = method_hooks(config, model, self.optimizer, self.total_steps, self.out.emit)
+        # what the method adds around each update (AdaLoRA, ReLoRA): mlx_lora/methods/
+        self.method = method_for(config.adapter.fine_tune_type)
+        self.hooks = StepHooks(self.method.hooks(config, model, self.optimizer, self.total_steps, self.out.emit))
         if resuming:
             self.folder = run
             self._restore(checkpoint)
@@ -285,9 +286,9 @@ class _Trainer:
                          "or nothing to train on)")
         if not self.valid_set.examples:
             notes.append("no validation set: no validation loss, best checkpoint or early stopping")
-        if config.adapter.fine_tune_type == "full" and any("dequantised" in n for n in notes):
-            notes.append("full fine-tuning of a quantised model saves full-precision weights, which load onto "
-                         "the dequantised model, not the quantised one")
+        if not self.method.has_adapter and any("dequantised" in n for n in notes):
+            notes.append(f"{self.method.label.lower()} of a quantised model saves full-precision weights, which "
+                         "load onto the dequantised model, not the quantised one")
         if resumed:
             notes.append(f"resumed from {self.last_checkpoint.relative_to(self.folder.path)}")
             if self.data_changed:

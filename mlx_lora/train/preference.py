@@ -154,8 +154,10 @@ class PreferenceLoss:
         from mlx_lora.adapters import adapter_layers
 
         if self.objective == "dpo" and not adapter_layers(model):
+            from mlx_lora.methods import METHODS
+
             raise UserError("objective dpo: the model has no adapter layers to switch off for the reference "
-                            "model; use fine_tune_type lora or dora")
+                            f"model; use fine_tune_type {' or '.join(n for n, m in METHODS.items() if m.has_adapter)}")
         return self.masked.check(model, inputs)
 
     def reference_logps(self, model: nn.Module, *batch) -> mx.array:

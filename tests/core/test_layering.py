@@ -1,7 +1,7 @@
 """Which engine packages may import which: read from the source (every import statement,
 at the top of a module or inside a function), so a lazy import cannot hide an arrow.
 
-    run_folder  <-  adapters  <-  chat, export, train  <-  cli
+    config, methods  <-  run_folder  <-  adapters  <-  chat, export, train  <-  cli
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def arrows(package: str, forbidden: tuple[str, ...]) -> list[str]:
     ("run_folder", ("adapters", "chat", "export", "train", "cli", "run_history")),
     ("run_history", ("adapters", "chat", "export", "train", "cli")),
     ("config", ("run_folder", "run_history", "adapters", "chat", "export", "train", "cli")),
+    ("methods", ("run_folder", "run_history", "adapters", "chat", "export", "train", "cli", "data", "models")),
 ])
 def test_no_module_imports_upward(package, forbidden):
     assert arrows(package, forbidden) == []

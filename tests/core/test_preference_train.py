@@ -89,7 +89,7 @@ def test_orpo_trains_and_reports_margins(tiny_model, pairs_dataset, tmp_path):
 def prepared(tiny_model, pairs_dataset, tmp_path_factory):
     """The tiny model with fresh LoRA layers, and one batch of 3 pairs."""
     from mlx_lora.data.dataset import load_splits
-    from mlx_lora.train.methods import prepare_model
+    from mlx_lora.train.prepare import prepare_model
 
     config = tiny_config(tiny_model, pairs_dataset, tmp_path_factory.mktemp("unused"), objective="dpo")
     prepared_model = prepare_model(config)

@@ -13,7 +13,7 @@ from mlx_lora.config import TrainConfig
 from mlx_lora.train import step as step_fn
 from mlx_lora.train.batches import BatchPlan, Example, make_batch, micro_batches
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.train.methods import prepare_model
+from mlx_lora.train.prepare import prepare_model
 
 
 def _examples(rng, count=6):
