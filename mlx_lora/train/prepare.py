@@ -167,7 +167,7 @@ def apply_method(model: nn.Module, adapter: AdapterConfig) -> dict[str, Any]:
     model.freeze()
     keys = resolve_targets(layers[len(layers) - num_layers:], adapter.targets) if method.has_adapter else []
     lora_parameters = method.apply(model, adapter, num_layers, keys)
-    return {"fine_tune_type": adapter.fine_tune_type, "num_layers": num_layers, "lora_parameters": lora_parameters}
+    return {"fine_tune_type": method.saves_as, "num_layers": num_layers, "lora_parameters": lora_parameters}
 
 
 def enable_grad_checkpoint(layers: list[nn.Module]) -> None:
