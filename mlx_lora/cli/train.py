@@ -96,7 +96,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mlx_lora.demo_run import DEFAULT_STEPS, run_demo
+    from mlx_lora.demo_training import DEFAULT_STEPS, run_demo
 
     stop = StopFlag()
     stop.install()
