@@ -6,7 +6,7 @@
 - completion: ``{"prompt": ..., "completion": ...}``;
 - text: ``{"text": ...}``;
 - preference: ``{"prompt": ..., "chosen": ..., "rejected": ...}`` (plain or chat form;
-  the rules are in :mod:`mlx_lora.data.preference`), for DPO and ORPO.
+  the rules are in :mod:`mlx_lora.data.pairs`), for DPO and ORPO.
 
 Keys other than these are allowed and ignored, as mlx-lm ignores them. This
 module knows nothing about files or lines: :mod:`mlx_lora.data.validate` adds
@@ -192,7 +192,7 @@ def check_text(record: dict[str, Any]) -> list[str]:
 
 
 def check_preference(record: dict[str, Any]) -> list[str]:
-    from mlx_lora.data.preference import check_pair
+    from mlx_lora.data.pairs import check_pair
 
     return check_pair(record)
 

@@ -22,7 +22,7 @@ Completion records are a chat [user: prompt, assistant: completion] when the
 tokenizer has a chat template (as mlx-lm does), else ``prompt + completion``
 with the completion trained. Text records are trained whole. A preference record
 is its prompt and chosen answer here (supervised training on pairs); DPO and ORPO
-encode both answers through :mod:`mlx_lora.data.preference`. Every example
+encode both answers through :mod:`mlx_lora.data.pairs`. Every example
 ends its trained part with an end-of-turn/EOS token: where the template leaves
 it out, one is appended and ``appended_eos`` says so.
 """
@@ -228,7 +228,7 @@ def encode_example(tokenizer, record: dict[str, Any], mask_prompt: bool = True) 
     if reasons:
         raise UserError(f"invalid record: {'; '.join(reasons)}")
     if fmt == PREFERENCE:  # supervised training on a preference pair learns the chosen answer
-        from mlx_lora.data.preference import side_record
+        from mlx_lora.data.pairs import side_record
 
         return encode_example(tokenizer, side_record(record, "chosen"), mask_prompt)
     if fmt == CHAT:
