@@ -132,7 +132,7 @@ class AdapterConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class PreferenceConfig(Section):
     """What the run optimises: plain supervised fine-tuning, or a preference objective on
-    pairs of answers (see mlx_lora.train.preference)."""
+    pairs of answers (see mlx_lora.train.preference_loss)."""
 
     section_name = "preference"
     objective: str = setting("sft", "sft: learn the replies (supervised fine-tuning); dpo: Direct Preference "

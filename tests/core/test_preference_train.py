@@ -15,7 +15,7 @@ import pytest
 from mlx_lora.events import RecordingReporter
 from mlx_lora.run_folder import RunFolder
 from mlx_lora.train import EvalReport, RunFinished, RunStarted, StepReport, train
-from mlx_lora.train.preference import (
+from mlx_lora.train.preference_loss import (
     PreferenceLoss, dpo_terms, encode_pairs, evaluate_pairs, make_pair_batch, sequence_logps,
 )
 from tests.core.test_train_helpers import losses, tiny_config
