@@ -184,7 +184,7 @@ def _with_eos(tokenizer, tokens, trained, offsets, at: int) -> tuple[list, list,
     return tokens, trained, offsets
 
 
-def _encode_chat(tokenizer, messages, tools, mask_prompt: bool) -> EncodedExample:
+def encode_chat(tokenizer, messages, tools, mask_prompt: bool) -> EncodedExample:
     full = apply_template(tokenizer, messages, tools)
     spans = _assistant_spans(tokenizer, messages, tools, full)
     ends = _end_strings(tokenizer)
@@ -205,7 +205,7 @@ def _encode_chat(tokenizer, messages, tools, mask_prompt: bool) -> EncodedExampl
     return EncodedExample(tokens, trained, full, offsets, appended, missing)
 
 
-def _encode_plain(tokenizer, text: str, trained_from: int, mask_prompt: bool) -> EncodedExample:
+def encode_plain(tokenizer, text: str, trained_from: int, mask_prompt: bool) -> EncodedExample:
     """``text`` tokenized as mlx-lm's text datasets do (with the tokenizer's BOS), trained
     from character ``trained_from`` on, ending with EOS."""
     tokens, offsets = _tokenize(tokenizer, text, add_special_tokens=True)
@@ -232,15 +232,15 @@ def encode_example(tokenizer, record: dict[str, Any], mask_prompt: bool = True) 
 
         return encode_example(tokenizer, side_record(record, "chosen"), mask_prompt)
     if fmt == CHAT:
-        return _encode_chat(tokenizer, record["messages"], record.get("tools"), mask_prompt)
+        return encode_chat(tokenizer, record["messages"], record.get("tools"), mask_prompt)
     if fmt == COMPLETION:
         if has_chat_template(tokenizer):
             messages = [{"role": "user", "content": record["prompt"]},
                         {"role": "assistant", "content": record["completion"]}]
-            return _encode_chat(tokenizer, messages, record.get("tools"), mask_prompt)
-        return _encode_plain(tokenizer, record["prompt"] + record["completion"], len(record["prompt"]), mask_prompt)
+            return encode_chat(tokenizer, messages, record.get("tools"), mask_prompt)
+        return encode_plain(tokenizer, record["prompt"] + record["completion"], len(record["prompt"]), mask_prompt)
     assert fmt == TEXT
-    return _encode_plain(tokenizer, record["text"], 0, mask_prompt=False)
+    return encode_plain(tokenizer, record["text"], 0, mask_prompt=False)
 
 
 def preview(tokenizer, record: dict[str, Any], mask_prompt: bool = True) -> list[Span]:
