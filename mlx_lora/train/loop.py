@@ -114,10 +114,6 @@ class _Progress:
                    evals_since_best=state["evals_since_best"], last_eval_step=state["last_eval_step"])
 
 
-class _Diverged(Exception):
-    pass
-
-
 def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63)
 
