@@ -16,34 +16,14 @@ code is :mod:`mlx_lora.methods.tensors`, a subpackage the search skips.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from types import MappingProxyType
 from typing import Mapping
 
 from mlx_lora.errors import UserError
 from mlx_lora.methods.base import Method, StepHook, StepHooks
+from mlx_lora.registry import discover
 
-
-def _discover() -> Mapping[str, Method]:
-    found: list[Method] = []
-    for module_info in pkgutil.iter_modules(__path__):
-        if module_info.ispkg:
-            continue  # tensors/: the MLX code, imported only when a model is adapted
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
-        method = getattr(module, "METHOD", None)
-        if method is None:
-            continue  # a helper module (base), not a method
-        if not isinstance(method, Method):
-            raise TypeError(f"{module.__name__}.METHOD is {type(method).__name__}, not a Method")
-        found.append(method)
-    names = [method.name for method in found]
-    if len(set(names)) != len(names):
-        raise TypeError(f"two methods share a name: {sorted(names)}")
-    return MappingProxyType({m.name: m for m in sorted(found, key=lambda m: (m.order, m.name))})
-
-
-METHODS: Mapping[str, Method] = _discover()
+# tensors/ is a subpackage: the MLX code, imported only when a model is adapted
+METHODS: Mapping[str, Method] = discover(__name__, __path__, "METHOD", Method)
 DEFAULT_METHOD = "lora"
 
 

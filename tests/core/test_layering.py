@@ -19,7 +19,8 @@ ENGINE = ROOT / "mlx_lora"
 # Lowest first; the drawing in docs/ARCHITECTURE.md. A package or module of mlx_lora is
 # named by its first component (``train`` for mlx_lora/train/…, ``config`` for config.py).
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "events", "atomic", "paths", "backend", "presets", "tree_paths", "config_fields"),
+    ("errors", "events", "atomic", "paths", "backend", "presets", "tree_paths", "config_fields",
+     "registry"),
     ("run_events", "methods"),
     ("config",),
     ("run_folder", "data", "models"),
