@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quit_after_show:
         QTimer.singleShot(0, qt_app.quit)
     status = qt_app.exec()
-    from app import workers
+    from app.jobs import workers
 
     workers.cancel_all_and_wait(3000)  # let running jobs end before the interpreter does
     return status

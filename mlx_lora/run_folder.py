@@ -10,7 +10,7 @@
       checkpoints/step-N/       adapters.safetensors, adapter_config.json,
                                 optimizer.safetensors, trainer_state.json, and
                                 method_state.safetensors when the method keeps
-                                state of its own (AdaLoRA: train/hooks.py)
+                                state of its own (AdaLoRA: methods/base.py)
       best/                     the adapter with the lowest validation loss
       latest                    text: "checkpoints/step-N", written only after that
                                 checkpoint is complete

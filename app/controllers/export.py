@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from app.workers import Job
+from app.jobs.workers import Job
 
 def format_choices() -> list[tuple[str, str]]:
     """(label, --format name) of every export format, in the registry's order."""

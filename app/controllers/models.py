@@ -13,7 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app.controllers.app_state import AppState
-from app.workers import Job
+from app.jobs.workers import Job
 
 
 @dataclass(frozen=True)

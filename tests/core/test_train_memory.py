@@ -16,7 +16,7 @@ from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.train.evaluate import MaskedLoss
 from mlx_lora.train.memory import estimate_training_memory, read_model_shape, shape_from_config
-from mlx_lora.train.methods import count_parameters, prepare_model
+from mlx_lora.train.prepare import count_parameters, prepare_model
 from tests.tiny import make_tiny_model
 
 

@@ -16,7 +16,7 @@ from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.train.batches import Example, make_batch
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.train.methods import prepare_model, resolve_targets
+from mlx_lora.train.prepare import prepare_model, resolve_targets
 from mlx_lora.train.optim import Optimizer, learning_rate_at
 
 # (in, out) of each linear layer of one tiny layer
@@ -170,7 +170,7 @@ def test_lora_products_run_in_the_compute_dtype_with_float32_weights(tiny_model)
     backward), while the weights, their gradients and the saved adapter stay float32."""
     from mlx_lm.tuner.lora import LoRALinear
 
-    from mlx_lora.adapters.layers import CastLoRALinear
+    from mlx_lora.methods.tensors.layers import CastLoRALinear
 
     p = prepared(tiny_model, seed=3, compute_dtype="bfloat16", num_layers=-1)
     q = p.model.layers[0].self_attn.q_proj
