@@ -24,7 +24,7 @@ def register(sub) -> None:
                        description="Export a run's adapter, checked against base+adapter before it is written.")
     p.add_argument("--run", required=True, metavar="RUN_OR_CHECKPOINT",
                    help="a run folder, its best/ folder, or checkpoints/step-N/")
-    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (replaced if it exists)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write: a new or empty folder, or an earlier export (replaced)")
     p.add_argument("--format", choices=list(FORMATS), default=DEFAULT_FORMAT,
                    help="; ".join(f"{name}: {fmt.description}" + (" (default)" if name == DEFAULT_FORMAT else "")
                                   for name, fmt in FORMATS.items()))
@@ -63,6 +63,9 @@ class _Printer:
 
 
 def _export(args) -> int:
+    from mlx_lora.export.destination import check_destination
+
+    check_destination(args.out, args.run)  # refused before MLX and the model load (the engine checks again)
     from mlx_lora.export import export_run
 
     result = export_run(args.run, args.out, args.format, args.quantize, args.push, reporter=_Printer(args.json_events),

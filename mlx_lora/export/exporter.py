@@ -8,7 +8,9 @@ reference (base+adapter, as chat runs it), and hands an
 then it writes ``verification.json`` and the model card. The folder is built under
 a temporary name and renamed into place only when every check passed
 (:func:`mlx_lora.atomic.atomic_dir`): an export folder is never half-written, and an
-export that fails its check is an error, not a folder with a warning in it. The
+export that fails its check is an error, not a folder with a warning in it. What it may
+replace is decided by :func:`mlx_lora.export.destination.check_destination` (an earlier
+export of ours, never the base, a run or the home folder). The
 checks go to the reporter as :class:`ExportVerified` events and into the folder.
 """
 
@@ -25,6 +27,7 @@ from mlx_lora.adapters import resolve_adapter
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
 from mlx_lora.export import verify
+from mlx_lora.export.destination import check_destination
 from mlx_lora.export.formats import DEFAULT_FORMAT, ExportContext, ExportFormat, format_for, quantizable
 from mlx_lora.export.formats.base import DEMO_REPO, base_model_name
 from mlx_lora.export.fused import fuse_adapters
@@ -110,10 +113,8 @@ def export_run(
 
     fmt = format_for(format)
     _check_quantize(fmt, quantize)
-    out_dir = Path(out_dir).expanduser().resolve()
     files = resolve_adapter(run_dir)
-    if out_dir == files.weights.parent or out_dir in files.weights.parents:
-        raise UserError(f"{out_dir}: exporting into the run folder itself would replace it; choose another --out")
+    out_dir = check_destination(out_dir, files)  # before anything is loaded or written
     base_spec = files.base_model()
     if base_spec is None:
         raise UserError(f"{files.weights.parent}: the adapter does not say which base model it belongs to")
@@ -122,6 +123,7 @@ def export_run(
 
     step(f"loading {base_spec} with the adapter {files.label}")
     base_dir = resolve_model(base_spec, reporter)
+    check_destination(out_dir, files, [base_dir])  # the base's folder is known now (a Hub id's cache…)
     reference = load_chat_model(base_spec, files, compute_dtype="float32", reporter=reporter)
     session = ChatSession(reference.model, reference.tokenizer)
     prompt_ids = verify.prompt_token_ids(session, prompts)
