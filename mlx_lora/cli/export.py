@@ -45,12 +45,14 @@ class _Printer:
 
     def emit(self, event: Event) -> None:
         from mlx_lora.events import Progress
-        from mlx_lora.export import ExportVerified
+        from mlx_lora.export import ExportVerified, StaleTemporariesRemoved
 
         if self.json_events:
             print(event.to_json(), flush=True)
             return
-        if isinstance(event, Progress) and event.message != "done":
+        if isinstance(event, StaleTemporariesRemoved):
+            print(event.message, file=sys.stderr, flush=True)
+        elif isinstance(event, Progress) and event.message != "done":
             print(f"{event.message}…", file=sys.stderr, flush=True)
         elif isinstance(event, ExportVerified):
             if event.status == "not run":

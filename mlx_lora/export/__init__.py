@@ -14,10 +14,12 @@ from mlx_lora.export.exporter import (
     ExportFinished,
     ExportResult,
     ExportVerificationFailed,
+    StaleTemporariesRemoved,
+    clean_stale_temporaries,
     export_run,
 )
 from mlx_lora.export.formats import FORMATS, format_for
 from mlx_lora.export.verify import PROMPTS, ExportVerified
 
 __all__ = ["FORMATS", "PROMPTS", "ExportFinished", "ExportResult", "ExportVerificationFailed", "ExportVerified",
-           "export_run", "format_for"]
+           "StaleTemporariesRemoved", "clean_stale_temporaries", "export_run", "format_for"]

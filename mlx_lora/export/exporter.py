@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +43,31 @@ class ExportFinished(Event):
     files: tuple[str, ...]
     passed: bool
     pushed_url: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StaleTemporariesRemoved(Event):
+    """What killed exports had left in the export's folder, removed before this one
+    (:func:`mlx_lora.atomic.clean_stale_temporaries`)."""
+
+    folder: str
+    removed: tuple[str, ...]
+    freed_bytes: int
+
+    @property
+    def message(self) -> str:
+        return (f"removed {len(self.removed)} stale temporar{'y' if len(self.removed) == 1 else 'ies'} of killed "
+                f"exports from {self.folder}, freed {self.freed_bytes / 1e6:.1f} MB")
+
+
+def clean_stale_temporaries(folder: str | Path, reporter: Reporter = NullReporter()) -> atomic.Cleaned:
+    """Remove what killed exports left in ``folder`` and report it (an event, a log line)."""
+    cleaned = atomic.clean_stale_temporaries(folder)
+    if cleaned.removed:
+        event = StaleTemporariesRemoved(str(cleaned.folder), cleaned.removed, cleaned.freed_bytes)
+        logging.getLogger(__name__).info(event.message)
+        reporter.emit(event)
+    return cleaned
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +141,7 @@ def export_run(
     _check_quantize(fmt, quantize)
     files = resolve_adapter(run_dir)
     out_dir = check_destination(out_dir, files)  # before anything is loaded or written
+    clean_stale_temporaries(out_dir.parent, reporter)  # where this export's own temporaries will be
     base_spec = files.base_model()
     if base_spec is None:
         raise UserError(f"{files.weights.parent}: the adapter does not say which base model it belongs to")

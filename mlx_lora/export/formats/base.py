@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,7 +107,8 @@ class ExportContext:
     @contextmanager
     def scratch(self, prefix: str) -> Iterator[Path]:
         """A folder for intermediate files, next to the export (same disk), removed after."""
-        with tempfile.TemporaryDirectory(prefix=prefix, dir=self.out_dir.parent) as path:
+        # the writer's pid in the name: a killed export's folder is known stale at once (atomic.py)
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=self.out_dir.parent) as path:
             yield Path(path)
 
 
