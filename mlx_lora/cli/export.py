@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+from mlx_lora.errors import UserError
 from mlx_lora.events import Event
 
 
@@ -67,7 +68,14 @@ class _Printer:
 def _export(args) -> int:
     from mlx_lora.export.destination import check_destination
 
-    check_destination(args.out, args.run)  # refused before MLX and the model load (the engine checks again)
+    try:
+        check_destination(args.out, args.run)  # refused before MLX and the model load (the engine checks again)
+    except UserError as exc:
+        if args.json_events:  # the engine's own errors are its ExportFailed event
+            from mlx_lora.export.exporter import ExportFailed
+
+            print(ExportFailed(args.out, str(exc)).to_json(), flush=True)
+        raise
     from mlx_lora.export import export_run
 
     result = export_run(args.run, args.out, args.format, args.quantize, args.push, reporter=_Printer(args.json_events),

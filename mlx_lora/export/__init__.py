@@ -11,7 +11,9 @@ the driver that runs one is :mod:`mlx_lora.export.exporter`.
 """
 
 from mlx_lora.export.exporter import (
+    ExportFailed,
     ExportFinished,
+    ExportWriteFailed,
     ExportResult,
     ExportVerificationFailed,
     StaleTemporariesRemoved,
@@ -21,5 +23,5 @@ from mlx_lora.export.exporter import (
 from mlx_lora.export.formats import FORMATS, format_for
 from mlx_lora.export.verify import PROMPTS, ExportVerified
 
-__all__ = ["FORMATS", "PROMPTS", "ExportFinished", "ExportResult", "ExportVerificationFailed", "ExportVerified",
+__all__ = ["FORMATS", "PROMPTS", "ExportFailed", "ExportFinished", "ExportWriteFailed", "ExportResult", "ExportVerificationFailed", "ExportVerified",
            "StaleTemporariesRemoved", "clean_stale_temporaries", "export_run", "format_for"]
