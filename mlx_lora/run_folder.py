@@ -251,27 +251,37 @@ class RunFolder:
         """Hold the run's exclusive lock while ``doing`` ("training", "resuming", "deleting")
         it; a UserError naming the owner's pid when another process holds it. An
         ``fcntl.flock`` on ``.lock``: the kernel drops it when its process dies, however it
-        dies, so a lock file left by a killed run is stale by construction (its pid is
-        overwritten). The file stays (removing it would let two processes lock two files);
-        a folder that holds nothing else when the lock is let go is removed again (a new run
-        refused before it wrote anything leaves no empty folder)."""
+        dies, so a lock file left by a killed run is stale by construction (the next owner
+        overwrites its pid). Let go, the file is removed (while still locked; a process that
+        opened it just before then finds it unlinked and tries again), and so is a folder
+        this call created that holds nothing else (a new run refused before it wrote)."""
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        lock_path = self.path / LOCK_FILE
+        for _ in range(10):
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UserError(f"{lock_path}: cannot lock the run ({exc.strerror})") from exc
+                raise UserError(self._in_use_message()) from None
+            try:
+                if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                    break  # the file at the path is the one locked (not one its owner just removed)
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UserError(f"{self.path / LOCK_FILE}: cannot lock the run ({exc.strerror})") from exc
-            raise UserError(self._in_use_message()) from None
+        else:
+            raise UserError(f"{lock_path}: the lock file keeps changing under this process; try again")
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n{doing}\n".encode())
             yield
         finally:
-            if created and self.path.is_dir() and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
-                (self.path / LOCK_FILE).unlink()
+            lock_path.unlink(missing_ok=True)  # still locked: see the docstring
+            if created and self.path.is_dir() and not any(self.path.iterdir()):
                 self.path.rmdir()
             os.close(fd)  # lets the lock go
 

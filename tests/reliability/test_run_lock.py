@@ -10,6 +10,7 @@ sleeps."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -66,7 +67,8 @@ def test_a_second_resume_is_refused_with_the_owners_pid(run, capsys):
         assert snapshot(run) == before
 
     with RunFolder(run).lock("resuming"):  # the owner is gone: the lock is free again
-        assert (run / LOCK_FILE).read_text().split()[0] == str(__import__("os").getpid())
+        assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())
+    assert not (run / LOCK_FILE).exists()  # let go: removed
 
 
 def test_a_lock_file_of_a_dead_process_is_stale(run):
@@ -76,6 +78,7 @@ def test_a_lock_file_of_a_dead_process_is_stale(run):
     assert RunFolder(run).lock_holder() is None
     with RunFolder(run).lock("resuming"):
         assert RunFolder(run).lock_holder() is None  # our own lock is no other's
+        assert (run / LOCK_FILE).read_text() == f"{os.getpid()}\nresuming\n"
 
 
 def test_a_new_run_into_a_locked_folder_and_deleting_a_running_run_are_refused(run, tmp_path, dataset):
@@ -90,7 +93,8 @@ def test_a_new_run_into_a_locked_folder_and_deleting_a_running_run_are_refused(r
                                         "run": {"run_dir": str(target)}})
         with pytest.raises(UserError, match=f"process {pid} is training it"):
             train(config)
-        assert sorted(p.name for p in target.iterdir()) == [LOCK_FILE]
+        assert sorted(p.name for p in target.iterdir()) == [LOCK_FILE]  # the owner's
+    assert list(target.iterdir()) == []
     with held_by_another_process(run) as pid:
         with pytest.raises(UserError, match=f"{run}: this run is in use: process {pid}"):
             delete_run(run)
