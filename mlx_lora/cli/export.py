@@ -47,6 +47,7 @@ class _Printer:
     def emit(self, event: Event) -> None:
         from mlx_lora.events import Progress
         from mlx_lora.export import ExportVerified, StaleTemporariesRemoved
+        from mlx_lora.export.verify import TOO_SMALL
 
         if self.json_events:
             print(event.to_json(), flush=True)
@@ -59,9 +60,11 @@ class _Printer:
             if event.status == "not run":
                 print(f"  {event.check}: not run ({'; '.join(event.problems)})", file=sys.stderr)
             else:
-                print(f"  {event.check}: {'passed' if event.passed else 'FAILED'} — top-1 agreement "
-                      f"{event.top1_agreement:.2%}, max |Δlogit| {event.max_abs_logit_diff:.3g}, mean "
-                      f"{event.mean_abs_logit_diff:.3g} (the adapter's effect: {event.adapter_effect:.3g})",
+                # the error beside the adapter's effect, each in the same statistic (verify.py)
+                verdict = event.status if event.status == TOO_SMALL else "passed" if event.passed else "FAILED"
+                print(f"  {event.check}: {verdict} — top-1 agreement {event.top1_agreement:.2%}, max |Δlogit| "
+                      f"{event.max_abs_logit_diff:.3g} (the adapter's: {event.adapter_max_effect:.3g}), mean "
+                      f"{event.mean_abs_logit_diff:.3g} (the adapter's: {event.adapter_effect:.3g})",
                       file=sys.stderr, flush=True)
 
 
