@@ -25,7 +25,8 @@ def register(sub) -> None:
                        description="Export a run's adapter, checked against base+adapter before it is written.")
     p.add_argument("--run", required=True, metavar="RUN_OR_CHECKPOINT",
                    help="a run folder, its best/ folder, or checkpoints/step-N/")
-    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write: a new or empty folder, or an earlier export (replaced)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the folder to write: a new or empty folder, or an earlier export (replaced)")
     p.add_argument("--format", choices=list(FORMATS), default=DEFAULT_FORMAT,
                    help="; ".join(f"{name}: {fmt.description}" + (" (default)" if name == DEFAULT_FORMAT else "")
                                   for name, fmt in FORMATS.items()))

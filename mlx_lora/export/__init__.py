@@ -23,5 +23,6 @@ from mlx_lora.export.exporter import (
 from mlx_lora.export.formats import FORMATS, format_for
 from mlx_lora.export.verify import PROMPTS, ExportVerified
 
-__all__ = ["FORMATS", "PROMPTS", "ExportFailed", "ExportFinished", "ExportWriteFailed", "ExportResult", "ExportVerificationFailed", "ExportVerified",
-           "StaleTemporariesRemoved", "clean_stale_temporaries", "export_run", "format_for"]
+__all__ = ["FORMATS", "PROMPTS", "ExportFailed", "ExportFinished", "ExportResult", "ExportVerificationFailed",
+           "ExportVerified", "ExportWriteFailed", "StaleTemporariesRemoved", "clean_stale_temporaries", "export_run",
+           "format_for"]

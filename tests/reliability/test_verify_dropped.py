@@ -71,16 +71,25 @@ def test_the_cli_prints_error_and_effect_side_by_side(capsys):
     assert "synthetic: the adapter's effect is too small to verify" in err[1]
 
 
-@pytest.mark.parametrize("steps", [2, 10, 50])
-def test_a_dropped_adapter_fails_at_every_run_length(steps, tiny_model, dataset, tmp_path):
-    result = train(tiny_config(tiny_model, dataset, tmp_path / "run", iters=steps, learning_rate=1e-3,
-                               save_every=steps, steps_per_eval=steps))
+@pytest.fixture(scope="module")
+def run_of_50_steps(tiny_model, dataset, tmp_path_factory):
+    """One run, a checkpoint every 2 steps: its step-2, step-10 and step-50 are the run lengths."""
+    run = tmp_path_factory.mktemp("verify") / "run"
+    result = train(tiny_config(tiny_model, dataset, run, iters=50, learning_rate=1e-3, save_every=2,
+                               batch_size=1, max_seq_length=64, val_batches=1, steps_per_eval=50,
+                               keep_checkpoints=0))
     assert result.status == "finished"
+    return run
+
+
+@pytest.mark.parametrize("steps", [2, 10, 50])
+def test_a_dropped_adapter_fails_at_every_run_length(steps, run_of_50_steps, tmp_path):
+    checkpoint = run_of_50_steps / "checkpoints" / f"step-{steps}"
     prompts = PROMPTS[:8]
 
     reporter = RecordingReporter()
     with pytest.raises(ExportVerificationFailed):
-        export_run(tmp_path / "run", tmp_path / "dropped", "mlx", reporter=reporter, fuse=strip_adapters,
+        export_run(checkpoint, tmp_path / "dropped", "mlx", reporter=reporter, fuse=strip_adapters,
                    prompts=prompts, torch_python=None)
     [dropped] = reporter.of(ExportVerified)
     assert not dropped.passed
@@ -88,7 +97,7 @@ def test_a_dropped_adapter_fails_at_every_run_length(steps, tiny_model, dataset,
 
     reporter = RecordingReporter()
     try:
-        export_run(tmp_path / "run", tmp_path / "fused", "mlx", reporter=reporter, prompts=prompts, torch_python=None)
+        export_run(checkpoint, tmp_path / "fused", "mlx", reporter=reporter, prompts=prompts, torch_python=None)
     except ExportVerificationFailed:
         pass
     [fused] = reporter.of(ExportVerified)
