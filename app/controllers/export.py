@@ -76,6 +76,14 @@ class ExportController(QObject):
                push: str | None = None, private: bool = True) -> None:
         if self._job is not None:
             return
+        from mlx_lora.errors import UserError
+        from mlx_lora.export.destination import check_destination
+
+        try:
+            check_destination(out_dir, adapter_dir)  # the engine's rule, before a worker starts
+        except UserError as exc:
+            self.failed.emit(str(exc))
+            return
         self.checks = []
         job = Job(_export, str(adapter_dir), str(out_dir), fmt, quantize, push or None, private,
                   self.export_options, name="export")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -150,9 +151,14 @@ def train(config: TrainConfig, reporter: Reporter = NullReporter(),
     out = _Logged(reporter if world.is_main else NullReporter())
     trainer = None
     try:
-        trainer = _Trainer(config, out, world.collective_stop(should_stop), world, batch_plan=batch_plan,
-                           micro_batches=micro_batches, compiled=compiled)
-        return trainer.run()
+        if world.is_main and not (config.run.resume or config.run.run_dir):
+            config = config.replace(run_dir=str(default_run_dir(config)))  # named now, to be locked first
+        run = RunFolder(config.run.resume or config.run.run_dir)
+        # one writer per run (a second resume would write every step twice); rank 0 writes
+        with run.lock("resuming" if config.run.resume else "training") if world.is_main else nullcontext():
+            trainer = _Trainer(config, out, world.collective_stop(should_stop), world, batch_plan=batch_plan,
+                               micro_batches=micro_batches, compiled=compiled)
+            return trainer.run()
     except UserError as exc:
         out.emit(RunFailed(trainer.progress.step if trainer else 0, str(out.folder.path) if out.folder else "",
                            _latest(out.folder), str(exc)))
