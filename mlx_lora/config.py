@@ -158,6 +158,10 @@ class OptimizerConfig(Section):
     learning_rate: float = setting(1e-4, "Peak learning rate (after warm-up).", min=0.0, min_exclusive=True,
                                    max=1e6)
     weight_decay: float = setting(0.0, "Decoupled weight decay (adamw only).", min=0.0, max=1.0, advanced=True)
+    state_bits: int = setting(32, "Adam's two moments in 32 bits, or in 8 (blockwise, with a scale per 64 "
+                                  "values: 0.28x the optimiser's memory; full fine-tuning and large ranks gain "
+                                  "most; bench/RESULTS.md has the losses).", choices=(32, 8),
+                              label="Optimiser state bits", advanced=True)
     beta1: float = setting(0.9, "Adam's first-moment decay.", min=0.0, max=0.9999, advanced=True)
     beta2: float = setting(0.999, "Adam's second-moment decay.", min=0.0, max=0.99999, advanced=True)
     max_grad_norm: float = setting(1.0, "Clip the gradient's global norm to this; 0 turns clipping off.",
@@ -235,6 +239,11 @@ class RunConfig(Section):
     gpus: int = setting(0, "Train on this many GPUs of this machine: one process per GPU (data-parallel, "
                            "gradients averaged, MLX's NCCL backend through mlx.launch), the run the same as on "
                            "one GPU with the same batch_size. 0 or 1: one process.", min=0, max=1024, advanced=True)
+    memory_limit_gb: float = setting(0.0, "The most memory the run may hold (GB): a step that needs more is "
+                                          "dropped and the run stops with a checkpoint and how far to lower "
+                                          "max_batch_tokens. 0: 85% of the device's own figure (Metal's "
+                                          "recommended working set, the GPU's memory, or RAM).", min=0,
+                                     label="Memory limit (GB)", advanced=True)
 
     def check(self) -> None:
         if self.gpus > 1 and self.hostfile:
@@ -258,6 +267,8 @@ RESUMABLE_CHANGES = frozenset({
     "iters", "epochs", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
     "keep_checkpoints", "early_stopping_patience", "early_stopping_min_delta", "run_dir", "resume",
     "hostfile", "gpus",  # the global batch is the same on any number of machines or GPUs
+    # how the same batch is cut into passes, and the memory guard (the steps mean the same)
+    "max_batch_tokens", "memory_limit_gb",
 })
 
 

@@ -58,6 +58,7 @@ from mlx_lora.run_events import (
     TERMINAL_EVENTS,
 )
 from mlx_lora.methods import StepHooks, method_for
+from mlx_lora.train.memory_guard import MemoryGuard
 from mlx_lora.train.prepare import PreparedModel, prepare_model, trained_weights
 from mlx_lora.train.objectives import objective_for
 from mlx_lora.train.optim import Optimizer, learning_rate_at
@@ -304,6 +305,8 @@ class _Trainer:
             compute_dtype=self.prepared.compute_dtype, resumed=resumed, notes=tuple(notes),
             world_size=self.world.size))
 
+        self.memory_guard = MemoryGuard.for_config(config)  # see train/memory_guard.py
+        previous_limit = self.memory_guard.install()
         self.session_start = time.perf_counter()
         self.session_start_elapsed = progress.elapsed_s
         self.session_start_step = progress.step
@@ -318,6 +321,8 @@ class _Trainer:
             return self._loop()
         except Cancelled:
             return self._stopped()
+        finally:
+            self.memory_guard.restore(previous_limit)
 
     def _loop(self) -> RunResult:
         config, progress = self.config, self.progress
@@ -347,7 +352,7 @@ class _Trainer:
             step_start = time.perf_counter()
             mx.random.seed(step_seed(config.run.seed, step))
             grad_sum = loss_sum = tokens = None
-            real_tokens = 0
+            real_tokens = pass_tokens = 0
             cursor = progress.cursor
             for _ in range(accumulation):
                 if self.should_stop():
@@ -358,6 +363,7 @@ class _Trainer:
                     continue
                 real_tokens += int(sum(len(examples[i].tokens) for i in indices))
                 for piece in self.micro_batches(indices, self.plan.lengths, config.data.max_batch_tokens):
+                    pass_tokens = max(pass_tokens, len(piece) * int(self.plan.lengths[piece].max()))
                     batch = make_batch(examples, piece)
                     (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
                     if grad_sum is None:
@@ -368,6 +374,10 @@ class _Trainer:
                     mx.eval(grad_sum, loss_sum, tokens)
             grad_sum, loss_sum, tokens, real_tokens = self.world.sum_step(model, grad_sum, loss_sum, tokens,
                                                                           real_tokens)
+            # A step that passed the memory limit is dropped before its update (every rank agrees).
+            peak = mx.get_peak_memory()
+            if self.world.mean(float(peak > self.memory_guard.limit)) > 0:
+                return self._out_of_memory(step, peak, pass_tokens)
             # Check before updating: a NaN must never reach the weights or a checkpoint.
             grad_norm_sq = sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grad_sum))
             loss_value, token_count, grad_finite = loss_sum.item(), tokens.item(), math.isfinite(grad_norm_sq.item())
@@ -480,6 +490,19 @@ class _Trainer:
         where = self.last_checkpoint
         reason = (f"stopped at step {progress.step}; continue with: mlx-lora train --resume {self.folder.path}"
                   if where else "stopped before the first step; nothing to resume")
+        self.out.emit(RunStopped(progress.step, str(self.folder.path), str(where) if where else None, reason))
+        return self._result("stopped", reason)
+
+    def _out_of_memory(self, step: int, peak: int, pass_tokens: int) -> RunResult:
+        """Stopped by the memory guard: a checkpoint of the last whole step, and what to lower."""
+        progress = self.progress
+        reason = self.memory_guard.advice(step, peak, pass_tokens, self.config.data.max_batch_tokens)
+        if progress.step > 0:
+            self._checkpoint()
+            reason += f"; continue with: mlx-lora train --resume {self.folder.path} --max-batch-tokens N"
+        else:
+            reason += "; nothing was trained yet: start again with the lower setting"
+        where = self.last_checkpoint
         self.out.emit(RunStopped(progress.step, str(self.folder.path), str(where) if where else None, reason))
         return self._result("stopped", reason)
 

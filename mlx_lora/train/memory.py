@@ -271,6 +271,8 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
                                        2 * shape.hidden_size, compute)  # + the layer's two norms
     gradients = 2 * trainable  # the accumulated sum and the scaled (clipped) copy the update makes
     optimizer = 2 * trainable  # Adam's first and second moments
+    if config.optimizer.state_bits == 8:  # a byte a value, a float32 scale and offset per 64 (optim8bit)
+        optimizer = optimizer * (1 + 8 / 64) / 4
 
     # -- activations -------------------------------------------------------
     rows, length = batch_tokens or (data.batch_size, data.max_seq_length)

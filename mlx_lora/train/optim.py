@@ -49,12 +49,16 @@ def _scheduled_rate(step: int, config: TrainConfig, total_steps: int) -> float:
 
 
 def _adam(config: TrainConfig) -> optim.Optimizer:
+    from mlx_lora.train.optim8bit import Adam8bit, AdamW8bit
+
     settings = config.optimizer
     betas = [settings.beta1, settings.beta2]
+    eight = settings.state_bits == 8  # the moments in 8 bits: train/optim8bit.py
     if settings.optimizer == "adamw":
-        return optim.AdamW(learning_rate=settings.learning_rate, betas=betas,
-                           weight_decay=settings.weight_decay, bias_correction=True)
-    return optim.Adam(learning_rate=settings.learning_rate, betas=betas, bias_correction=True)
+        return (AdamW8bit if eight else optim.AdamW)(learning_rate=settings.learning_rate, betas=betas,
+                                                     weight_decay=settings.weight_decay, bias_correction=True)
+    return (Adam8bit if eight else optim.Adam)(learning_rate=settings.learning_rate, betas=betas,
+                                               bias_correction=True)
 
 
 class Optimizer:
