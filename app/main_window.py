@@ -19,7 +19,8 @@ from PySide6.QtWidgets import (
 )
 
 import mlx_lora
-from app import theme, workers
+from app import theme
+from app.jobs import workers
 from app.controllers import AppContext
 from app.pages import chat_page, data_page, export_page, models_page, runs_page, train_page
 from app.widgets import wheel_guard
