@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -335,6 +336,28 @@ class TrainConfig:
             changes = {k: v for k, v in settings.items() if FIELD_SECTION[k] == name}
             sections[name] = dataclasses.replace(getattr(self, name), **changes) if changes else getattr(self, name)
         return TrainConfig(**sections)
+
+    def with_absolute_paths(self, base: str | Path | None = None) -> "TrainConfig":
+        """A copy whose local paths (``data``, ``hostfile``, ``run_dir``, ``resume``, and ``model`` where it names a file or
+        folder that exists, not 'demo' or a Hub id) are absolute, resolved against ``base`` (the
+        current folder by default), so the run's config.yaml still works from another folder
+        (``mlx-lora eval --run R``, ``--resume R``)."""
+        base = Path(base) if base is not None else Path.cwd()
+
+        def absolute(value: str) -> str:
+            # abspath, not resolve(): a symlink the user named stays the name they chose
+            return os.path.abspath(base / Path(value).expanduser())
+
+        changes: dict[str, Any] = {}
+        flat = self.flat()
+        for name in ("data", "hostfile", "run_dir", "resume"):
+            value = flat[name]
+            if value and absolute(value) != value:
+                changes[name] = absolute(value)
+        model = self.model.model
+        if model and model != "demo" and (base / Path(model).expanduser()).exists() and absolute(model) != model:
+            changes["model"] = absolute(model)
+        return self.replace(**changes) if changes else self
 
     def differences(self, other: "TrainConfig") -> list[str]:
         mine, theirs = self.flat(), other.flat()

@@ -143,3 +143,15 @@ def test_settings_round_trip_through_yaml(qtbot, tmp_path, monkeypatch):
 def test_smoothing_starts_at_the_first_value():
     assert smoothed([2.0, 2.0, 2.0]) == [2.0, 2.0, 2.0]
     assert smoothed([]) == []
+
+
+def test_a_relative_data_path_is_saved_absolute(qtbot, tmp_path, monkeypatch):
+    """The trainer runs in its own folder: the config it is given names the data absolutely."""
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "d.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    page, controller = make_page(qtbot, tmp_path, "--steps", "2")
+    controller.state.select_dataset("sets/d.jsonl")
+    with qtbot.waitSignal(controller.run_ended, timeout=15_000):
+        page.start_button.click()
+    assert TrainConfig.from_yaml(page.started_configs[0]).data.data == str(tmp_path / "sets" / "d.jsonl")
