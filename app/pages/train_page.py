@@ -41,7 +41,6 @@ def _make_charts():
 class TrainPage(QWidget):
     def __init__(self, controller: TrainingController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from mlx_lora.config import TrainConfig
         from mlx_lora.presets import PRESETS
 
         self.controller = controller
@@ -58,7 +57,8 @@ class TrainPage(QWidget):
         preset_row.addWidget(self.preset_box, 1)
         settings.body.addLayout(preset_row)
         state = controller.state
-        self.form = ConfigForm(TrainConfig().replace(model=state.model, data=state.dataset))
+        self._syncing = False  # True while the form is being set from the app's one config
+        self.form = ConfigForm(state.config)
         settings.body.addWidget(self.form)
         files = QHBoxLayout()
         self.load_button = QPushButton("Load…")
@@ -150,8 +150,7 @@ class TrainPage(QWidget):
         c.run_ended.connect(self._on_run_ended)
         c.log_line.connect(self._append_log)
         c.running_changed.connect(lambda _running: self._update_buttons())
-        state.model_selected.connect(self._on_model_selected)
-        state.dataset_selected.connect(self._on_dataset_selected)
+        state.config_changed.connect(self._on_config_changed)
         self._update_buttons()
 
     # -- public --------------------------------------------------------------------------
@@ -160,7 +159,8 @@ class TrainPage(QWidget):
         return self.form.value()
 
     def set_config(self, config) -> None:
-        self.form.set_config(config)
+        self._show_config(config)
+        self.controller.state.set_config(config)
         self._mark_custom()
 
     def load_config_file(self, path: str) -> bool:
@@ -189,15 +189,23 @@ class TrainPage(QWidget):
         self._applying_preset = True
         try:
             try:
-                self.form.set_config(self.form.value().replace(**settings))
+                self.set_config(self.form.value().replace(**settings))
             except UserError:  # the form holds an invalid combination: set the fields one by one
                 for name, value in settings.items():
                     try:
-                        self.form.set_config(self.form.value().replace(**{name: value}))
+                        self.set_config(self.form.value().replace(**{name: value}))
                     except UserError:
                         pass
         finally:
             self._applying_preset = False
+
+    def _show_config(self, config) -> None:
+        """Put ``config`` into the form without taking the form's edits back as the user's."""
+        self._syncing = True
+        try:
+            self.form.set_config(config)
+        finally:
+            self._syncing = False
 
     def _mark_custom(self) -> None:
         if not self._applying_preset:
@@ -233,11 +241,16 @@ class TrainPage(QWidget):
         self.progress.setValue(0)
 
     # -- slots ---------------------------------------------------------------------------
-    def _on_model_selected(self, spec: str) -> None:
-        self._replace(model=spec)
+    def _on_config_changed(self, config) -> None:
+        """Another page (Data, Models) changed the one config: show it, keep the preset."""
+        from mlx_lora.errors import UserError
 
-    def _on_dataset_selected(self, path: str) -> None:
-        self._replace(data=path)
+        try:
+            same = self.form.value() == config
+        except UserError:
+            same = False
+        if not same:
+            self._show_config(config)
 
     def _on_preset_chosen(self, name: str) -> None:
         if name == CUSTOM:
@@ -247,7 +260,15 @@ class TrainPage(QWidget):
         self._replace(**preset(name))
 
     def _on_form_changed(self) -> None:
+        if self._syncing:
+            return
+        from mlx_lora.errors import UserError
+
         self._mark_custom()
+        try:
+            self.controller.state.set_config(self.form.value())
+        except UserError:
+            pass  # an invalid combination stays in the form until it is fixed; Start names it
 
     def _on_load_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load training settings", "", "YAML (*.yaml *.yml)")
