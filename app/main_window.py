@@ -284,6 +284,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 10_000)
 
     def _on_training_running_changed(self, running: bool) -> None:
+        if running:  # the last run's outcome ("Training failed") is not this run's
+            self.training_label.setText("Training: starting…")
+            self.statusBar().clearMessage()
         if not running and self._closing_after_stop:
             QTimer.singleShot(0, self.close)
 

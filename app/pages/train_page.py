@@ -85,6 +85,9 @@ class TrainPage(QWidget):
         self.start_button.setObjectName("primary")
         self.stop_button = QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
+        keep = self.resume_button.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)  # showing Resume does not shift (or widen) the layout
+        self.resume_button.setSizePolicy(keep)
         actions.addWidget(self.start_button, 1)
         actions.addWidget(self.stop_button)
         actions.addWidget(self.resume_button)
@@ -222,8 +225,13 @@ class TrainPage(QWidget):
         self.form.setEnabled(not running)
         self.preset_box.setEnabled(not running)
 
-    def _append_log(self, line: str) -> None:
+    def _append_log(self, line: str, follow: bool = False) -> None:
+        """Add a line; the view follows the end unless the reader scrolled up to read."""
+        bar = self.log_view.verticalScrollBar()
+        at_end = follow or bar.value() >= bar.maximum() - 2
         self.log_view.appendPlainText(line)
+        if at_end:
+            bar.setValue(bar.maximum())
 
     def _redraw(self) -> None:
         if self.charts.widget is None:
@@ -325,6 +333,7 @@ class TrainPage(QWidget):
     def _on_resume_clicked(self) -> None:
         self._reset_run_view()
         self.status_label.setText("Resuming from the last checkpoint…")
+        self._append_log("resuming from the last checkpoint", follow=True)  # and follow the log again
         self.controller.resume()
         self._redraw()
 
@@ -375,6 +384,8 @@ class TrainPage(QWidget):
 
     def _on_run_ended(self, outcome: str, message: str) -> None:
         self._append_log(message)
+        self.tiles["eta"].set_value("–")  # nothing remains of a run that has ended
+        self.tiles["speed"].set_value("–")
         self._update_buttons()
         self.status_label.setText(message)
         if outcome in ("crashed", "failed"):

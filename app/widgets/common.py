@@ -69,6 +69,11 @@ class MetricTile(QWidget):
 
     def set_value(self, text: str) -> None:
         self.value.setText(text)
+        # grow to the widest value shown, never shrink: "1 min 04 s" is never cut to "1 min 04",
+        # and the row does not jump as the numbers change
+        width = self.value.fontMetrics().horizontalAdvance(text) + 4
+        if width > self.value.minimumWidth():
+            self.value.setMinimumWidth(width)
 
 
 def notice(text: str) -> QLabel:

@@ -106,3 +106,13 @@ def test_demo_start_preselects_the_demo_model_and_the_pirate_set(qtbot):
     state = window.context.state
     assert state.model == "demo"
     assert os.path.basename(state.dataset.rstrip("/")) == "pirate"
+
+
+def test_the_last_runs_outcome_is_cleared_when_the_next_run_starts(qtbot):
+    window = make_window(qtbot)
+    training = window.context.training
+    training.run_ended.emit("failed", "the dataset has no valid examples")
+    assert window.training_label.text() == "Training failed"
+    training.running_changed.emit(True)
+    assert window.training_label.text() == "Training: starting…"
+    assert window.statusBar().currentMessage() == ""

@@ -102,6 +102,18 @@ def test_stop_button_stops_the_run(qtbot, tmp_path):
         page.stop_button.click()
     assert ended.args[0] == "stopped"
     assert page.start_button.isEnabled() and page.resume_button.isVisible()
+    assert page.tiles["eta"].value.text() == "–"  # no "remaining 1 min 04" after Stop
+    for k in range(200):  # the log is far longer than the view: Resume follows its end again
+        page._append_log(f"line {k}")
+    bar = page.log_view.verticalScrollBar()
+    bar.setValue(0)  # the reader scrolled up
+    page._append_log("another line")
+    assert bar.value() == 0  # reading is not interrupted
+    with qtbot.waitSignal(controller.step_reported, timeout=15_000):
+        page.resume_button.click()
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=5000)
+    with qtbot.waitSignal(controller.run_ended, timeout=15_000):
+        controller.stop()
 
 
 def test_copy_command_is_the_exact_cli_equivalent(qtbot, tmp_path):

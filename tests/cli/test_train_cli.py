@@ -163,3 +163,15 @@ def test_hub_ids_and_demo_stay_as_typed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for model in ("demo", "HuggingFaceTB/SmolLM2-135M-Instruct"):
         assert TrainConfig().replace(model=model).with_absolute_paths().model.model == model
+
+
+def test_a_sigterm_stop_does_not_print_the_ctrl_c_hint(capsys):
+    """The app stops its trainer with SIGTERM; its log must not say "Ctrl-C again"."""
+    from mlx_lora.cli.reporting import StopFlag
+
+    flag = StopFlag()
+    flag._on_signal(signal.SIGTERM, None)
+    assert flag() and "Ctrl-C" not in capsys.readouterr().err
+    flag = StopFlag()
+    flag._on_signal(signal.SIGINT, None)
+    assert "Ctrl-C again" in capsys.readouterr().err
