@@ -19,6 +19,7 @@ class AppState(QObject):
     model_selected = Signal(str)  # a model spec: "demo", a folder, a .gguf path or org/name
     dataset_selected = Signal(str)  # a JSONL file or a dataset folder
     config_changed = Signal(object)  # the new TrainConfig (any setting: from any page)
+    data_problems_changed = Signal(str)  # what is wrong with the chosen dataset ("" when nothing known)
 
     def __init__(self) -> None:
         super().__init__()
@@ -26,6 +27,7 @@ class AppState(QObject):
         self.model_label = "SmolLM2-135M-Instruct (demo)"
         self.dataset = ""
         self.config = TrainConfig()
+        self.data_problems = ""
 
     def select_model(self, spec: str, label: str = "") -> None:
         self._set(self.config.replace(model=spec), model_label=label or spec, announce=("model",))
@@ -42,6 +44,14 @@ class AppState(QObject):
         """The whole config at once (the Train form, a loaded YAML file)."""
         self._set(config)
 
+    def set_data_problems(self, path: str, problems: str) -> None:
+        """What the Data page's check found wrong with ``path`` ("" when it is fine); kept only
+        while ``path`` is the chosen dataset, so Start can refuse it with the problems named."""
+        if path != self.dataset or problems == self.data_problems:
+            return
+        self.data_problems = problems
+        self.data_problems_changed.emit(problems)
+
     def _set(self, config: TrainConfig, model_label: str = "", announce: tuple[str, ...] = ()) -> None:
         """Keep ``config``; say what changed: config_changed, then model_selected / dataset_selected
         when the model or dataset changed (or was chosen again: ``announce``)."""
@@ -51,6 +61,9 @@ class AppState(QObject):
         self.config, self.model, self.dataset = config, config.model.model, config.data.data
         if model_label or model_changed:
             self.model_label = model_label or self.model  # typed into the form: its spec is its name
+        if dataset_changed and self.data_problems:  # the check was of the dataset before
+            self.data_problems = ""
+            self.data_problems_changed.emit("")
         if changed:
             self.config_changed.emit(config)
         if model_changed or "model" in announce:

@@ -60,6 +60,17 @@ def read_line(file: str, line: int, limit: int = 20_000) -> str:
     return "(no such line)"
 
 
+def problems_text(report) -> str:
+    """The dataset's problems in one line for refusing Start ("" when there are none)."""
+    if report.ok:
+        return ""
+    problems = report.problems
+    first = problems[0]
+    where = f"{Path(first.file).name} {first.line}: " if first.line else f"{Path(first.file).name}: "
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the dataset — {where}{first.reason}{more}"
+
+
 class DataController(QObject):
     dataset_checked = Signal(object, dict)  # DatasetReport, {file name: records}
     stats_computed = Signal(object)  # DatasetStats of the training records
@@ -108,7 +119,7 @@ class DataController(QObject):
     # -- actions -------------------------------------------------------------------
     def open(self, path: str) -> None:
         self.state.select_dataset(path)
-        self._run("scan", _scan, path, on_finished=self._on_scanned)
+        self._run("scan", _scan, path, on_finished=lambda result: self._on_scanned(result, path))
 
     def line_text(self, file: str, line: int) -> str:
         return read_line(file, line)
@@ -191,8 +202,9 @@ class DataController(QObject):
 
         self._run("tokenizer", _load_tokenizer, spec, on_finished=loaded)
 
-    def _on_scanned(self, result) -> None:
+    def _on_scanned(self, result, path: str = "") -> None:
         self.report, self.records = result
+        self.state.set_data_problems(path or self.report.path, problems_text(self.report))
         self.dataset_checked.emit(self.report, self.records)
         if self.records:
             self.compute_stats()

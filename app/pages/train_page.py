@@ -80,6 +80,9 @@ class TrainPage(QWidget):
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(scroll, 1)
+        self.data_problem = notice("")  # Start is refused on a dataset the Data page found broken
+        self.data_problem.setVisible(False)
+        left_layout.addWidget(self.data_problem)
         actions = QHBoxLayout()
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("primary")
@@ -154,6 +157,7 @@ class TrainPage(QWidget):
         c.log_line.connect(self._append_log)
         c.running_changed.connect(lambda _running: self._update_buttons())
         state.config_changed.connect(self._on_config_changed)
+        state.data_problems_changed.connect(self._on_data_problems_changed)
         self._update_buttons()
 
     # -- public --------------------------------------------------------------------------
@@ -218,7 +222,9 @@ class TrainPage(QWidget):
 
     def _update_buttons(self) -> None:
         running = self.controller.is_running()
-        self.start_button.setEnabled(not running)
+        problems = self.controller.state.data_problems
+        self.start_button.setEnabled(not running and not problems)
+        self.start_button.setToolTip("Fix the dataset's problems first (Data page)" if problems else "")
         self.stop_button.setEnabled(running)
         self.resume_button.setVisible(not running and self.controller.can_resume())
         self.load_button.setEnabled(not running)
@@ -249,6 +255,12 @@ class TrainPage(QWidget):
         self.progress.setValue(0)
 
     # -- slots ---------------------------------------------------------------------------
+    def _on_data_problems_changed(self, problems: str) -> None:
+        self.data_problem.setText(f"<b>Cannot start:</b> {html.escape(problems)}. Fix them and open the "
+                                  "dataset again on the Data page." if problems else "")
+        self.data_problem.setVisible(bool(problems))
+        self._update_buttons()
+
     def _on_config_changed(self, config) -> None:
         """Another page (Data, Models) changed the one config: show it, keep the preset."""
         from mlx_lora.errors import UserError

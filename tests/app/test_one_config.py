@@ -88,3 +88,22 @@ def test_a_folder_with_its_own_valid_jsonl_shows_the_engines_split(qtbot, tmp_pa
     assert not data_page.valid_ratio.isEnabled()  # a ratio that does not apply cannot be edited
     splits = load_splits(folder, state.config.data.valid_ratio, 0.0, 0)
     assert (len(splits.train), len(splits.valid)) == (134, 15)
+
+
+def test_start_is_refused_on_a_dataset_with_problems_named_once(qtbot, tmp_path):
+    state, data_page, train_page, started = pages(qtbot, tmp_path)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(chat(1) + "\n" + '{"messages": [{"role": "user"' + "\n" + chat(2) + "\n")
+    with qtbot.waitSignal(data_page.controller.dataset_checked, timeout=30_000):
+        data_page.open(str(broken))
+    assert not train_page.start_button.isEnabled()
+    assert not train_page.data_problem.isHidden()
+    text = train_page.data_problem.text()
+    assert "1 problem in the dataset — broken.jsonl 2: " in text and text.count("problem") == 1
+
+    fine = tmp_path / "fine.jsonl"
+    write(fine, 10)
+    with qtbot.waitSignal(data_page.controller.dataset_checked, timeout=30_000):
+        data_page.open(str(fine))
+    assert train_page.start_button.isEnabled() and train_page.data_problem.isHidden()
+    assert started == []
