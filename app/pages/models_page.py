@@ -117,7 +117,12 @@ class ModelsPage(QWidget):
         self.download_button.setObjectName("primary")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
+        self._offline_note = ""
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setToolTip("Search the Hub again")
+        self.retry_button.setVisible(False)
         row.addWidget(self.progress_label, 1)
+        row.addWidget(self.retry_button)
         row.addWidget(self.progress, 1)
         row.addWidget(self.cancel_button)
         row.addWidget(self.download_button)
@@ -156,6 +161,8 @@ class ModelsPage(QWidget):
         c.models_listed.connect(self._on_models_listed)
         c.progressed.connect(self._on_progressed)
         c.search_finished.connect(self._on_search_finished)
+        c.search_offline.connect(self._on_search_offline)
+        self.retry_button.clicked.connect(self._on_search_due)
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
         c.fit_estimated.connect(self._on_fit_estimated)
@@ -253,8 +260,19 @@ class ModelsPage(QWidget):
     def _on_search_due(self) -> None:
         query = self.search_box.text().strip()
         if len(query) >= 2:
+            self.retry_button.setVisible(False)
+            self._offline_note = ""
             self.progress_label.setText(f"Searching “{query}”…")
+            self.progress_label.setToolTip("")
             self.controller.search(query)
+
+    def _on_search_offline(self, query: str, why: str) -> None:
+        if query != self.search_box.text().strip():
+            return
+        self._offline_note = "offline — local models and the demo still work"
+        self.progress_label.setText(self._offline_note)
+        self.progress_label.setToolTip(why)
+        self.retry_button.setVisible(True)
 
     def _on_search_finished(self, query: str, results: list) -> None:
         if query != self.search_box.text().strip():
@@ -347,4 +365,4 @@ class ModelsPage(QWidget):
         self.progress.setVisible(long_job)
         self.cancel_button.setVisible(long_job)
         if not busy:
-            self.progress_label.setText("")
+            self.progress_label.setText(self._offline_note)  # being offline outlasts the job that found it
