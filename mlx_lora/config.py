@@ -43,7 +43,8 @@ class ModelConfig(Section):
                                  "model folder, a .gguf file or a Hugging Face repo id (org/name).")
     quantize_bits: int = setting(0, "Quantise the base to this many bits when it is loaded (QLoRA); 0 keeps "
                                     "the model as stored (an already-quantised model keeps its quantisation).",
-                                 choices=(0, 4, 8), label="quantise base")
+                                 choices=(0, 4, 8), label="quantise base",
+                                 choice_labels={0: "off", 4: "4-bit", 8: "8-bit"})
     quantize_group_size: int = setting(64, "Group size of the quantisation (with quantize_bits).",
                                        choices=(32, 64, 128), advanced=True)
     compute_dtype: str = setting("auto", "The dtype of the computation. auto: float32 on CPU (a quantised base "
@@ -68,7 +69,7 @@ class DataConfig(Section):
     batch_size: int = setting(4, "Examples per batch (per micro-batch with grad_accumulation_steps).",
                               min=1, max=1024)
     max_seq_length: int = setting(2048, "Longest example in tokens; longer ones follow too_long.",
-                                  min=8, max=1_048_576)
+                                  min=8, max=1_048_576, label="max sequence length")
     max_batch_tokens: int = setting(4096, "Cap on one forward pass's padded size (examples × its longest "
                                           "example, in tokens): a batch that would pass it runs as several "
                                           "smaller passes whose gradients add up to the same step, so the peak "
@@ -95,7 +96,7 @@ class AdapterConfig(Section):
                                           "weight-decomposed LoRA; adalora: LoRA whose rank per layer is "
                                           "pruned toward a total budget by importance; full: every weight of "
                                           "the chosen layers.",
-                                  choices=("lora", "dora", "adalora", "full"))
+                                  choices=("lora", "dora", "adalora", "full"), label="fine-tune type")
     num_layers: int = setting(16, "How many of the last transformer layers to adapt; -1 for all.", min=-1)
     targets: tuple[str, ...] = setting(("all-linear",), "Which linear layers get adapters: all-linear, "
                                                         "attention (q/k/v/o), mlp, q, k, v, o, or module names "
@@ -186,7 +187,7 @@ class ScheduleConfig(Section):
                              "instead of iters.", min=0, max=100_000)
     lr_schedule: str = setting("cosine", "How the learning rate moves after warm-up: constant, linear decay or "
                                          "cosine decay (to learning_rate × min_lr_ratio).",
-                               choices=("constant", "linear", "cosine"))
+                               choices=("constant", "linear", "cosine"), label="learning-rate schedule")
     warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to the learning rate.", min=0)
     min_lr_ratio: float = setting(0.0, "The learning rate a decay ends at, as a share of the peak.",
                                   min=0.0, max=1.0, advanced=True)

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.controllers.models import FitEstimate, ModelEntry, ModelsController
 from app.theme import ThemeManager
-from app.widgets.common import Card, human_bytes, human_count, muted, notice
+from app.widgets.common import Card, human_bytes, human_count, memory_text, muted, notice
 
 TITLE = "Models"
 SUBTITLE = "Pick the base model to fine-tune: the built-in demo model, a folder, a GGUF file or the Hugging Face Hub."
@@ -63,7 +63,7 @@ class ModelsPage(QWidget):
         # -- local models ----------------------------------------------------------
         local = Card("On this computer")
         self.local_table = QTableWidget(0, 3)
-        self.local_table.setHorizontalHeaderLabels(["Model", "Size", ""])
+        self.local_table.setHorizontalHeaderLabels(["Model", "Size", "Source"])
         self._setup_table(self.local_table, stretch=0)
         local.body.addWidget(self.local_table)
         buttons = QHBoxLayout()
@@ -95,7 +95,8 @@ class ModelsPage(QWidget):
                                "downloaded folder or import a GGUF file.")
         hub.body.addWidget(self.hub_note)
         self.results_table = QTableWidget(0, 6)
-        self.results_table.setHorizontalHeaderLabels(["Repository", "Params", "Size", "License", "Downloads", ""])
+        self.results_table.setHorizontalHeaderLabels(["Repository", "Params", "Size", "License", "Downloads",
+                                                      "Format"])
         self._setup_table(self.results_table, stretch=0)
         self.details = QLabel()
         self.details.setWordWrap(True)
@@ -166,7 +167,8 @@ class ModelsPage(QWidget):
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
         c.fit_estimated.connect(self._on_fit_estimated)
-        c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._fit_timer.start()))
+        c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._highlight_selected(),
+                                                      self._fit_timer.start()))
 
         hub_ready = c.hub_available
         self.search_box.setEnabled(hub_ready)
@@ -234,7 +236,17 @@ class ModelsPage(QWidget):
             self.local_table.setItem(row, 0, _item(entry.name))
             self.local_table.setItem(row, 1, _item(human_bytes(entry.size_bytes), align_right=True))
             self.local_table.setItem(row, 2, _item(entry.note or entry.source))
+        if not self.local_table.selectionModel().selectedRows():  # at start: the model selected for training
+            self._highlight_selected()
         self._update_buttons()
+
+    def _highlight_selected(self) -> None:
+        """Highlight the row of the model selected for training (none when it is not listed)."""
+        chosen = next((row for row, e in enumerate(self._entries) if e.spec == self.controller.state.model), None)
+        if chosen is None:
+            self.local_table.clearSelection()
+        else:
+            self.local_table.selectRow(chosen)
 
     def _on_open_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a model folder (config.json + safetensors)")
@@ -353,9 +365,9 @@ class ModelsPage(QWidget):
             return
         color, verdict, advice = FIT_WORDS[estimate.verdict]
         rows, length = estimate.batch
-        text = (f"<b>Will it fit?</b> Training needs about <b>{human_bytes(estimate.needed_bytes)}</b> "
+        text = (f"<b>Will it fit?</b> Training needs about <b>{memory_text(estimate.needed_bytes)}</b> "
                 f"({rows} × {length:,} tokens per pass, the Train page's settings) of "
-                f"{human_bytes(estimate.available_bytes)} on this computer: "
+                f"{memory_text(estimate.available_bytes)} on this computer: "
                 f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")
         self.fit_label.setText(text + (f". {advice[:1].upper()}{advice[1:]}." if advice else "."))
         self.fit_label.setToolTip(f"Estimate for {estimate.model}: {estimate.breakdown}")

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.controllers.training import TrainingController, smoothed
-from app.widgets.common import Card, LazyWidget, MetricTile, human_count, human_seconds, muted, notice
+from app.widgets.common import Card, LazyWidget, MetricTile, human_count, human_seconds, memory_text, muted, notice
 from app.widgets.config_form import ConfigForm
 from mlx_lora.run_events import EvalReport, RunStarted, StepReport
 
@@ -377,7 +377,7 @@ class TrainPage(QWidget):
         t["step"].set_value(f"{step} / {total}" if total else str(step))
         t["loss"].set_value(f"{event.loss:.3f}")
         t["speed"].set_value(f"{event.tokens_per_second:,.0f}")
-        t["memory"].set_value(f"{event.peak_memory_gb:.2f} GB")
+        t["memory"].set_value(memory_text(event.peak_memory_gb * 1e9))
         t["elapsed"].set_value(human_seconds(event.elapsed_s))
         t["eta"].set_value(human_seconds(event.eta_s))
         if total:

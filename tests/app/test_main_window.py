@@ -74,7 +74,19 @@ def test_dark_and_light_appearance(qtbot):
 def test_status_bar_shows_the_device_once_mlx_is_loaded(qtbot):
     window = make_window(qtbot)
     qtbot.waitUntil(lambda: window.backend_label.text().startswith("MLX on"), timeout=30_000)
-    assert "GB memory" in window.memory_label.text()
+    from app.widgets.common import memory_text
+    from mlx_lora.backend import total_memory_bytes
+
+    # one formatter for memory across the app: the status bar, the fit estimate and the tiles
+    assert window.memory_label.text() == f"{memory_text(total_memory_bytes())} memory"
+    assert "GiB" not in window.memory_label.text()
+
+
+def test_memory_is_shown_one_way():
+    from app.widgets.common import memory_text
+
+    assert (memory_text(1.25e9), memory_text(25.3e9), memory_text(850e6), memory_text(0)) == \
+        ("1.25 GB", "25.3 GB", "850 MB", "—")
 
 
 def test_about_box_shows_the_version(qtbot, monkeypatch):
@@ -116,3 +128,15 @@ def test_the_last_runs_outcome_is_cleared_when_the_next_run_starts(qtbot):
     training.running_changed.emit(True)
     assert window.training_label.text() == "Training: starting…"
     assert window.statusBar().currentMessage() == ""
+
+
+def test_the_help_menu_links_the_documentation(qtbot, monkeypatch):
+    from PySide6.QtGui import QDesktopServices
+
+    window = make_window(qtbot)
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url))
+    help_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Help")
+    assert "Documentation" in [a.text() for a in help_menu.actions()]
+    window.documentation_action.trigger()
+    assert opened and opened[0].toLocalFile().endswith("README.md") and os.path.isfile(opened[0].toLocalFile())

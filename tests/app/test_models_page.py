@@ -91,3 +91,11 @@ def test_an_offline_search_says_so_and_offers_retry(qtbot, page, hub, monkeypatc
     with qtbot.waitSignal(page.controller.search_finished, timeout=30_000):
         page.retry_button.click()
     assert not page.retry_button.isVisible() and page.results_table.rowCount() >= 1
+
+
+def test_every_column_is_named_and_the_selected_model_is_highlighted_at_start(qtbot, page):
+    for table in (page.local_table, page.results_table):
+        headers = [table.horizontalHeaderItem(k).text() for k in range(table.columnCount())]
+        assert all(headers), headers
+    rows = page.local_table.selectionModel().selectedRows()
+    assert len(rows) == 1 and page._entries[rows[0].row()].spec == page.controller.state.model == "demo"
