@@ -75,7 +75,10 @@ class TrainPage(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(settings)
-        scroll.setMinimumWidth(340)
+        # as wide as the form needs: never a horizontal scroll bar over the settings
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(max(340, settings.minimumSizeHint().width()
+                                   + scroll.verticalScrollBar().sizeHint().width() + 6))
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -397,7 +400,6 @@ class TrainPage(QWidget):
     def _on_run_ended(self, outcome: str, message: str) -> None:
         self._append_log(message)
         self.tiles["eta"].set_value("–")  # nothing remains of a run that has ended
-        self.tiles["speed"].set_value("–")
         self._update_buttons()
         self.status_label.setText(message)
         if outcome in ("crashed", "failed"):

@@ -82,6 +82,7 @@ class MetricTile(QWidget):
         self.value.setText(text)
         # grow to the widest value shown, never shrink: "1 min 04 s" is never cut to "1 min 04",
         # and the row does not jump as the numbers change
+        self.value.ensurePolished()  # the style sheet's font (large, bold), not the default one
         width = self.value.fontMetrics().horizontalAdvance(text) + 4
         if width > self.value.minimumWidth():
             self.value.setMinimumWidth(width)

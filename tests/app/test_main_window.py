@@ -140,3 +140,21 @@ def test_the_help_menu_links_the_documentation(qtbot, monkeypatch):
     assert "Documentation" in [a.text() for a in help_menu.actions()]
     window.documentation_action.trigger()
     assert opened and opened[0].toLocalFile().endswith("README.md") and os.path.isfile(opened[0].toLocalFile())
+
+
+def test_train_tiles_show_their_whole_value_and_the_settings_need_no_sideways_scrolling(qtbot):
+    """With the app's style sheet (large bold tile values): "14 min 03 s" is never cut to
+    "14 min 03", and at the default window size the whole settings form fits its column."""
+    window = make_window(qtbot)
+    window.resize(1280, 820)
+    window.show_page(2)
+    page = window.train_page
+    tile = page.tiles["elapsed"]
+    tile.set_value("14 min 03 s")
+    tile.value.ensurePolished()
+    needed = tile.value.fontMetrics().horizontalAdvance("14 min 03 s")
+    qtbot.waitUntil(lambda: tile.value.width() >= needed, timeout=2000)
+    card = page.form.parentWidget()  # form → settings card → viewport → scroll area
+    scroll = card.parentWidget().parentWidget()
+    qtbot.waitUntil(lambda: scroll.viewport().width() > 0, timeout=2000)
+    assert scroll.viewport().width() >= card.minimumSizeHint().width()

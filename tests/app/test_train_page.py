@@ -167,3 +167,4 @@ def test_a_relative_data_path_is_saved_absolute(qtbot, tmp_path, monkeypatch):
     with qtbot.waitSignal(controller.run_ended, timeout=15_000):
         page.start_button.click()
     assert TrainConfig.from_yaml(page.started_configs[0]).data.data == str(tmp_path / "sets" / "d.jsonl")
+
