@@ -107,7 +107,7 @@ class TrainPage(QWidget):
         self.status_label = muted("Not started. Choose the settings, then Start training.")
         run.body.addWidget(self.status_label)
         tiles = QHBoxLayout()
-        tiles.setSpacing(18)
+        tiles.setSpacing(12)  # seven tiles and the settings column fit a 1280-pixel window
         self.tiles = {key: MetricTile(name) for key, name in (
             ("step", "step"), ("loss", "train loss"), ("val", "validation loss"), ("speed", "tokens / s"),
             ("memory", "peak memory"), ("elapsed", "elapsed"), ("eta", "remaining"))}

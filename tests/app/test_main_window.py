@@ -158,3 +158,9 @@ def test_train_tiles_show_their_whole_value_and_the_settings_need_no_sideways_sc
     scroll = card.parentWidget().parentWidget()
     qtbot.waitUntil(lambda: scroll.viewport().width() > 0, timeout=2000)
     assert scroll.viewport().width() >= card.minimumSizeHint().width()
+    for key, text in (("step", "30 / 30"), ("loss", "2.055"), ("val", "2.153"), ("speed", "185"),
+                      ("memory", "1.14 GB"), ("eta", "–")):
+        page.tiles[key].set_value(text)
+    run = page.tiles["step"].parentWidget()
+    qtbot.waitUntil(lambda: run.width() >= run.minimumSizeHint().width(), timeout=2000)  # nothing squeezed
+    assert tile.value.width() >= needed
