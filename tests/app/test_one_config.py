@@ -13,7 +13,7 @@ from app.controllers.data import DataController
 from app.controllers.training import TrainingController
 from app.pages.data_page import DataPage
 from app.pages.train_page import TrainPage
-from app.training_supervisor import TrainingSupervisor
+from app.jobs.training_supervisor import TrainingSupervisor
 from mlx_lora.config import TrainConfig
 from mlx_lora.data.dataset import load_splits
 
