@@ -233,6 +233,9 @@ class _Trainer:
         self.optimizer.inner.init(model.trainable_parameters())
         # what the method adds around each update (AdaLoRA, ReLoRA): mlx_lora/train/hooks.py
         self.hooks = method_hooks(config, model, self.optimizer, self.total_steps, self.out.emit)
+        bind = getattr(self.objective, "bind", None)  # grpo samples with the model: mlx_lora/train/grpo.py
+        if bind is not None:
+            self.hooks.append(bind(model, tokenizer, self.total_steps, config.run.steps_per_report, self.out.emit))
         if resuming:
             self.folder = run
             self._restore(checkpoint)

@@ -20,7 +20,7 @@ An objective has four parts, so the loop stays the same for all of them:
 from __future__ import annotations
 
 from mlx_lora.config import TrainConfig
-from mlx_lora.data.records import PREFERENCE
+from mlx_lora.data.records import PREFERENCE, PROMPT
 from mlx_lora.errors import UserError
 from mlx_lora.train.batches import encode_records, make_batch
 from mlx_lora.train.evaluate import MaskedLoss, dataset_loss
@@ -53,6 +53,18 @@ def objective_for(config: TrainConfig, data_format: str):
     """The objective of ``config`` for data of ``data_format``; a preference objective on
     data without pairs is a :class:`UserError` (raised before any model loads)."""
     objective = config.preference.objective
+    if objective == "grpo" or data_format == PROMPT:
+        if objective != "grpo":
+            raise UserError(f"objective (preference.objective, --objective): {config.data.data} holds prompt records "
+                            f"(a 'prompt' and no answer to learn), which only --objective grpo trains on; "
+                            f"{objective} needs {'pairs' if objective != 'sft' else 'replies'}")
+        if data_format != PROMPT:
+            raise UserError(f"objective (preference.objective, --objective): grpo needs prompt records, each a "
+                            f"'prompt' (and the fields its rewards read, such as 'answer'), but {config.data.data} "
+                            f"holds {data_format} records (e.g. resources/datasets/plus-one)")
+        from mlx_lora.train.grpo import GRPOObjective
+
+        return GRPOObjective(config)
     if objective == "sft":
         notes = []
         if data_format == PREFERENCE:
