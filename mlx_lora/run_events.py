@@ -80,7 +80,7 @@ class RewardReport(Event):
     mean_reward: float  # the summed reward, mean over the answers
     reward_std: float  # its spread over the answers
     rewards: dict[str, float]  # reward function -> its mean (weight applied)
-    kl: float  # mean per answer token of KL(policy ‖ base), when the answers were sampled
+    kl: float | None  # mean per answer token of KL(policy ‖ base) in the updates (None with grpo_beta 0)
     completion_tokens: float  # mean answer length, in tokens
     generation_s: float  # seconds spent sampling and scoring, per step
     sample_prompts: tuple[str, ...] = ()  # a few prompts of the last step…

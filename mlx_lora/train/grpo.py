@@ -50,7 +50,7 @@ from mlx_lora.train.batches import EncodedSplit, eval_batches
 from mlx_lora.train.hooks import StepHook
 
 SHOWN_SAMPLES = 3  # completions a RewardReport carries, for the log and the app
-BATCH_KEYS = ("inputs", "targets", "mask", "advantages", "old_logps", "ref_logps")
+BATCH_KEYS = ("inputs", "targets", "mask", "positions", "advantages", "old_logps", "ref_logps")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,32 +139,49 @@ def grpo_token_loss(logps: mx.array, old_logps: mx.array, ref_logps: mx.array, a
                     clip_epsilon: float, beta: float) -> tuple[mx.array, mx.array]:
     """(per-token loss, per-token KL), both (R, L), from (R, L) log-probabilities and (R,) advantages."""
     ratio = mx.exp(logps - old_logps)
-    advantage = advantages[:, None]
+    advantage = advantages[:, None] if advantages.ndim == 1 else advantages
     surrogate = mx.minimum(ratio * advantage, mx.clip(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * advantage)
     delta = ref_logps - logps
     kl = mx.exp(delta) - delta - 1
     return -surrogate + beta * kl, kl
 
 
-def sequence_mean(per_token: mx.array, mask: mx.array, normalization: str, max_tokens: int) -> mx.array:
-    """(R,) per completion: the mean over its tokens (std), or the sum over max_tokens (none)."""
-    total = (per_token * mask).sum(axis=1)
-    if normalization == "std":
-        return total / mx.maximum(mask.sum(axis=1), 1)
-    return total / max_tokens
+def token_logps(model: nn.Module, split, inputs: mx.array, targets: mx.array, positions: mx.array) -> mx.array:
+    """(N,) log-probability of the target token at each of the N flat ``positions`` of (R, L).
+
+    ``split`` is :class:`~mlx_lora.train.evaluate.MaskedLoss`'s (trunk, head) or None; with it
+    the head (576 × 49,152 on the demo model) runs at the answer tokens only, not at every
+    prompt token."""
+    flat_targets = targets.reshape(-1)[positions]  # (N,)
+    if split is None:
+        logits = model(inputs).astype(mx.float32)  # (R, L, V)
+        return -nn.losses.cross_entropy(logits.reshape(-1, logits.shape[-1])[positions], flat_targets)
+    trunk, head = split
+    hidden = trunk(inputs)  # (R, L, D)
+    hidden = hidden.reshape(-1, hidden.shape[-1])[positions]  # (N, D)
+    return -nn.losses.cross_entropy(head(hidden).astype(mx.float32), flat_targets)
 
 
-def token_logps(model: nn.Module, inputs: mx.array, targets: mx.array) -> mx.array:
-    """(R, L) log-probability of each target token."""
-    return -nn.losses.cross_entropy(model(inputs).astype(mx.float32), targets)
+def _per_row(values: mx.array, positions: mx.array, rows: int, width: int) -> mx.array:
+    """(R,) sums of (N,) per-position values by the row each position lies in."""
+    owner = positions // width  # (N,)
+    one_hot = (owner[None, :] == mx.arange(rows)[:, None]).astype(mx.float32)  # (R, N)
+    return one_hot @ values
 
 
 class GRPOLoss:
-    """``loss(model, inputs, targets, mask, advantages, old_logps, ref_logps) -> (sum over
-    completions, completions)``."""
+    """``loss(model, inputs, targets, mask, positions, advantages, old_logps, ref_logps) -> (sum
+    over answers, answers)``. Per position (N,): ``old_logps`` (empty when every sampling is
+    followed by one update: then old = the current log-probabilities, stop_gradient, ratio 1)
+    and ``ref_logps`` (empty when ``beta`` is 0). :attr:`last_kl` is the mean KL per answer
+    token of the last call (lazy; evaluated with the loss), for the RewardReport."""
 
     def __init__(self, clip_epsilon: float, beta: float, normalization: str, max_tokens: int) -> None:
+        from mlx_lora.train.evaluate import MaskedLoss
+
         self.clip_epsilon, self.beta, self.normalization, self.max_tokens = clip_epsilon, beta, normalization, max_tokens
+        self.masked = MaskedLoss()
+        self.last_kl: mx.array | None = None
 
     def check(self, model: nn.Module, inputs: mx.array) -> bool:
         from mlx_lora.adapters import adapter_layers
@@ -172,13 +189,27 @@ class GRPOLoss:
         if not adapter_layers(model):
             raise UserError("objective grpo: the model has no adapter layers to switch off for the reference "
                             "model; use fine_tune_type lora or dora")
-        return False
+        return self.masked.check(model, inputs)
 
-    def __call__(self, model, inputs, targets, mask, advantages, old_logps, ref_logps):
-        per_token, _ = grpo_token_loss(token_logps(model, inputs, targets), old_logps, ref_logps, advantages,
-                                       self.clip_epsilon, self.beta)
-        losses = sequence_mean(per_token, mask, self.normalization, self.max_tokens)
-        return losses.sum(), mx.array(losses.shape[0], mx.float32)
+    @property
+    def split(self):
+        return self.masked.split
+
+    def __call__(self, model, inputs, targets, mask, positions, advantages, old_logps, ref_logps):
+        rows, width = inputs.shape
+        logps = token_logps(model, self.split, inputs, targets, positions)  # (N,)
+        old = mx.stop_gradient(logps) if old_logps.size == 0 else old_logps
+        ref = mx.stop_gradient(logps) if ref_logps.size == 0 else ref_logps
+        owner = positions // width
+        per_token, kl = grpo_token_loss(logps[None], old[None], ref[None], advantages[owner][None], self.clip_epsilon,
+                                        self.beta if ref_logps.size else 0.0)
+        self.last_kl = mx.stop_gradient(kl.mean()) if ref_logps.size else None
+        totals = _per_row(per_token[0], positions, rows, width)  # (R,)
+        if self.normalization == "std":
+            losses = totals / mx.maximum(mask.sum(axis=1), 1)
+        else:
+            losses = totals / self.max_tokens
+        return losses.sum(), mx.array(rows, mx.float32)
 
 
 # -- one generation batch ---------------------------------------------------------------
@@ -190,7 +221,6 @@ class Generation:
     rewards: np.ndarray  # (R,) summed
     per_function: dict[str, np.ndarray]  # name -> (R,)
     lengths: np.ndarray  # (R,) completion tokens
-    kl: float  # mean per completion token, policy vs reference, at sampling time
     samples: list[tuple[str, str, float]]  # (prompt, completion, reward)
     seconds: float
 
@@ -220,7 +250,7 @@ class GRPOObjective:
         if settings.reward_file:
             self.notes.append(f"running your reward function from {settings.reward_file} in a separate process "
                               f"({settings.reward_timeout:g} s per call)")
-        self.model = self.tokenizer = None
+        self.model = self.tokenizer = self.loss = None
         self.end_ids: set[int] = set()
         self.cache: list[Generation] = []  # the current generation batch's pieces, reused by later updates
         self.pending: list[Generation] = []
@@ -236,7 +266,8 @@ class GRPOObjective:
 
     def make_loss(self) -> GRPOLoss:
         s = self.settings
-        return GRPOLoss(s.clip_epsilon, s.grpo_beta, s.advantage_normalization, s.max_completion_tokens)
+        self.loss = GRPOLoss(s.clip_epsilon, s.grpo_beta, s.advantage_normalization, s.max_completion_tokens)
+        return self.loss
 
     def bind(self, model, tokenizer, total_steps: int, steps_per_report: int, emit) -> "GRPOHook":
         from mlx_lora.data.render import end_token_ids
@@ -316,29 +347,33 @@ class GRPOObjective:
         mask = np.zeros((len(rows), width), np.float32)
         for r, (begin, n) in enumerate(zip(starts, lengths)):
             mask[r, begin - 1:begin - 1 + n] = 1.0  # targets[t] is token t + 1
-        x, y = mx.array(inputs), mx.array(targets)
-        old = mx.stop_gradient(token_logps(self.model, x, y))
-        from mlx_lora.adapters import adapter_disabled
+        positions = np.flatnonzero(mask.reshape(-1)).astype(np.int32)  # (N,)
+        x, y, at = mx.array(inputs), mx.array(targets), mx.array(positions)
+        split = self.loss.split if self.loss is not None else None
+        empty = np.zeros(0, np.float32)
+        old = ref = empty
+        if s.policy_updates > 1:  # later updates need the sampling policy's log-probabilities
+            old = np.array(mx.stop_gradient(token_logps(self.model, split, x, y, at)))
+        if s.grpo_beta > 0:
+            from mlx_lora.adapters import adapter_disabled
 
-        with adapter_disabled(self.model):
-            ref = mx.stop_gradient(token_logps(self.model, x, y))
-        delta = ref - old
-        m = mx.array(mask)
-        kl = ((mx.exp(delta) - delta - 1) * m).sum() / mx.maximum(m.sum(), 1)
-        mx.eval(old, ref, kl)
-        batch = (inputs, targets, mask, advantages, np.array(old), np.array(ref))
-        return Generation(batch, rewards, per_function, np.array(lengths), float(kl.item()), samples,
-                          time.perf_counter() - start)
+            with adapter_disabled(self.model):
+                ref = np.array(mx.stop_gradient(token_logps(self.model, split, x, y, at)))
+        batch = (inputs, targets, mask, positions, advantages, old, ref)
+        return Generation(batch, rewards, per_function, np.array(lengths), samples, time.perf_counter() - start)
 
     # -- after each update (the hook) ---------------------------------------------------------
-    def step_done(self) -> list[Generation]:
-        """The step's fresh generations (none when it reused the cached ones)."""
+    def step_done(self) -> tuple[list[Generation], float | None]:
+        """(the step's fresh generations (none when it reused the cached ones), the KL of its
+        last micro-batch (None without a reference, beta 0))."""
+        kl = self.loss.last_kl if self.loss is not None else None
+        kl = None if kl is None else float(kl.item())
         fresh, self.pending = self.pending, []
         if fresh:
             self.cache = fresh
         self.updates_done += 1
         self.piece = 0
-        return fresh
+        return fresh, kl
 
 
 class GRPOHook(StepHook):
@@ -350,12 +385,16 @@ class GRPOHook(StepHook):
         self.objective, self.total_steps, self.steps_per_report, self.emit = (objective, total_steps,
                                                                              steps_per_report, emit)
         self.window: list[Generation] = []
+        self.kls: list[float] = []
 
     def after_update(self, step: int, grads: dict) -> None:
-        self.window += self.objective.step_done()
+        fresh, kl = self.objective.step_done()
+        self.window += fresh
+        if kl is not None:
+            self.kls.append(kl)
         if (step % self.steps_per_report == 0 or step == self.total_steps) and self.window:
-            self.emit(reward_report(step, self.window))
-            self.window = []
+            self.emit(reward_report(step, self.window, self.kls))
+            self.window, self.kls = [], []
 
     def state(self) -> dict[str, mx.array]:
         objective = self.objective
@@ -372,11 +411,11 @@ class GRPOHook(StepHook):
             objective.updates_done = int(state["grpo.updates_done"].item())
         pieces = sorted({int(k.split(".")[2]) for k in state if k.startswith("grpo.cache.")})
         objective.cache = [Generation(tuple(np.array(state[f"grpo.cache.{k}.{key}"]) for key in BATCH_KEYS),
-                                      np.zeros(0), {}, np.zeros(0), 0.0, [], 0.0) for k in pieces]
+                                      np.zeros(0), {}, np.zeros(0), [], 0.0) for k in pieces]
         return weights
 
 
-def reward_report(step: int, generations: list[Generation]):
+def reward_report(step: int, generations: list[Generation], kls: list[float]):
     from mlx_lora.run_events import RewardReport
 
     rewards = np.concatenate([g.rewards for g in generations])
@@ -387,7 +426,7 @@ def reward_report(step: int, generations: list[Generation]):
     samples = generations[-1].samples
     return RewardReport(
         step=step, mean_reward=round(float(rewards.mean()), 6), reward_std=round(float(rewards.std()), 6),
-        rewards=per_function, kl=round(float(np.mean([g.kl for g in generations])), 6),
+        rewards=per_function, kl=round(float(np.mean(kls)), 6) if kls else None,
         completion_tokens=round(float(lengths.mean()), 3),
         generation_s=round(float(np.mean([g.seconds for g in generations])), 3),
         sample_prompts=tuple(p for p, _, _ in samples), samples=tuple(c for _, c, _ in samples),
