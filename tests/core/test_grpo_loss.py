@@ -10,7 +10,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_lora.train.grpo import group_advantages, grpo_token_loss, sequence_mean
+from mlx_lora.train.grpo import GRPOLoss, group_advantages, grpo_token_loss
 
 
 def test_advantages_are_normalised_within_each_group():
@@ -46,11 +46,44 @@ def test_the_clipped_loss_and_kl_match_a_hand_computation():
     assert np.array(per_token)[0].tolist() == pytest.approx([-2.4, -2 * math.exp(-0.5), -2.0], rel=1e-5)
 
 
-def test_each_answer_is_averaged_over_its_tokens_or_over_the_budget():
-    per_token = mx.array([[1.0, 2.0, 3.0, 9.0], [4.0, 0.0, 0.0, 0.0]])
-    mask = mx.array([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
-    assert np.array(sequence_mean(per_token, mask, "std", 8)).tolist() == pytest.approx([2.0, 4.0])
-    assert np.array(sequence_mean(per_token, mask, "none", 8)).tolist() == pytest.approx([6 / 8, 4 / 8])
+def test_the_loss_averages_each_answer_over_its_tokens_or_over_the_budget():
+    """Two answers (rows) of a 3-token window, vocabulary 2, fixed logits: the GRPOLoss of
+    the batch against the per-token formula averaged by hand."""
+    logits = np.log(np.array([[[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]],
+                              [[0.3, 0.7], [0.6, 0.4], [0.5, 0.5]]], np.float32))
+
+    def model(inputs):
+        return mx.array(logits)
+
+    inputs = mx.zeros((2, 3), mx.int32)
+    targets = mx.array([[1, 1, 0], [0, 1, 0]])
+    mask = mx.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])  # answer tokens: row 0 at 1, 2; row 1 at 0
+    positions = mx.array([1, 2, 3])
+    advantages = mx.array([1.5, -1.0])
+    old = mx.array([math.log(0.7), math.log(0.9), math.log(0.3)])
+    ref = mx.array([math.log(0.8), math.log(0.8), math.log(0.4)])
+    p = [0.8, 0.9, 0.3]  # the answer tokens' probabilities under the "model"
+    eps, beta = 0.2, 0.1
+
+    def token(prob, old_prob, ref_prob, a):
+        ratio = prob / old_prob
+        k3 = ref_prob / prob - math.log(ref_prob / prob) - 1
+        return -min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a) + beta * k3
+
+    t = [token(p[0], 0.7, 0.8, 1.5), token(p[1], 0.9, 0.8, 1.5), token(p[2], 0.3, 0.4, -1.0)]
+    std_loss = GRPOLoss(eps, beta, "std", 8)
+    total, count = std_loss(model, inputs, targets, mask, positions, advantages, old, ref)
+    assert count.item() == 2
+    assert total.item() == pytest.approx((t[0] + t[1]) / 2 + t[2], rel=1e-5)
+    assert std_loss.last_kl.item() == pytest.approx(np.mean([0.8 / q - math.log(0.8 / q) - 1 if i < 2 else
+                                                             0.4 / q - math.log(0.4 / q) - 1
+                                                             for i, q in enumerate(p)]), rel=1e-5)
+    total, _ = GRPOLoss(eps, beta, "none", 8)(model, inputs, targets, mask, positions, advantages, old, ref)
+    assert total.item() == pytest.approx((t[0] + t[1]) / 8 + t[2] / 8, rel=1e-5)
+    # on-policy (no old log-probabilities): ratio 1, the loss is -A per answer plus the KL
+    empty = mx.zeros((0,))
+    total, _ = GRPOLoss(eps, 0.0, "std", 8)(model, inputs, targets, mask, positions, advantages, empty, empty)
+    assert total.item() == pytest.approx(-1.5 + 1.0, rel=1e-5)
 
 
 def test_on_policy_the_gradient_is_the_advantage_weighted_log_likelihood():
