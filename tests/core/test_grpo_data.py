@@ -85,3 +85,20 @@ def test_objectives_refuse_the_wrong_data_before_the_model_loads():
 def test_grpo_settings_are_validated(settings, message):
     with pytest.raises(UserError, match=message):
         TrainConfig().replace(objective="grpo", **settings)
+
+
+def test_the_memory_estimate_covers_the_groups_kv_cache_and_the_update_batch():
+    from mlx_lora.train.memory import estimate_training_memory, read_model_shape
+
+    shape = read_model_shape("demo")
+    sft = estimate_training_memory(TrainConfig().replace(batch_size=2, max_seq_length=64), shape=shape, device="cpu")
+    grpo = TrainConfig().replace(objective="grpo", batch_size=2, max_seq_length=64, group_size=4,
+                                 max_completion_tokens=16)
+    estimate = estimate_training_memory(grpo, shape=shape, device="cpu")
+    assert "kv_cache" not in sft.parts
+    assert estimate.batch == (8, 80)  # 2 prompts × 4 answers, prompt + answer
+    kv = 2 * shape.num_layers * 4 * 80 * shape.num_kv_heads * shape.head_dim * 4 + 4 * shape.vocab_size * 4
+    assert estimate.parts["kv_cache"] == kv
+    bigger = estimate_training_memory(grpo.replace(group_size=8), shape=shape, device="cpu")
+    assert bigger.parts["activations"] == 2 * estimate.parts["activations"]
+    assert bigger.parts["kv_cache"] > estimate.parts["kv_cache"]
