@@ -164,19 +164,19 @@ class GRPOConfig(Section):
 
     section_name = "grpo"
     group_size: int = setting(4, "GRPO: answers sampled per prompt; each is scored against the others of its "
-                                 "group (at least 2).", min=2, max=256)
+                                 "group (at least 2).", min=2, max=256, advanced=True)
     grpo_beta: float = setting(0.04, "GRPO: weight of the KL term that holds the policy near the reference (the "
                                      "base with the adapter switched off); 0 drops it.", min=0.0, max=100.0,
-                               label="KL beta")
+                               label="KL beta", advanced=True)
     clip_epsilon: float = setting(0.2, "GRPO: the policy/old probability ratio is clipped to 1 ± this.",
                                   min=0.0, min_exclusive=True, max=10.0, advanced=True)
     policy_updates: int = setting(1, "GRPO: optimiser steps taken on each batch of sampled answers before new "
                                      "ones are sampled (1: always on-policy; more reuses the samples, with the "
                                      "clipped ratio keeping the steps close).", min=1, max=64, advanced=True)
-    max_completion_tokens: int = setting(16, "GRPO: the longest answer sampled, in tokens.", min=1, max=65_536)
+    max_completion_tokens: int = setting(16, "GRPO: the longest answer sampled, in tokens.", min=1, max=65_536, advanced=True)
     temperature: float = setting(0.8, "GRPO: the sampling temperature of the answers (0 would make a group's "
                                       "answers identical, so it must be above 0).", min=0.0, min_exclusive=True,
-                                 max=10.0)
+                                 max=10.0, advanced=True)
     advantage_normalization: str = setting("std", "GRPO: std: the advantage is (reward - group mean) / group std "
                                                   "(the GRPO paper); none: reward - group mean, with the loss "
                                                   "summed over a fixed max_completion_tokens per answer "
