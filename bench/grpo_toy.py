@@ -5,7 +5,7 @@ on the demo model (SmolLM2-135M-Instruct, dequantised to float32 on CPU).
 
 Each method trains a LoRA adapter for the same number of steps from the same base. Before and
 after, the greedy answer to each validation prompt is scored with the GRPO rewards
-(exact_match: the final number equals the answer; format: the whole answer is just a number),
+(exact_match: the final number equals the answer; format: the answer starts with a number),
 so "reward" means the same thing for every method. SFT learns the answers themselves
 (completion records prompt → "N+1"); DPO prefers the bare right number over a wordy wrong one.
 Prints a table (reward before/after, time per step, peak memory) and, for GRPO, the mean
@@ -29,8 +29,11 @@ import mlx_lora  # noqa: E402,F401  (before mlx: the BLAS preload)
 DATA = ROOT / "resources" / "datasets" / "plus-one"
 COMMON = dict(model="demo", num_layers=8, rank=8, lr_schedule="constant", steps_per_report=5, save_every=10_000,
               steps_per_eval=10_000, val_batches=1, max_seq_length=128)
-GRPO = dict(objective="grpo", batch_size=2, group_size=4, max_completion_tokens=6, temperature=0.7,
-            rewards=("exact_match", "format"), grpo_beta=0.0, learning_rate=2e-3)
+# The demo model rarely answers with a bare number (3% of sampled answers, 6% right at all: it
+# writes "50 + 1 = 6"), too rare a signal for a few dozen steps; "starts with a number" is
+# common enough (about a third) to learn from, and exact_match rewards the right one.
+GRPO = dict(objective="grpo", batch_size=2, group_size=4, max_completion_tokens=4, temperature=0.8,
+            rewards=("exact_match", "format"), reward_pattern=r"^\s*\d", grpo_beta=0.0, learning_rate=2e-3)
 SFT = dict(objective="sft", batch_size=4, learning_rate=2e-4)
 DPO = dict(objective="dpo", batch_size=4, learning_rate=2e-4, beta=0.1)
 
@@ -59,7 +62,7 @@ def write_variants(folder: Path) -> dict[str, Path]:
     return out
 
 
-def greedy_reward(adapter: Path | None, max_tokens: int = 6) -> float:
+def greedy_reward(adapter: Path | None, max_tokens: int = 4) -> float:
     """Mean reward (exact_match + format) of the greedy answers to the validation prompts."""
     import mlx.core as mx
     from mlx_lm.tuner.utils import load_adapters

@@ -35,6 +35,7 @@ class RewardPanel(QWidget):
         self.charts = LazyWidget(_make_reward_charts, on_built=lambda _charts: self.redraw())
         self.charts.setMinimumHeight(160)
         self.summary = QLabel("")
+        self.summary.setWordWrap(True)  # a long line would push the chart to nothing
         self.samples = QTextEdit()
         self.samples.setReadOnly(True)
         split = QSplitter()
@@ -47,6 +48,7 @@ class RewardPanel(QWidget):
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setSizes([600, 400])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)

@@ -1,6 +1,7 @@
 """What a run optimises, as one small object the loop calls: supervised fine-tuning
-(``sft``, the default) or a preference objective (``dpo``, ``orpo``; see
-:mod:`mlx_lora.train.preference`).
+(``sft``, the default), a preference objective (``dpo``, ``orpo``; see
+:mod:`mlx_lora.train.preference`) or reinforcement learning on prompts (``grpo``; see
+:mod:`mlx_lora.train.grpo`).
 
 An objective has four parts, so the loop stays the same for all of them:
 
@@ -14,7 +15,10 @@ An objective has four parts, so the loop stays the same for all of them:
 - ``evaluate(model, loss, examples, batch_size, num_batches, seed, should_stop)
   -> (validation loss, extra EvalReport fields)``.
 
-``notes`` are sentences for the run's ``RunStarted`` event.
+``notes`` are sentences for the run's ``RunStarted`` event. An objective that needs the
+model itself (grpo samples its answers with it) also has ``bind(model, tokenizer,
+total_steps, steps_per_report, emit) -> StepHook``, which the loop calls once and adds
+to its hooks.
 """
 
 from __future__ import annotations
