@@ -120,3 +120,40 @@ def test_the_grpo_adapter_loads_in_mlx_lm(grpo_run, tiny_model):
     result, _ = grpo_run
     model, _ = load(str(tiny_model), adapter_path=str(result.run_dir))
     assert model(mx.array([[1, 2, 3]])).shape[-1] == 49152
+
+
+def test_one_update_makes_the_better_answers_of_a_group_likelier(tiny_model, prompts, tmp_path):
+    """The sign and the plumbing of the whole step: sample a group, score it, one SGD step on
+    the GRPO loss — the answers with a positive advantage gain log-probability, the others lose it."""
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from mlx_lora.data.dataset import load_splits
+    from mlx_lora.train.grpo import _per_row, token_logps
+    from mlx_lora.train.methods import prepare_model
+    from mlx_lora.train.objectives import objective_for
+
+    config = tiny_config(tiny_model, prompts, tmp_path / "run", **{**GRPO, "group_size": 8, "grpo_beta": 0.0})
+    splits = load_splits(config.data.data, seed=0)
+    objective = objective_for(config, splits.format)
+    prepared = prepare_model(config)
+    model = prepared.model
+    examples = objective.encode(prepared.tokenizer, splits.train, config.data).examples
+    loss = objective.make_loss()
+    loss.check(model, mx.array([examples[0].tokens]))
+    objective.bind(model, prepared.tokenizer, 1, 1, lambda event: None)
+    mx.random.seed(3)
+    batch = [mx.array(a) for a in objective.make_batch(examples, [0, 1])]
+    inputs, targets, mask, positions, advantages = batch[:5]
+    assert float(mx.abs(advantages).sum()) > 0, "the groups should disagree"
+
+    def row_logps():
+        return _per_row(token_logps(model, loss.split, inputs, targets, positions), positions, *inputs.shape)
+
+    before = row_logps()
+    (value, count), grads = nn.value_and_grad(model, loss)(model, *batch)
+    optim.SGD(learning_rate=0.01).update(model, grads)
+    change = np.array(row_logps() - before)
+    a = np.array(advantages)
+    assert change[a > 0].mean() > 0 > change[a < 0].mean()
+    assert np.corrcoef(a, change)[0, 1] > 0.5
