@@ -76,8 +76,10 @@ def _rewards(events):
 
 
 @pytest.mark.parametrize("policy_updates, stop_at", [(1, 2), (2, 3)], ids=["on-policy", "reused-samples"])
-def test_a_stopped_grpo_run_resumes_exactly(tiny_model, prompts, tmp_path, policy_updates, stop_at):
-    whole, whole_events = run(tiny_model, prompts, tmp_path / "whole", policy_updates=policy_updates)
+def test_a_stopped_grpo_run_resumes_exactly(tiny_model, prompts, grpo_run, tmp_path, policy_updates, stop_at):
+    # on-policy, the uninterrupted run is the module's grpo_run (the same settings)
+    whole, whole_events = (grpo_run if policy_updates == 1 else
+                           run(tiny_model, prompts, tmp_path / "whole", policy_updates=policy_updates))
     recorder_steps = []
 
     def stop():
