@@ -48,7 +48,7 @@ package-test: setup
 test-gpu:
 ifdef SITE
 	PYTHONPATH=$(SITE):. MLX_LORA_EXPECT_BACKEND=gpu python3 -m pytest -q -p no:cacheprovider \
-	  $$(python3 -c 'import xdist' 2>/dev/null && echo -n 8) tests/core
+	  $$(PYTHONPATH=$(SITE) python3 -c 'import xdist' 2>/dev/null && printf -- '-n 12') tests/core
 else
 	$(MAKE) setup
 	$(BIN)/python -m pip install -q -e '.[test,cuda]'

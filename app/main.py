@@ -37,15 +37,30 @@ def main(argv: list[str] | None = None) -> int:
     qt_app.setApplicationName("MLX LoRA Studio")
     qt_app.setOrganizationName("MLX LoRA Studio")
     qt_app.setApplicationVersion(mlx_lora.__version__)
+    clean_stale_temporaries()
     window = MainWindow(demo=args.demo)
     window.show()
     if args.quit_after_show:
         QTimer.singleShot(0, qt_app.quit)
     status = qt_app.exec()
-    from app import workers
+    from app.jobs import workers
 
     workers.cancel_all_and_wait(3000)  # let running jobs end before the interpreter does
     return status
+
+
+def clean_stale_temporaries() -> None:
+    """What killed exports left in the app's exports folder (hidden ``.…tmp`` folders of
+    hundreds of MB), removed at start by the engine's naming rule; logged with the MB freed.
+    Reads the disk only: no MLX."""
+    import logging
+
+    from mlx_lora import atomic, paths
+
+    cleaned = atomic.clean_stale_temporaries(paths.home() / "exports")
+    if cleaned.removed:
+        logging.getLogger("app").info("removed %d stale temporaries of killed exports from %s, freed %.1f MB",
+                                      len(cleaned.removed), cleaned.folder, cleaned.freed_bytes / 1e6)
 
 
 def print_info() -> int:

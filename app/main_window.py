@@ -211,7 +211,7 @@ class MainWindow(QMainWindow):
     def _preselect_demo(self) -> None:
         """The demo model and the sample set `make demo` trains on (the pirate persona)."""
         from mlx_lora import paths
-        from mlx_lora.demo_run import DATASET
+        from mlx_lora.demo_training import DATASET
 
         self.context.state.select_model("demo", "SmolLM2-135M-Instruct (demo)")
         sample = paths.sample_datasets_dir() / DATASET

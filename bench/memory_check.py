@@ -31,7 +31,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 from mlx_lora.config import TrainConfig
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.train.methods import prepare_model
+from mlx_lora.train.prepare import prepare_model
 from mlx_lora.train.optim import Optimizer
 from mlx_lora.train import step as step_fn
 s = json.loads(sys.argv[1])

@@ -31,8 +31,8 @@ def score(config, run_dir: Path) -> dict[str, float]:
     from mlx_lora.data.dataset import load_splits
     from mlx_lora.train.batches import encode_records
     from mlx_lora.train.evaluate import MaskedLoss, dataset_loss
-    from mlx_lora.train.methods import load_base
-    from mlx_lora.train.preference import PreferenceLoss, encode_pairs, evaluate_pairs
+    from mlx_lora.train.prepare import load_base
+    from mlx_lora.train.preference_loss import PreferenceLoss, encode_pairs, evaluate_pairs
 
     model, tokenizer, _, _, _ = load_base(config)
     load_adapters(model, str(run_dir))
@@ -59,9 +59,9 @@ def step_costs(objectives: list[str], repeats: int) -> dict[str, list[float]]:
     from mlx_lora.data.dataset import load_splits
     from mlx_lora.paths import sample_datasets_dir
     from mlx_lora.train.batches import make_batch
-    from mlx_lora.train.methods import prepare_model
+    from mlx_lora.train.prepare import prepare_model
     from mlx_lora.train.objectives import SupervisedObjective
-    from mlx_lora.train.preference import PreferenceLoss, encode_pairs, make_pair_batch
+    from mlx_lora.train.preference_loss import PreferenceLoss, encode_pairs, make_pair_batch
 
     data = sample_datasets_dir() / "pirate-preference"
     config = TrainConfig().replace(model="demo", data=str(data), num_layers=8, rank=8)

@@ -42,37 +42,40 @@ import mlx.core as mx
 import numpy as np
 from mlx_lora.config import TrainConfig
 from mlx_lora.events import RecordingReporter
-from mlx_lora.train import StepReport, train
-from mlx_lora.train import loop
+from mlx_lora.train import RunStarted, StepReport, train
+from mlx_lora.train.batches import BatchPlan, micro_batches
 model, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
-from mlx_lora.train import evaluate, methods, step
+from mlx_lora.train import evaluate
+from mlx_lora.methods import lora
 rows = []  # per step: (examples, real tokens)
-micro_batches = loop.micro_batches
 def counting_micro_batches(indices, lengths, cap):  # the loop's one call per step (no accumulation here)
     rows.append((len(indices), int(lengths[indices].sum())))
     return micro_batches(indices, lengths, cap)
-loop.micro_batches = counting_micro_batches
-for name, value in s.get("module", {}).items():  # e.g. {"step.COMPILE_ON_GPU": false}: variants to measure
+for name, value in s.get("module", {}).items():  # e.g. {"lora.CAST_LORA": false}: module settings to measure
     module, attr = name.split(".")
-    setattr({"step": step, "evaluate": evaluate, "methods": methods}[module], attr, value)
-if s.get("worst_first"):
-    class WorstFirst(loop.BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
-        def epoch(self, epoch):
-            batches = list(super().epoch(epoch))
-            if epoch == 0:
-                worst = max(range(len(batches)), key=lambda i: len(batches[i]) * self.lengths[batches[i]].max())
-                batches.insert(0, batches.pop(worst))
-                self._cache = {0: batches}
-            return batches
-    loop.BatchPlan = WorstFirst
+    setattr({"evaluate": evaluate, "lora": lora}[module], attr, value)
+class WorstFirst(BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
+    def epoch(self, epoch):
+        batches = list(super().epoch(epoch))
+        if epoch == 0:
+            worst = max(range(len(batches)), key=lambda i: len(batches[i]) * self.lengths[batches[i]].max())
+            batches.insert(0, batches.pop(worst))
+            self._cache = {0: batches}
+        return batches
 config = TrainConfig().replace(
     model=model, data=data, run_dir=run_dir, iters=iters, steps_per_report=window, steps_per_eval=10**6,
     save_every=10**6, valid_ratio=0.0, rank=s["rank"], alpha=s["scale"] * s["rank"], num_layers=s["num_layers"],
     batch_size=s["batch_size"], max_seq_length=s["max_seq_length"], learning_rate=s["learning_rate"],
     lr_schedule="constant", max_grad_norm=0.0, mask_prompt=True, compute_dtype=s.get("compute_dtype", "float32"),
     **s.get("ours", {}))
-recorder = RecordingReporter()
-result = train(config, recorder)
+class Recorder(RecordingReporter):
+    def emit(self, event):
+        if isinstance(event, RunStarted):  # the setup's count of cut batches is not a step
+            rows.clear()
+        super().emit(event)
+recorder = Recorder()
+result = train(config, recorder, batch_plan=WorstFirst if s.get("worst_first") else BatchPlan,
+               micro_batches=counting_micro_batches, **s.get("train", {}))  # e.g. {"compiled": false}
 reports = recorder.of(StepReport)
 examples, seconds, window_rows = [], [], []
 for k, r in enumerate(reports):

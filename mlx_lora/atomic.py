@@ -2,7 +2,9 @@
 folder, flush to disk, then rename into place (atomic on POSIX and on APFS).
 
 Temporary names start with a dot and hold ``.tmp``; a kill can leave them
-behind, never a half-written file under the real name. :func:`atomic_dir`
+behind, never a half-written file under the real name. They carry their writer's
+pid (``.NAME.PID-XXXXXXXX.tmp``), so :func:`clean_stale_temporaries` can tell a
+killed writer's leftovers from a live one's and remove only those. :func:`atomic_dir`
 replaces a folder with two renames (target → ``.NAME.old``, temporary →
 target); a kill between the two leaves only ``.NAME.old``, which the next
 :func:`atomic_dir` on that target (or :func:`recover_dir`) puts back.
@@ -12,9 +14,12 @@ target); a kill between the two leaves only ``.NAME.old``, which the next
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
+import time
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +39,107 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temporary_pid(name: str) -> int | None:
+    """The writer's pid in a temporary name of ours; None for other names (or ones without)."""
+    match = _TEMPORARY.match(name)
+    pid = match and (match.group("pid") or match.group("check_pid"))
+    return int(pid) if pid else None
+
+
+def temporary_prefix(name: str) -> str:
+    """``.NAME.PID-``: tempfile adds 8 random characters of [a-z0-9_] (and the suffix)."""
+    return f".{name}.{os.getpid()}-"
+
+
+# What our writers leave when killed, and nothing else (tempfile's random part is 8 of
+# [a-z0-9_]; versions before the pid was added wrote none):
+#   .NAME.[PID-]XXXXXXXX.tmp[.SUFFIX]   atomic_dir / atomic_path
+#   .gguf-check-[PID-]XXXXXXXX          the GGUF export's read-back folder (formats/base.py: scratch)
+_TEMPORARY = re.compile(r"^\.(?:.+\.(?:(?P<pid>\d+)-)?[a-z0-9_]{8}\.tmp(?:\.[A-Za-z0-9]+)?"
+                        r"|gguf-check-(?:(?P<check_pid>\d+)-)?[a-z0-9_]{8})$")
+STALE_AFTER_S = 3600.0  # a temporary without a pid: stale once nothing in it changed for an hour
+
+
+@dataclasses.dataclass(frozen=True)
+class Cleaned:
+    folder: Path
+    removed: tuple[str, ...]
+    freed_bytes: int
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # someone else's process: alive
+    return True
+
+
+def _newest_change(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+            except OSError:
+                pass
+    return newest
+
+
+def _size(path: Path) -> int:
+    if not path.is_dir():
+        return path.lstat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def is_stale_temporary(entry: Path, now: float | None = None, max_age_s: float = STALE_AFTER_S) -> bool:
+    """Whether ``entry`` is a temporary of ours whose writer is gone: our naming pattern
+    (``_TEMPORARY`` above, and never a link), and its pid dead — or, for a name
+    without a pid, nothing in it changed for ``max_age_s``."""
+    match = _TEMPORARY.match(entry.name)
+    if match is None or entry.is_symlink():
+        return False
+    pid = match.group("pid") or match.group("check_pid")
+    if pid:
+        return not _pid_alive(int(pid))
+    return (now if now is not None else time.time()) - _newest_change(entry) > max_age_s
+
+
+def clean_stale_temporaries(folder: str | os.PathLike, now: float | None = None,
+                            max_age_s: float = STALE_AFTER_S) -> Cleaned:
+    """Remove the stale temporaries of ours (:func:`is_stale_temporary`) directly inside
+    ``folder`` — nothing else, nothing deeper — and say what was freed."""
+    folder = Path(folder)
+    removed, freed = [], 0
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return Cleaned(folder, (), 0)
+    for entry in entries:
+        try:
+            if not is_stale_temporary(entry, now, max_age_s):
+                continue
+            size = _size(entry)
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove after all: leave it
+        removed.append(entry.name)
+        freed += size
+    return Cleaned(folder, tuple(removed), freed)
+
+
 @contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it replaces ``target``.
@@ -44,7 +150,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(target.name), suffix=".tmp" + target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -79,7 +185,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(target.name), suffix=".tmp", dir=target.parent))
     try:
         yield tmp
         for f in tmp.rglob("*"):

@@ -30,6 +30,7 @@ import yaml
 
 from mlx_lora.config_fields import Section, field_type, setting
 from mlx_lora.errors import UserError
+from mlx_lora.methods import DEFAULT_METHOD, METHODS, method_for
 
 TARGET_PRESETS = ("all-linear", "attention", "mlp", "q", "k", "v", "o")
 
@@ -91,11 +92,8 @@ class AdapterConfig(Section):
     """What is trained: LoRA, DoRA, AdaLoRA or all weights, and where."""
 
     section_name = "adapter"
-    fine_tune_type: str = setting("lora", "lora: low-rank adapters (QLoRA on a quantised base); dora: "
-                                          "weight-decomposed LoRA; adalora: LoRA whose rank per layer is "
-                                          "pruned toward a total budget by importance; full: every weight of "
-                                          "the chosen layers.",
-                                  choices=("lora", "dora", "adalora", "full"))
+    fine_tune_type: str = setting(DEFAULT_METHOD, "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()) + ".",
+                                  choices=tuple(METHODS))
     num_layers: int = setting(16, "How many of the last transformer layers to adapt; -1 for all.", min=-1)
     targets: tuple[str, ...] = setting(("all-linear",), "Which linear layers get adapters: all-linear, "
                                                         "attention (q/k/v/o), mlp, q, k, v, o, or module names "
@@ -110,7 +108,7 @@ class AdapterConfig(Section):
     lora_plus_ratio: float = setting(1.0, "LoRA+: the B matrices learn this many times faster than the A "
                                           "matrices (1 = plain LoRA; the LoRA+ paper suggests 16).",
                                      min=1.0, max=1000.0, advanced=True)
-    # AdaLoRA (Zhang et al. 2023; mlx_lora/train/adalora.py): ``rank`` is each matrix's initial rank.
+    # AdaLoRA (Zhang et al. 2023; mlx_lora/methods/adalora.py): ``rank`` is each matrix's initial rank.
     adalora_target_rank: int = setting(4, "AdaLoRA: the average rank per adapted matrix after pruning; the "
                                           "total rank budget is this × the number of adapted matrices.",
                                        min=1, max=4096, advanced=True)
@@ -124,9 +122,8 @@ class AdapterConfig(Section):
                                       min=0.0, max=1000.0, advanced=True)
 
     def check(self) -> None:
-        if self.fine_tune_type == "adalora" and self.adalora_target_rank > self.rank:
-            self.fail("adalora_target_rank", f"must be at most rank ({self.rank}): AdaLoRA prunes from rank "
-                                             "down to it")
+        if self.fine_tune_type in METHODS:  # (not: the choices check names it)
+            METHODS[self.fine_tune_type].check_adapter(self)
         if self.num_layers == 0:
             self.fail("num_layers", "must be -1 (all layers) or at least 1")
         if not self.targets:
@@ -136,7 +133,7 @@ class AdapterConfig(Section):
 @dataclasses.dataclass(frozen=True)
 class PreferenceConfig(Section):
     """What the run optimises: plain supervised fine-tuning, or a preference objective on
-    pairs of answers (see mlx_lora.train.preference)."""
+    pairs of answers (see mlx_lora.train.preference_loss)."""
 
     section_name = "preference"
     objective: str = setting("sft", "sft: learn the replies (supervised fine-tuning); dpo: Direct Preference "
@@ -224,6 +221,10 @@ class OptimizerConfig(Section):
     learning_rate: float = setting(1e-4, "Peak learning rate (after warm-up).", min=0.0, min_exclusive=True,
                                    max=1e6)
     weight_decay: float = setting(0.0, "Decoupled weight decay (adamw only).", min=0.0, max=1.0, advanced=True)
+    state_bits: int = setting(32, "Adam's two moments in 32 bits, or in 8 (blockwise, with a scale per 64 "
+                                  "values: 0.28x the optimiser's memory; full fine-tuning and large ranks gain "
+                                  "most; bench/RESULTS.md has the losses).", choices=(32, 8),
+                              label="Optimiser state bits", advanced=True)
     beta1: float = setting(0.9, "Adam's first-moment decay.", min=0.0, max=0.9999, advanced=True)
     beta2: float = setting(0.999, "Adam's second-moment decay.", min=0.0, max=0.99999, advanced=True)
     max_grad_norm: float = setting(1.0, "Clip the gradient's global norm to this; 0 turns clipping off.",
@@ -252,7 +253,7 @@ class ScheduleConfig(Section):
     warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to the learning rate.", min=0)
     min_lr_ratio: float = setting(0.0, "The learning rate a decay ends at, as a share of the peak.",
                                   min=0.0, max=1.0, advanced=True)
-    # ReLoRA (Lialin et al. 2023; mlx_lora/train/relora.py)
+    # ReLoRA (Lialin et al. 2023; mlx_lora/methods/tensors/relora.py)
     relora_every: int = setting(0, "ReLoRA: every this many steps merge the LoRA adapter into the base "
                                    "weights and restart it (new adapter, optimiser reset, learning rate "
                                    "re-warmed); 0 turns ReLoRA off.", min=0, advanced=True)
@@ -301,6 +302,11 @@ class RunConfig(Section):
     gpus: int = setting(0, "Train on this many GPUs of this machine: one process per GPU (data-parallel, "
                            "gradients averaged, MLX's NCCL backend through mlx.launch), the run the same as on "
                            "one GPU with the same batch_size. 0 or 1: one process.", min=0, max=1024, advanced=True)
+    memory_limit_gb: float = setting(0.0, "The most memory the run may hold (GB): a step that needs more is "
+                                          "dropped and the run stops with a checkpoint and how far to lower "
+                                          "max_batch_tokens. 0: 85% of the device's own figure (Metal's "
+                                          "recommended working set, the GPU's memory, or RAM).", min=0,
+                                     label="Memory limit (GB)", advanced=True)
 
     def check(self) -> None:
         if self.gpus > 1 and self.hostfile:
@@ -325,6 +331,8 @@ RESUMABLE_CHANGES = frozenset({
     "iters", "epochs", "steps_per_report", "steps_per_eval", "val_batches", "save_every",
     "keep_checkpoints", "early_stopping_patience", "early_stopping_min_delta", "run_dir", "resume",
     "hostfile", "gpus",  # the global batch is the same on any number of machines or GPUs
+    # how the same batch is cut into passes, and the memory guard (the steps mean the same)
+    "max_batch_tokens", "memory_limit_gb",
 })
 
 
@@ -344,16 +352,7 @@ class TrainConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
-        if self.adapter.fine_tune_type == "full" and self.model.quantize_bits:
-            raise UserError("quantize_bits (model.quantize_bits, --quantize-bits): full fine-tuning trains "
-                            "every weight, so the base cannot be quantised; use --fine-tune-type lora for QLoRA")
-        if self.preference.objective == "dpo" and self.adapter.fine_tune_type == "full":
-            raise UserError("objective (preference.objective, --objective): DPO's reference model is the base with "
-                            "the adapter switched off, and full fine-tuning has no adapter; use --fine-tune-type "
-                            "lora or dora, or --objective orpo (no reference model)")
-        if self.schedule.relora_every and self.adapter.fine_tune_type != "lora":
-            raise UserError(f"relora_every (schedule.relora_every, --relora-every): ReLoRA restarts a plain LoRA "
-                            f"adapter; it cannot be used with fine_tune_type {self.adapter.fine_tune_type}")
+        method_for(self.adapter.fine_tune_type).check(self)
         if self.preference.objective == "grpo" and self.adapter.fine_tune_type not in ("lora", "dora"):
             raise UserError("objective (preference.objective, --objective): GRPO's reference model is the base with "
                             "the adapter switched off, so it needs --fine-tune-type lora or dora, not "
@@ -365,11 +364,6 @@ class TrainConfig:
             raise UserError("relora_every (schedule.relora_every, --relora-every): DPO's reference model is the base "
                             "with the adapter switched off, and ReLoRA merges the adapter into the base, which "
                             "would move the reference; use --objective orpo with ReLoRA, or plain LoRA with DPO")
-        adapter, schedule = self.adapter, self.schedule
-        if adapter.fine_tune_type == "adalora" and not schedule.epochs and \
-                adapter.adalora_tinit + adapter.adalora_tfinal >= schedule.iters:
-            raise UserError(f"adalora_tinit + adalora_tfinal ({adapter.adalora_tinit} + {adapter.adalora_tfinal}) "
-                            f"must be less than iters ({schedule.iters}): AdaLoRA prunes between them")
 
     # -- views -------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -10,10 +10,12 @@
       checkpoints/step-N/       adapters.safetensors, adapter_config.json,
                                 optimizer.safetensors, trainer_state.json, and
                                 method_state.safetensors when the method keeps
-                                state of its own (AdaLoRA: train/hooks.py)
+                                state of its own (AdaLoRA: methods/base.py)
       best/                     the adapter with the lowest validation loss
       latest                    text: "checkpoints/step-N", written only after that
                                 checkpoint is complete
+      .lock                     the pid (and what it does) of the one process that
+                                writes the run; see :meth:`RunFolder.lock`
 
 :class:`RunFolder` writes it (the trainer) and reads it back (resume, the run
 history of :mod:`mlx_lora.run_history`, the adapter library of
@@ -46,14 +48,16 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from mlx_lora import paths
 from mlx_lora.atomic import atomic_dir, atomic_path, fault_point, recover_dir, write_json, write_text
@@ -76,6 +80,7 @@ METHOD_STATE_FILE = "method_state.safetensors"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 LATEST_FILE = "latest"
+LOCK_FILE = ".lock"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _PARKED = re.compile(r"^\.(.+)\.old$")  # a folder atomic_dir was replacing (mlx_lora.atomic)
 
@@ -240,9 +245,78 @@ class RunFolder:
                             "change it.")
         return wanted
 
+    # -- one writer at a time ------------------------------------------------
+    @contextmanager
+    def lock(self, doing: str) -> Iterator[None]:
+        """Hold the run's exclusive lock while ``doing`` ("training", "resuming", "deleting")
+        it; a UserError naming the owner's pid when another process holds it. An
+        ``fcntl.flock`` on ``.lock``: the kernel drops it when its process dies, however it
+        dies, so a lock file left by a killed run is stale by construction (the next owner
+        overwrites its pid). Let go, the file is removed (while still locked; a process that
+        opened it just before then finds it unlinked and tries again), and so is a folder
+        this call created that holds nothing else (a new run refused before it wrote)."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / LOCK_FILE
+        for _ in range(10):
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by children
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise UserError(f"{lock_path}: cannot lock the run ({exc.strerror})") from exc
+                raise UserError(self._in_use_message()) from None
+            try:
+                if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                    break  # the file at the path is the one locked (not one its owner just removed)
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:
+            raise UserError(f"{lock_path}: the lock file keeps changing under this process; try again")
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n{doing}\n".encode())
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)  # still locked: see the docstring
+            if created and self.path.is_dir() and not any(self.path.iterdir()):
+                self.path.rmdir()
+            os.close(fd)  # lets the lock go
+
+    def lock_holder(self) -> tuple[int, str] | None:
+        """(pid, what it does) of another process holding the run's lock, else None."""
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            owner = self._lock_owner()
+            return None if owner[0] == os.getpid() else owner
+        else:
+            return None  # nobody holds it (a dead owner's file, or ours: flock is per open file)
+        finally:
+            os.close(fd)
+
+    def _lock_owner(self) -> tuple[int, str]:
+        try:
+            pid, _, doing = (self.path / LOCK_FILE).read_text().partition("\n")
+            return int(pid), doing.strip() or "writing"
+        except (OSError, ValueError):
+            return 0, "writing"  # locked a moment ago, its pid not written yet
+
+    def _in_use_message(self) -> str:
+        pid, doing = self._lock_owner()
+        who = f"process {pid}" if pid else "another process"
+        return (f"{self.path}: this run is in use: {who} is {doing} it (it holds {LOCK_FILE}), and two processes "
+                "writing one run would each write every step; wait for it to finish, or stop it, then try again")
+
     # -- creating and logging ------------------------------------------------
     def create(self, config: TrainConfig) -> None:
-        if self.path.exists() and any(self.path.iterdir()):
+        if self.path.exists() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
             raise UserError(f"{self.path}: the folder is not empty; continue that run with --resume {self.path} "
                             "or choose another --run-dir")
         self.path.mkdir(parents=True, exist_ok=True)

@@ -151,15 +151,16 @@ def delete_run(run_dir: str | Path, trash: bool = True) -> Path | None:
     run_dir = Path(run_dir)
     if not RunFolder(run_dir).is_run():
         raise UserError(f"{run_dir}: not a run folder (no {CONFIG_FILE} or {METRICS_FILE}); not deleting it")
-    if not trash:
-        shutil.rmtree(run_dir)
-        return None
-    bin_dir = run_dir.parent / TRASH_DIR
-    bin_dir.mkdir(exist_ok=True)
-    target = bin_dir / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 2
-    while target.exists():
-        target = target.with_name(f"{target.name}-{n}")
-        n += 1
-    run_dir.rename(target)
-    return target
+    with RunFolder(run_dir).lock("deleting"):  # never a run that is training (a UserError with its pid)
+        if not trash:
+            shutil.rmtree(run_dir)
+            return None
+        bin_dir = run_dir.parent / TRASH_DIR
+        bin_dir.mkdir(exist_ok=True)
+        target = bin_dir / f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        n = 2
+        while target.exists():
+            target = target.with_name(f"{target.name}-{n}")
+            n += 1
+        run_dir.rename(target)
+        return target

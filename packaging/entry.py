@@ -4,7 +4,7 @@ training child, depending on how it is called.
 - ``MLX-LoRA-Studio [--demo] [--print-info] ...`` starts the desktop app (``app.main``).
 - ``mlx-lora ...`` (a link to the same executable, made by ``packaging/build.sh``) is the CLI.
 - ``MLX-LoRA-Studio -m mlx_lora.cli.main train ...``: the app runs training in a child
-  process as ``sys.executable -m mlx_lora.cli.main`` (app/training_supervisor.py). In a
+  process as ``sys.executable -m mlx_lora.cli.main`` (app/jobs/training_supervisor.py). In a
   bundle ``sys.executable`` is this executable, which has no interpreter flags, so the
   ``-m`` form is emulated here for the project's own modules.
 

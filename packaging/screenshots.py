@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
     ctx.export.export_options = {"prompts": PROMPTS[:4], "torch_python": None}
     ctx.state.select_dataset(str(paths.sample_datasets_dir() / "pirate"))
     runs = paths.runs_dir()
-    # the demo's settings (mlx_lora.demo_run): 30 steps of batch 4 move the 135M model's answers
+    # the demo's settings (mlx_lora.demo_training): 30 steps of batch 4 move the 135M model's answers
     tiny = dict(batch_size=4, max_seq_length=256, num_layers=16, steps_per_report=1, val_batches=2,
                 lr_schedule="cosine", warmup_steps=2)
     print("training two short runs of the demo model on the pirate sample…", file=sys.stderr)
@@ -119,7 +119,7 @@ def main(argv: list[str]) -> int:
     ctx.chat.answer_finished.connect(answered.append)
     chat.load_button.click()
     _wait(lambda: loaded, 300)
-    from mlx_lora.demo_run import first_valid_prompt
+    from mlx_lora.demo_training import first_valid_prompt
 
     chat.temperature.setValue(0.0)
     chat.repetition_penalty.setValue(1.2)

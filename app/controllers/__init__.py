@@ -2,7 +2,7 @@
 
 Pages are handed a controller and only connect its signals to their ``_on_*``
 slots and call its methods; controllers call the engine (``mlx_lora``) through
-:class:`app.workers.Job` so nothing slow runs on the GUI thread. Tests build a
+:class:`app.jobs.workers.Job` so nothing slow runs on the GUI thread. Tests build a
 page with a controller of their own (or a fake with the same signals).
 """
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThreadPool, Signal
 
 from app.controllers.app_state import AppState
-from app.workers import Job
+from app.jobs.workers import Job
 
 BASE, TUNED = "base", "tuned"
 

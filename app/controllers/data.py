@@ -10,7 +10,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app.controllers.app_state import AppState
-from app.workers import Job
+from app.jobs.workers import Job
 
 
 def _scan(reporter, should_stop, path: str):
@@ -42,7 +42,7 @@ def _preview(reporter, should_stop, tokenizer, record, mask_prompt: bool):
     from mlx_lora.data.render import preview
 
     if record_format(record) == PREFERENCE:
-        from mlx_lora.data.preference import preview_pair
+        from mlx_lora.data.pairs import preview_pair
 
         return preview_pair(tokenizer, record)
     if record_format(record) == PROMPT:  # grpo: the prompt as the model sees it, and what the rewards read

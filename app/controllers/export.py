@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from app.workers import Job
+from app.jobs.workers import Job
 
 def format_choices() -> list[tuple[str, str]]:
     """(label, --format name) of every export format, in the registry's order."""
@@ -75,6 +75,14 @@ class ExportController(QObject):
     def export(self, adapter_dir: str, out_dir: str, fmt: str, quantize: int | None = None,
                push: str | None = None, private: bool = True) -> None:
         if self._job is not None:
+            return
+        from mlx_lora.errors import UserError
+        from mlx_lora.export.destination import check_destination
+
+        try:
+            check_destination(out_dir, adapter_dir)  # the engine's rule, before a worker starts
+        except UserError as exc:
+            self.failed.emit(str(exc))
             return
         self.checks = []
         job = Job(_export, str(adapter_dir), str(out_dir), fmt, quantize, push or None, private,

@@ -13,7 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app.controllers.app_state import AppState
-from app.workers import Job
+from app.jobs.workers import Job
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class FitEstimate:
     batch: tuple[int, int] = (0, 0)  # (rows, tokens) of the largest batch the estimate is for
     breakdown: str = ""  # the engine's one-line description, largest parts first
     problem: str = ""  # why there is no estimate (verdict "unknown")
+    limit_source: str = ""  # where available_bytes, the run's memory limit, comes from (train/memory_guard.py)
 
 
 def _folder_size(folder: Path) -> int:
@@ -116,8 +117,12 @@ def _estimate_fit(reporter, should_stop, model: str, config) -> FitEstimate:
     from mlx_lora.models import demo
     from mlx_lora.train.memory import estimate_training_memory, read_model_shape
 
+    from mlx_lora.train.memory_guard import MemoryGuard, device_memory
+
     config = (config or TrainConfig()).replace(model=model)
-    available = backend.total_memory_bytes()
+    # The run's own limit (the memory guard stops a step past it), beside the estimate.
+    guard = MemoryGuard.for_config(config)
+    available, device_total = guard.limit, device_memory()[0]
     shape_source = model
     if model == "demo" and (paths.models_dir() / demo.DEMO_NAME / "config.json").is_file():
         # The imported demo folder is what training loads, and its config.json reads in a
@@ -134,11 +139,12 @@ def _estimate_fit(reporter, should_stop, model: str, config) -> FitEstimate:
     needed = estimate.total_bytes
     if not available:
         verdict = "unknown"
-    elif estimate.fits(available):
+    elif estimate.fits(available, headroom=1.0):
         verdict = "fits"
-    else:
-        verdict = "tight" if needed <= available else "too big"
-    return FitEstimate(model, verdict, needed, available, tuple(estimate.batch), estimate.describe())
+    else:  # over the guard's limit: within the device's memory it may still run with a higher limit
+        verdict = "tight" if needed <= device_total else "too big"
+    return FitEstimate(model, verdict, needed, available, tuple(estimate.batch), estimate.describe(),
+                       limit_source=guard.source)
 
 
 def _delete_cached(reporter, should_stop, repo_id: str):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from app.workers import Job
+from app.jobs.workers import Job
 
 
 def _list(reporter, should_stop):

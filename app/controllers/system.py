@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
-from app.workers import Job
+from app.jobs.workers import Job
 
 
 def backend_facts(reporter, should_stop) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app.controllers.app_state import AppState
-from app.training_supervisor import TrainingSupervisor
+from app.jobs.training_supervisor import TrainingSupervisor
 from mlx_lora.events import Event, Progress
 from mlx_lora.run_events import (
     AdapterMerged, AdapterRanks, EvalReport, RewardReport, RunFinished, RunStarted, RunStopped, StepReport,

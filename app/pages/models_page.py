@@ -34,7 +34,8 @@ FIT_DEBOUNCE_MS = 300
 FIRST_FIT_DELAY_MS = 1500
 FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
     "fits": ("series_4", "fits", ""),
-    "tight": ("series_2", "tight", "close other apps, or lower max batch tokens or the max sequence length"),
+    "tight": ("series_2", "over the limit", "raise the memory limit (Train page, advanced), or lower max batch "
+                                            "tokens or the max sequence length"),
     "too big": ("danger", "will not fit", "lower max batch tokens or the max sequence length, turn on gradient "
                                          "checkpointing, or pick a smaller or quantised model"),
 }
@@ -337,7 +338,8 @@ class ModelsPage(QWidget):
         rows, length = estimate.batch
         text = (f"<b>Will it fit?</b> Training needs about <b>{human_bytes(estimate.needed_bytes)}</b> "
                 f"({rows} × {length:,} tokens per pass, the Train page's settings) of "
-                f"{human_bytes(estimate.available_bytes)} on this computer: "
+                f"the run's memory limit of {human_bytes(estimate.available_bytes)} "
+                f"({html.escape(estimate.limit_source or 'this computer')}): "
                 f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")
         self.fit_label.setText(text + (f". {advice[:1].upper()}{advice[1:]}." if advice else "."))
         self.fit_label.setToolTip(f"Estimate for {estimate.model}: {estimate.breakdown}")

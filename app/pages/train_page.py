@@ -3,7 +3,7 @@
 The settings are a form generated from the engine's :class:`TrainConfig` (house
 style 2), with the model and dataset chosen on the Models and Data pages, a
 preset to start from, and the advanced settings folded away. Training runs in a
-child process (:mod:`app.training_supervisor`); this page shows its reports:
+child process (:mod:`app.jobs.training_supervisor`); this page shows its reports:
 loss (raw, smoothed, validation points) and learning rate, speed, peak memory,
 elapsed time and ETA, a progress bar and the log. When the child dies (out of
 memory, crash) a banner says why in plain words and offers to resume from the

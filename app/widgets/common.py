@@ -1,4 +1,4 @@
-"""Cards, metric tiles, notices and the "coming soon" panel used across pages."""
+"""Cards, metric tiles and notices used across pages."""
 
 from __future__ import annotations
 
@@ -85,30 +85,6 @@ def muted(text: str = "") -> QLabel:
     label.setObjectName("muted")
     label.setWordWrap(True)
     return label
-
-
-class ComingSoon(QWidget):
-    """What a page that is not built yet shows: what it will do, and what exists meanwhile."""
-
-    def __init__(self, headline: str, points: list[str], meanwhile: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 8, 0, 0)
-        card = Card()
-        title = QLabel(headline)
-        title.setObjectName("comingTitle")
-        card.body.addWidget(title)
-        card.body.addWidget(muted("Coming in a next version. It will let you:"))
-        for point in points:
-            label = QLabel(f"•  {point}")
-            label.setWordWrap(True)
-            card.body.addWidget(label)
-        if meanwhile:
-            card.body.addSpacing(6)
-            card.body.addWidget(muted(meanwhile))
-        card.setFixedWidth(640)  # a fixed width lets the wrapped labels get their full height
-        layout.addWidget(card, 0, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        layout.addStretch(1)
 
 
 class LazyWidget(QWidget):

@@ -6,11 +6,10 @@ run folder.
   :class:`AdapterFiles`), its adapter_config.json, its run's config, its weights;
 - :mod:`~mlx_lora.adapters.attach`: an adapter on a model in memory — attach, switch,
   switch off, strip, combine, and the tensor checks that refuse one that does not fit;
-- :mod:`~mlx_lora.adapters.layers`: the adapter layer classes (``CastLoRALinear``,
-  ``AdaLoRALinear``) and :func:`~mlx_lora.adapters.layers.adapter_layer_classes`.
+- the adapter layer classes (``CastLoRALinear``, ``AdaLoRALinear``) are the methods'
+  (:mod:`mlx_lora.methods.tensors.layers`), one layer below.
 
-Importing the package (files and attach) does not import MLX; ``layers`` does, so it is
-imported by name where it is needed.
+Importing the package (files and attach) does not import MLX.
 
     files = resolve_adapter("runs/my-run/best")
     apply_adapter(model, files)

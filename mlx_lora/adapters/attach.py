@@ -32,6 +32,7 @@ from typing import Any, Iterator
 
 from mlx_lora.adapters.files import AdapterFiles, load_adapter_weights, resolve_adapter
 from mlx_lora.errors import UserError
+from mlx_lora.methods import METHODS
 
 # Leaves of mlx-lm's adapter layers: LoRA A/B and DoRA's magnitude.
 ADAPTER_LEAVES = ("lora_a", "lora_b", "m")
@@ -44,7 +45,7 @@ def _wrapped(module) -> Any:
 
 def adapter_layers(model) -> list[tuple[str, Any]]:
     """(path, layer) of every LoRA/DoRA layer in the model."""
-    from mlx_lora.adapters.layers import adapter_layer_classes
+    from mlx_lora.methods.tensors.layers import adapter_layer_classes
 
     classes = adapter_layer_classes()
     return [(name, m) for name, m in model.named_modules() if isinstance(m, classes)]
@@ -209,9 +210,10 @@ def apply_adapter(model, adapter: AdapterFiles | str | Path) -> InstalledAdapter
         if state.disabled:
             raise RuntimeError("cannot change adapters inside adapter_disabled()")
         kind = files.fine_tune_type
-        new = InstalledAdapter(kind, files.num_layers, files.lora_parameters if kind != "full" else {},
+        method = METHODS[kind]  # files.py checked the name
+        new = InstalledAdapter(kind, files.num_layers, files.lora_parameters if method.has_adapter else {},
                                ((files.label, 1.0),), (files,))
-        if kind == "full":
+        if not method.has_adapter:
             strip_adapters(model)
             _dequantize_if_needed(model)
             params = _flat_parameters(model)
@@ -223,7 +225,7 @@ def apply_adapter(model, adapter: AdapterFiles | str | Path) -> InstalledAdapter
             if current is None or current.structure() != new.structure():
                 strip_adapters(model)
                 try:
-                    linear_to_lora_layers(model, files.num_layers, _lora_config(files), use_dora=kind == "dora")
+                    linear_to_lora_layers(model, files.num_layers, _lora_config(files), use_dora=method.use_dora)
                 except (ValueError, KeyError) as exc:
                     strip_adapters(model)
                     raise UserError(f"{files.config_path}: cannot build these adapter layers: {exc}") from exc

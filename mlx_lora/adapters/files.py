@@ -20,9 +20,10 @@ from pathlib import Path
 
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
+from mlx_lora.methods import METHODS, saved_types
 from mlx_lora.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, RunFolder
 
-FINE_TUNE_TYPES = ("lora", "dora", "full")  # what a saved adapter can be (AdaLoRA saves plain LoRA)
+FINE_TUNE_TYPES = saved_types()  # what a saved adapter can be: lora, dora, full (AdaLoRA saves plain LoRA)
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,9 @@ def _read_config(path: Path) -> dict:
         raise UserError(f"{path}: not an adapter config (expected a JSON object)")
     kind = config.get("fine_tune_type", "lora")
     if kind not in FINE_TUNE_TYPES:
-        raise UserError(f"{path}: unknown fine_tune_type {kind!r} (expected lora, dora or full)")
-    if kind != "full":
+        raise UserError(f"{path}: unknown fine_tune_type {kind!r} (expected {', '.join(FINE_TUNE_TYPES[:-1])} or "
+                        f"{FINE_TUNE_TYPES[-1]})")
+    if METHODS[kind].has_adapter:
         params = config.get("lora_parameters")
         if not isinstance(params, dict) or "rank" not in params or "scale" not in params:
             raise UserError(f"{path}: lora_parameters with rank and scale are missing")

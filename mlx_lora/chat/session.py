@@ -32,8 +32,6 @@ END_OF_TURN_TOKENS = (
     "</s>", "<|END_OF_TURN_TOKEN|>", "<|return|>", "<｜end▁of▁sentence｜>",
 )
 
-FINISH_REASONS = ("stop", "length", "cancelled")
-
 
 @dataclasses.dataclass(frozen=True)
 class ChatSettings:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+from mlx_lora.errors import UserError
 from mlx_lora.events import Event
 
 
@@ -24,7 +25,8 @@ def register(sub) -> None:
                        description="Export a run's adapter, checked against base+adapter before it is written.")
     p.add_argument("--run", required=True, metavar="RUN_OR_CHECKPOINT",
                    help="a run folder, its best/ folder, or checkpoints/step-N/")
-    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write (replaced if it exists)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the folder to write: a new or empty folder, or an earlier export (replaced)")
     p.add_argument("--format", choices=list(FORMATS), default=DEFAULT_FORMAT,
                    help="; ".join(f"{name}: {fmt.description}" + (" (default)" if name == DEFAULT_FORMAT else "")
                                   for name, fmt in FORMATS.items()))
@@ -45,24 +47,39 @@ class _Printer:
 
     def emit(self, event: Event) -> None:
         from mlx_lora.events import Progress
-        from mlx_lora.export import ExportVerified
+        from mlx_lora.export import ExportVerified, StaleTemporariesRemoved
+        from mlx_lora.export.verify import TOO_SMALL
 
         if self.json_events:
             print(event.to_json(), flush=True)
             return
-        if isinstance(event, Progress) and event.message != "done":
+        if isinstance(event, StaleTemporariesRemoved):
+            print(event.message, file=sys.stderr, flush=True)
+        elif isinstance(event, Progress) and event.message != "done":
             print(f"{event.message}…", file=sys.stderr, flush=True)
         elif isinstance(event, ExportVerified):
             if event.status == "not run":
                 print(f"  {event.check}: not run ({'; '.join(event.problems)})", file=sys.stderr)
             else:
-                print(f"  {event.check}: {'passed' if event.passed else 'FAILED'} — top-1 agreement "
-                      f"{event.top1_agreement:.2%}, max |Δlogit| {event.max_abs_logit_diff:.3g}, mean "
-                      f"{event.mean_abs_logit_diff:.3g} (the adapter's effect: {event.adapter_effect:.3g})",
+                # the error beside the adapter's effect, each in the same statistic (verify.py)
+                verdict = event.status if event.status == TOO_SMALL else "passed" if event.passed else "FAILED"
+                print(f"  {event.check}: {verdict} — top-1 agreement {event.top1_agreement:.2%}, max |Δlogit| "
+                      f"{event.max_abs_logit_diff:.3g} (the adapter's: {event.adapter_max_effect:.3g}), mean "
+                      f"{event.mean_abs_logit_diff:.3g} (the adapter's: {event.adapter_effect:.3g})",
                       file=sys.stderr, flush=True)
 
 
 def _export(args) -> int:
+    from mlx_lora.export.destination import check_destination
+
+    try:
+        check_destination(args.out, args.run)  # refused before MLX and the model load (the engine checks again)
+    except UserError as exc:
+        if args.json_events:  # the engine's own errors are its ExportFailed event
+            from mlx_lora.export.exporter import ExportFailed
+
+            print(ExportFailed(args.out, str(exc)).to_json(), flush=True)
+        raise
     from mlx_lora.export import export_run
 
     result = export_run(args.run, args.out, args.format, args.quantize, args.push, reporter=_Printer(args.json_events),

@@ -22,8 +22,10 @@ from mlx_lora.cli.reporting import JsonLinesReporter, ProgressPrinter, StopFlag
 
 def register(sub) -> None:
     from mlx_lora.cli.config_flags import add_config_arguments
+    from mlx_lora.methods import METHODS
 
-    p = sub.add_parser("train", help="fine-tune a model with LoRA, QLoRA, DoRA or full fine-tuning",
+    labels = [m.label for m in METHODS.values()]
+    p = sub.add_parser("train", help=f"fine-tune a model with {', '.join(labels[:-1])} or {labels[-1].lower()}",
                        description="Fine-tune a model. Flags override --config, which overrides the defaults.")
     add_config_arguments(p)
     p.add_argument("--json-events", action="store_true",
@@ -94,7 +96,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mlx_lora.demo_run import DEFAULT_STEPS, run_demo
+    from mlx_lora.demo_training import DEFAULT_STEPS, run_demo
 
     stop = StopFlag()
     stop.install()

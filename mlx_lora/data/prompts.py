@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_lora.data.records import _check_message, _type_name
+from mlx_lora.data.records import check_message, type_name
 from mlx_lora.errors import UserError
 
 
@@ -35,15 +35,15 @@ def check_prompt_record(record: dict[str, Any]) -> list[str]:
         if not value:
             return ["'prompt' is empty"]
         for i, message in enumerate(value):
-            problems += [p.replace("messages[", "prompt[", 1) for p in _check_message(message, i)]
+            problems += [p.replace("messages[", "prompt[", 1) for p in check_message(message, i)]
         if not problems and value[-1].get("role") == "assistant":
             problems.append("'prompt' ends with an 'assistant' turn; for grpo the prompt ends with the question "
                             "and the model writes the answer")
     else:
-        problems.append(f"'prompt' must be a string or a list of messages, got {_type_name(value)}")
+        problems.append(f"'prompt' must be a string or a list of messages, got {type_name(value)}")
     tools = record.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        problems.append(f"'tools' must be a list of objects, got {_type_name(tools)}")
+        problems.append(f"'tools' must be a list of objects, got {type_name(tools)}")
     return problems
 
 

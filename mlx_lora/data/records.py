@@ -6,7 +6,7 @@
 - completion: ``{"prompt": ..., "completion": ...}``;
 - text: ``{"text": ...}``;
 - preference: ``{"prompt": ..., "chosen": ..., "rejected": ...}`` (plain or chat form;
-  the rules are in :mod:`mlx_lora.data.preference`), for DPO and ORPO;
+  the rules are in :mod:`mlx_lora.data.pairs`), for DPO and ORPO;
 - prompt: ``{"prompt": ..., <any fields the rewards read, e.g. "answer">}`` (a string or
   chat messages; :mod:`mlx_lora.data.prompts`), for GRPO, which writes the completions.
 
@@ -110,7 +110,7 @@ def record_format(record: dict[str, Any]) -> str | None:
     return None
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
@@ -122,7 +122,7 @@ def _check_text_field(record: dict[str, Any], key: str) -> list[str]:
         return [f"missing key '{key}'"]
     value = record[key]
     if not isinstance(value, str):
-        return [f"'{key}' must be a string, got {_type_name(value)}"]
+        return [f"'{key}' must be a string, got {type_name(value)}"]
     if not value.strip():
         return [f"'{key}' is empty"]
     return []
@@ -130,7 +130,7 @@ def _check_text_field(record: dict[str, Any], key: str) -> list[str]:
 
 def _check_tool_calls(calls: Any, where: str) -> list[str]:
     if not isinstance(calls, list) or not calls:
-        return [f"{where}: 'tool_calls' must be a non-empty list, got {_type_name(calls)}"]
+        return [f"{where}: 'tool_calls' must be a non-empty list, got {type_name(calls)}"]
     problems = []
     for j, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
@@ -140,10 +140,10 @@ def _check_tool_calls(calls: Any, where: str) -> list[str]:
     return problems
 
 
-def _check_message(message: Any, i: int) -> list[str]:
+def check_message(message: Any, i: int) -> list[str]:
     where = f"messages[{i}]"
     if not isinstance(message, dict):
-        return [f"{where} must be an object, got {_type_name(message)}"]
+        return [f"{where} must be an object, got {type_name(message)}"]
     role = message.get("role")
     if role is None:
         return [f"{where}: missing key 'role'"]
@@ -161,7 +161,7 @@ def _check_message(message: Any, i: int) -> list[str]:
         if not has_tool_calls:
             problems.append(f"{where}: empty content")
     elif not isinstance(content, str):
-        problems.append(f"{where}: 'content' must be a string, got {_type_name(content)}")
+        problems.append(f"{where}: 'content' must be a string, got {type_name(content)}")
     elif not content.strip() and not has_tool_calls:
         problems.append(f"{where}: empty content (only whitespace)")
     return problems
@@ -172,15 +172,15 @@ def check_chat(record: dict[str, Any]) -> list[str]:
         return ["missing key 'messages'"]
     messages = record["messages"]
     if not isinstance(messages, list):
-        return [f"'messages' must be a list, got {_type_name(messages)}"]
+        return [f"'messages' must be a list, got {type_name(messages)}"]
     if not messages:
         return ["'messages' is empty"]
     problems = []
     for i, message in enumerate(messages):
-        problems += _check_message(message, i)
+        problems += check_message(message, i)
     tools = record.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        problems.append(f"'tools' must be a list of objects, got {_type_name(tools)}")
+        problems.append(f"'tools' must be a list of objects, got {type_name(tools)}")
     last = messages[-1]
     if isinstance(last, dict) and last.get("role") in ROLES and last.get("role") != "assistant":
         # mlx-lm trains on what follows the last non-assistant turn: nothing here
@@ -198,7 +198,7 @@ def check_text(record: dict[str, Any]) -> list[str]:
 
 
 def check_preference(record: dict[str, Any]) -> list[str]:
-    from mlx_lora.data.preference import check_pair
+    from mlx_lora.data.pairs import check_pair
 
     return check_pair(record)
 
@@ -217,7 +217,7 @@ def check_record(record: Any) -> tuple[str | None, list[str]]:
     """(the record's format or None, reasons it is invalid); no reasons means valid."""
     if not isinstance(record, dict):
         hint = " (JSONL wants one JSON object per line, not one array)" if isinstance(record, list) else ""
-        return None, [f"expected a JSON object, got {_type_name(record)}{hint}"]
+        return None, [f"expected a JSON object, got {type_name(record)}{hint}"]
     fmt = record_format(record)
     problem = value_problem(record)
     if problem:

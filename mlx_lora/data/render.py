@@ -22,7 +22,7 @@ Completion records are a chat [user: prompt, assistant: completion] when the
 tokenizer has a chat template (as mlx-lm does), else ``prompt + completion``
 with the completion trained. Text records are trained whole. A preference record
 is its prompt and chosen answer here (supervised training on pairs); DPO and ORPO
-encode both answers through :mod:`mlx_lora.data.preference`. Every example
+encode both answers through :mod:`mlx_lora.data.pairs`. Every example
 ends its trained part with an end-of-turn/EOS token: where the template leaves
 it out, one is appended and ``appended_eos`` says so.
 """
@@ -184,7 +184,7 @@ def _with_eos(tokenizer, tokens, trained, offsets, at: int) -> tuple[list, list,
     return tokens, trained, offsets
 
 
-def _encode_chat(tokenizer, messages, tools, mask_prompt: bool) -> EncodedExample:
+def encode_chat(tokenizer, messages, tools, mask_prompt: bool) -> EncodedExample:
     full = apply_template(tokenizer, messages, tools)
     spans = _assistant_spans(tokenizer, messages, tools, full)
     ends = _end_strings(tokenizer)
@@ -205,7 +205,7 @@ def _encode_chat(tokenizer, messages, tools, mask_prompt: bool) -> EncodedExampl
     return EncodedExample(tokens, trained, full, offsets, appended, missing)
 
 
-def _encode_plain(tokenizer, text: str, trained_from: int, mask_prompt: bool) -> EncodedExample:
+def encode_plain(tokenizer, text: str, trained_from: int, mask_prompt: bool) -> EncodedExample:
     """``text`` tokenized as mlx-lm's text datasets do (with the tokenizer's BOS), trained
     from character ``trained_from`` on, ending with EOS."""
     tokens, offsets = _tokenize(tokenizer, text, add_special_tokens=True)
@@ -228,7 +228,7 @@ def encode_example(tokenizer, record: dict[str, Any], mask_prompt: bool = True) 
     if reasons:
         raise UserError(f"invalid record: {'; '.join(reasons)}")
     if fmt == PREFERENCE:  # supervised training on a preference pair learns the chosen answer
-        from mlx_lora.data.preference import side_record
+        from mlx_lora.data.pairs import side_record
 
         return encode_example(tokenizer, side_record(record, "chosen"), mask_prompt)
     if fmt == PROMPT:  # grpo: the prompt only, nothing trained (the policy writes the completions)
@@ -238,15 +238,15 @@ def encode_example(tokenizer, record: dict[str, Any], mask_prompt: bool = True) 
         tokens, offsets = _tokenize(tokenizer, text, add_special_tokens=not has_chat_template(tokenizer))
         return EncodedExample(tokens, [False] * len(tokens), text, offsets)
     if fmt == CHAT:
-        return _encode_chat(tokenizer, record["messages"], record.get("tools"), mask_prompt)
+        return encode_chat(tokenizer, record["messages"], record.get("tools"), mask_prompt)
     if fmt == COMPLETION:
         if has_chat_template(tokenizer):
             messages = [{"role": "user", "content": record["prompt"]},
                         {"role": "assistant", "content": record["completion"]}]
-            return _encode_chat(tokenizer, messages, record.get("tools"), mask_prompt)
-        return _encode_plain(tokenizer, record["prompt"] + record["completion"], len(record["prompt"]), mask_prompt)
+            return encode_chat(tokenizer, messages, record.get("tools"), mask_prompt)
+        return encode_plain(tokenizer, record["prompt"] + record["completion"], len(record["prompt"]), mask_prompt)
     assert fmt == TEXT
-    return _encode_plain(tokenizer, record["text"], 0, mask_prompt=False)
+    return encode_plain(tokenizer, record["text"], 0, mask_prompt=False)
 
 
 def preview(tokenizer, record: dict[str, Any], mask_prompt: bool = True) -> list[Span]:

@@ -11,13 +11,18 @@ the driver that runs one is :mod:`mlx_lora.export.exporter`.
 """
 
 from mlx_lora.export.exporter import (
+    ExportFailed,
     ExportFinished,
+    ExportWriteFailed,
     ExportResult,
     ExportVerificationFailed,
+    StaleTemporariesRemoved,
+    clean_stale_temporaries,
     export_run,
 )
 from mlx_lora.export.formats import FORMATS, format_for
 from mlx_lora.export.verify import PROMPTS, ExportVerified
 
-__all__ = ["FORMATS", "PROMPTS", "ExportFinished", "ExportResult", "ExportVerificationFailed", "ExportVerified",
-           "export_run", "format_for"]
+__all__ = ["FORMATS", "PROMPTS", "ExportFailed", "ExportFinished", "ExportResult", "ExportVerificationFailed",
+           "ExportVerified", "ExportWriteFailed", "StaleTemporariesRemoved", "clean_stale_temporaries", "export_run",
+           "format_for"]

@@ -174,7 +174,10 @@ def save_model_folder(model, config: dict, base_dir: Path, out: Path, *, fmt: st
     for i, shard in enumerate(shards):
         name = pattern.format(i + 1, len(shards))
         # "pt": what transformers expects of a checkpoint; mlx-lm reads either
-        mx.save_safetensors(str(out / name), shard, metadata={"format": "pt" if fmt == "hf" else "mlx"})
+        # a file object, not a path: given a path, MLX ignores write errors (a full disk gave a
+        # short file and no error; mlx_lora/run_folder.py)
+        with open(out / name, "wb") as fh:
+            mx.save_safetensors(fh, shard, metadata={"format": "pt" if fmt == "hf" else "mlx"})
         weight_map.update({k: name for k in shard})
         written.append(name)
     index = {"metadata": {"total_size": sum(v.nbytes for v in weights.values())},

@@ -29,6 +29,7 @@ from typing import Any
 
 from mlx_lora.adapters import AdapterFiles, load_adapter_weights
 from mlx_lora.errors import UserError
+from mlx_lora.methods import method_for
 
 PREFIX = "base_model.model."
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers\.(\d+)\.")
@@ -43,9 +44,7 @@ def peft_state_dict(files: AdapterFiles) -> tuple[dict[str, Any], dict[str, Any]
     import mlx.core as mx
     import numpy as np
 
-    kind = files.fine_tune_type
-    if kind == "full":
-        raise UserError("a full fine-tune is not an adapter: export it with --format mlx, hf or gguf")
+    method_fields = method_for(files.fine_tune_type).peft_config()  # raises for a method without an adapter
     weights = load_adapter_weights(files)
     params = files.lora_parameters
     rank, scale = int(params["rank"]), float(params["scale"])
@@ -82,10 +81,10 @@ def peft_state_dict(files: AdapterFiles) -> tuple[dict[str, Any], dict[str, Any]
         "bias": "none",
         "fan_in_fan_out": False,
         "use_rslora": False,
-        "use_dora": kind == "dora",
         "init_lora_weights": True,
         "modules_to_save": None,
         "inference_mode": True,
+        **method_fields,
     }
     return tensors, config
 

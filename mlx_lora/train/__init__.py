@@ -1,9 +1,8 @@
 """Training: ``train(config, reporter, should_stop) -> RunResult`` and its events.
 
 - :mod:`~mlx_lora.train.loop`: the run (data, model, run folder, loop, endings);
-- :mod:`~mlx_lora.train.methods`: LoRA / QLoRA / DoRA / full on mlx-lm's layers;
-- :mod:`~mlx_lora.train.hooks`: what a method adds around each update, for
-  :mod:`~mlx_lora.train.adalora` (rank pruning) and :mod:`~mlx_lora.train.relora` (merges);
+- :mod:`~mlx_lora.train.prepare`: load the base and let the method (:mod:`mlx_lora.methods`:
+  LoRA / QLoRA / DoRA / AdaLoRA / full, and their step hooks) adapt it;
 - :mod:`~mlx_lora.train.batches`: encoding, max_seq_length, length-bucketed batches;
 - :mod:`~mlx_lora.train.optim`: Adam/AdamW, LoRA+, the learning-rate schedule;
 - :mod:`~mlx_lora.train.evaluate`: the masked loss, validation, ``mlx-lora eval``;

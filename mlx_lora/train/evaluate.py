@@ -197,7 +197,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", adapter: str = "final
     from mlx_lora.data.dataset import load_splits
     from mlx_lora.errors import UserError
     from mlx_lora.train.batches import encode_records
-    from mlx_lora.train.methods import load_base
+    from mlx_lora.train.prepare import load_base
     from mlx_lora.run_folder import RunFolder
 
     run = RunFolder(run_dir)

@@ -47,7 +47,7 @@ import numpy as np
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import never_stop
 from mlx_lora.train.batches import EncodedSplit, eval_batches
-from mlx_lora.train.hooks import StepHook
+from mlx_lora.methods.base import StepHook
 
 SHOWN_SAMPLES = 3  # completions a RewardReport carries, for the log and the app
 BATCH_KEYS = ("inputs", "targets", "mask", "positions", "advantages", "old_logps", "ref_logps")

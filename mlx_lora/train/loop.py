@@ -20,6 +20,12 @@ applied), so the checkpoint written on stop is the last complete step.
 
 A non-finite loss or gradient stops the run before the update is applied:
 nothing NaN is ever saved, and the latest checkpoint stays the last good one.
+
+Collaborators (keywords of :func:`train`, for tests and bench/ to swap without patching
+modules): ``batch_plan`` builds the epochs' batches (``BatchPlan(lengths, batch_size,
+seed)``), ``micro_batches`` cuts a batch at ``max_batch_tokens``
+(:func:`~mlx_lora.train.batches.micro_batches`), ``compiled`` turns the compiled step on
+or off (None: the device's choice, :mod:`mlx_lora.train.step`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -51,10 +58,12 @@ from mlx_lora.run_events import (
     StepReport,
     TERMINAL_EVENTS,
 )
-from mlx_lora.train.hooks import method_hooks
-from mlx_lora.train.methods import PreparedModel, prepare_model, trained_weights
+from mlx_lora.methods import StepHooks, method_for
+from mlx_lora.train.memory_guard import MemoryGuard
+from mlx_lora.train.prepare import PreparedModel, prepare_model, trained_weights
 from mlx_lora.train.objectives import objective_for
 from mlx_lora.train.optim import Optimizer, learning_rate_at
+from mlx_lora.tree_paths import set_at
 from mlx_lora.run_folder import NonFiniteError, RunFolder, check_checkpoint_fits, default_run_dir
 
 
@@ -107,23 +116,8 @@ class _Progress:
                    evals_since_best=state["evals_since_best"], last_eval_step=state["last_eval_step"])
 
 
-class _Diverged(Exception):
-    pass
-
-
 def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % (2**63)
-
-
-def _set_path(tree, path: str, value: mx.array) -> None:
-    """Put ``value`` at a dotted path of a nested dict/list tree, in place."""
-    *parents, leaf = path.split(".")
-    for key in parents:
-        tree = tree[int(key)] if isinstance(tree, list) else tree[key]
-    if isinstance(tree, list):
-        tree[int(leaf)] = value
-    else:
-        tree[leaf] = value
 
 
 class _Logged:
@@ -146,7 +140,8 @@ class _Logged:
 
 
 def train(config: TrainConfig, reporter: Reporter = NullReporter(),
-          should_stop: Callable[[], bool] = never_stop) -> RunResult:
+          should_stop: Callable[[], bool] = never_stop, *, batch_plan: Callable[..., BatchPlan] = BatchPlan,
+          micro_batches: Callable = micro_batches, compiled: bool | None = None) -> RunResult:
     """Run one fine-tune (or continue one, with ``config.run.resume``); see the module docstring.
 
     Returns how it ended. A problem the user can fix raises :class:`UserError` after a
@@ -156,8 +151,14 @@ def train(config: TrainConfig, reporter: Reporter = NullReporter(),
     out = _Logged(reporter if world.is_main else NullReporter())
     trainer = None
     try:
-        trainer = _Trainer(config, out, world.collective_stop(should_stop), world)
-        return trainer.run()
+        if world.is_main and not (config.run.resume or config.run.run_dir):
+            config = config.replace(run_dir=str(default_run_dir(config)))  # named now, to be locked first
+        run = RunFolder(config.run.resume or config.run.run_dir)
+        # one writer per run (a second resume would write every step twice); rank 0 writes
+        with run.lock("resuming" if config.run.resume else "training") if world.is_main else nullcontext():
+            trainer = _Trainer(config, out, world.collective_stop(should_stop), world, batch_plan=batch_plan,
+                               micro_batches=micro_batches, compiled=compiled)
+            return trainer.run()
     except UserError as exc:
         out.emit(RunFailed(trainer.progress.step if trainer else 0, str(out.folder.path) if out.folder else "",
                            _latest(out.folder), str(exc)))
@@ -183,8 +184,10 @@ def _latest(run: RunFolder | None) -> str | None:
 
 class _Trainer:
     def __init__(self, config: TrainConfig, out: _Logged, should_stop: Callable[[], bool],
-                 world: World | None = None) -> None:
+                 world: World | None = None, *, batch_plan: Callable[..., BatchPlan] = BatchPlan,
+                 micro_batches: Callable = micro_batches, compiled: bool | None = None) -> None:
         self.config = config
+        self.batch_plan, self.micro_batches, self.compiled = batch_plan, micro_batches, compiled
         self.out = out
         self.should_stop = should_stop
         self.world = world or World()
@@ -220,7 +223,7 @@ class _Trainer:
         self.train_set = self.objective.encode(tokenizer, splits.train, data)
         self.valid_set = self.objective.encode(tokenizer, splits.valid, data)
         self.test_count = len(splits.test)
-        self.plan = BatchPlan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed)
+        self.plan = self.batch_plan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed)
         accumulation = config.optimizer.grad_accumulation_steps
         self.steps_per_epoch = len(self.plan) / accumulation
         epochs = config.schedule.epochs
@@ -231,8 +234,9 @@ class _Trainer:
         self.loss = self.objective.make_loss()
         self.loss.check(model, mx.array([self.train_set.examples[0].tokens[:64]]))
         self.optimizer.inner.init(model.trainable_parameters())
-        # what the method adds around each update (AdaLoRA, ReLoRA): mlx_lora/train/hooks.py
-        self.hooks = method_hooks(config, model, self.optimizer, self.total_steps, self.out.emit)
+        # what the method adds around each update (AdaLoRA, ReLoRA): mlx_lora/methods/
+        self.method = method_for(config.adapter.fine_tune_type)
+        self.hooks = StepHooks(self.method.hooks(config, model, self.optimizer, self.total_steps, self.out.emit))
         bind = getattr(self.objective, "bind", None)  # grpo samples with the model: mlx_lora/train/grpo.py
         if bind is not None:
             self.hooks.append(bind(model, tokenizer, self.total_steps, config.run.steps_per_report, self.out.emit))
@@ -263,7 +267,7 @@ class _Trainer:
         model.load_weights(list(checkpoint.weights.items()), strict=False)
         state = self.optimizer.state
         for path, value in checkpoint.optimizer.items():
-            _set_path(state, path, value)
+            set_at(state, path, value)
         mx.eval(model.parameters(), state)
         self.progress = _Progress.from_dict(checkpoint.state)
         self.last_checkpoint, self.last_checkpoint_step = checkpoint.path, self.progress.step
@@ -279,7 +283,7 @@ class _Trainer:
             notes.append(f"{self.train_set.truncated} training example(s) longer than max_seq_length "
                          f"({config.data.max_seq_length} tokens) were truncated at the end")
         cap = config.data.max_batch_tokens
-        cut = sum(len(micro_batches(b, self.plan.lengths, cap)) > 1 for b in self.plan.epoch(0)) if cap else 0
+        cut = sum(len(self.micro_batches(b, self.plan.lengths, cap)) > 1 for b in self.plan.epoch(0)) if cap else 0
         if cut:
             notes.append(f"{cut} of {len(self.plan)} batches per epoch pass max_batch_tokens ({cap}) and run as "
                          "several passes each (the same steps, less memory)")
@@ -288,9 +292,9 @@ class _Trainer:
                          "or nothing to train on)")
         if not self.valid_set.examples:
             notes.append("no validation set: no validation loss, best checkpoint or early stopping")
-        if config.adapter.fine_tune_type == "full" and any("dequantised" in n for n in notes):
-            notes.append("full fine-tuning of a quantised model saves full-precision weights, which load onto "
-                         "the dequantised model, not the quantised one")
+        if not self.method.has_adapter and any("dequantised" in n for n in notes):
+            notes.append(f"{self.method.label.lower()} of a quantised model saves full-precision weights, which "
+                         "load onto the dequantised model, not the quantised one")
         if resumed:
             notes.append(f"resumed from {self.last_checkpoint.relative_to(self.folder.path)}")
             if self.data_changed:
@@ -310,6 +314,8 @@ class _Trainer:
             compute_dtype=self.prepared.compute_dtype, resumed=resumed, notes=tuple(notes),
             world_size=self.world.size))
 
+        self.memory_guard = MemoryGuard.for_config(config)  # see train/memory_guard.py
+        previous_limit = self.memory_guard.install()
         self.session_start = time.perf_counter()
         self.session_start_elapsed = progress.elapsed_s
         self.session_start_step = progress.step
@@ -324,6 +330,8 @@ class _Trainer:
             return self._loop()
         except Cancelled:
             return self._stopped()
+        finally:
+            self.memory_guard.restore(previous_limit)
 
     def _loop(self) -> RunResult:
         config, progress = self.config, self.progress
@@ -332,9 +340,10 @@ class _Trainer:
         max_norm = config.optimizer.max_grad_norm
         examples = self.train_set.examples
         # sft on a GPU: a compiled step over padded widths; else eager (see train/step.py)
-        loss_and_grad, make_batch = step_fn.for_objective(model, self.loss, self.objective)
+        loss_and_grad, make_batch = step_fn.for_objective(model, self.loss, self.objective, self.compiled)
 
-        update = step_fn.optimizer_update(model, self.optimizer, plain=not self.hooks)
+        update = step_fn.optimizer_update(model, self.optimizer, plain=not self.hooks,
+                                           compiled=None if self.compiled is None else self.compiled and not self.hooks)
 
         def apply_update(grad_sum, tokens):
             grads = self.hooks.adjust_gradients(tree_map(lambda g: g / tokens, grad_sum))
@@ -352,7 +361,7 @@ class _Trainer:
             step_start = time.perf_counter()
             mx.random.seed(step_seed(config.run.seed, step))
             grad_sum = loss_sum = tokens = None
-            real_tokens = 0
+            real_tokens = pass_tokens = 0
             cursor = progress.cursor
             for _ in range(accumulation):
                 if self.should_stop():
@@ -362,7 +371,8 @@ class _Trainer:
                 if len(indices) == 0:
                     continue
                 real_tokens += int(sum(len(examples[i].tokens) for i in indices))
-                for piece in micro_batches(indices, self.plan.lengths, config.data.max_batch_tokens):
+                for piece in self.micro_batches(indices, self.plan.lengths, config.data.max_batch_tokens):
+                    pass_tokens = max(pass_tokens, len(piece) * int(self.plan.lengths[piece].max()))
                     batch = make_batch(examples, piece)
                     (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
                     if grad_sum is None:
@@ -373,6 +383,10 @@ class _Trainer:
                     mx.eval(grad_sum, loss_sum, tokens)
             grad_sum, loss_sum, tokens, real_tokens = self.world.sum_step(model, grad_sum, loss_sum, tokens,
                                                                           real_tokens)
+            # A step that passed the memory limit is dropped before its update (every rank agrees).
+            peak = mx.get_peak_memory()
+            if self.world.mean(float(peak > self.memory_guard.limit)) > 0:
+                return self._out_of_memory(step, peak, pass_tokens)
             # Check before updating: a NaN must never reach the weights or a checkpoint.
             grad_norm_sq = sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grad_sum))
             loss_value, token_count, grad_finite = loss_sum.item(), tokens.item(), math.isfinite(grad_norm_sq.item())
@@ -485,6 +499,19 @@ class _Trainer:
         where = self.last_checkpoint
         reason = (f"stopped at step {progress.step}; continue with: mlx-lora train --resume {self.folder.path}"
                   if where else "stopped before the first step; nothing to resume")
+        self.out.emit(RunStopped(progress.step, str(self.folder.path), str(where) if where else None, reason))
+        return self._result("stopped", reason)
+
+    def _out_of_memory(self, step: int, peak: int, pass_tokens: int) -> RunResult:
+        """Stopped by the memory guard: a checkpoint of the last whole step, and what to lower."""
+        progress = self.progress
+        reason = self.memory_guard.advice(step, peak, pass_tokens, self.config.data.max_batch_tokens)
+        if progress.step > 0:
+            self._checkpoint()
+            reason += f"; continue with: mlx-lora train --resume {self.folder.path} --max-batch-tokens N"
+        else:
+            reason += "; nothing was trained yet: start again with the lower setting"
+        where = self.last_checkpoint
         self.out.emit(RunStopped(progress.step, str(self.folder.path), str(where) if where else None, reason))
         return self._result("stopped", reason)
 

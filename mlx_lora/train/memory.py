@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mlx_lora.errors import UserError
+from mlx_lora.methods import method_for
 from mlx_lora.train.batches import rows_per_pass
 
 GB = 1e9
@@ -53,8 +54,6 @@ QKV_PER_TOKEN = 1.0
 # one-hot difference and MLX's temporaries, but only for 256 positions.
 LOSS_ROWS_PER_POSITION = 4.5
 LOSS_ROWS_PER_CHUNK_POSITION = 8.0
-# The float32 input copies of mlx-lm's DoRA products on a bf16/fp16 model (fitted on the H200).
-LORA_PROMOTION_FACTOR = 1.3
 GPU_CHECKPOINT_SHARE = 0.6  # 0.53 of an eager step (session 2); the trainer's compiled step, 0.6
 # On a GPU the trainer's peaks (compiled step, LoRA products in bf16; bench/RESULTS.md,
 # "Training performance") are the counts above times 0.8–2.4: the host queues work ahead of
@@ -262,10 +261,10 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     # -- weights -----------------------------------------------------------
     bits = shape.quantized_bits or model.quantize_bits
     group = shape.quantized_group_size if shape.quantized_bits else model.quantize_group_size
-    full = adapter.fine_tune_type == "full"
+    method = method_for(adapter.fine_tune_type)
     linear = shape.num_layers * shape.layer_linear_parameters
     rest = shape.parameters - linear
-    if bits and not on_cpu and not full:
+    if bits and not on_cpu and method.has_adapter:
         # packed bits plus a scale and a bias (2 bytes each) per group; embedding quantised too
         weights = (linear + shape.embedding_parameters) * (bits / 8 + 4 / group) + \
             (rest - shape.embedding_parameters) * compute
@@ -275,14 +274,14 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     # -- trained weights, gradients, optimiser -----------------------------
     layers = shape.num_layers if adapter.num_layers == -1 else min(adapter.num_layers, shape.num_layers)
     linear_shapes = shape.linear_shapes()
-    if full:
-        trainable = layers * (shape.layer_linear_parameters + 2 * shape.hidden_size) * compute
-    else:
-        per_layer = sum(adapter.rank * (i + o) + (o if adapter.fine_tune_type == "dora" else 0)
-                        for name, (i, o) in linear_shapes.items() if name in _targets(shape, adapter.targets))
-        trainable = layers * per_layer * 4  # mlx-lm creates lora_a / lora_b in float32
+    targeted = ({name: sizes for name, sizes in linear_shapes.items() if name in _targets(shape, adapter.targets)}
+                if method.has_adapter else {})  # name -> (in, out) of the adapted linears of one layer
+    trainable = method.trainable_bytes(adapter, targeted, layers, shape.layer_linear_parameters +
+                                       2 * shape.hidden_size, compute)  # + the layer's two norms
     gradients = 2 * trainable  # the accumulated sum and the scaled (clipped) copy the update makes
     optimizer = 2 * trainable  # Adam's first and second moments
+    if config.optimizer.state_bits == 8:  # a byte a value, a float32 scale and offset per 64 (optim8bit)
+        optimizer = optimizer * (1 + 8 / 64) / 4
 
     # -- activations -------------------------------------------------------
     grpo = config.grpo if config.preference.objective == "grpo" else None
@@ -300,13 +299,7 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     qkv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
     per_token = HIDDEN_PER_TOKEN * d + INTERMEDIATE_PER_TOKEN * i + QKV_PER_TOKEN * qkv  # values, one layer
     per_token_bytes = per_token * compute
-    if compute < 4 and adapter.fine_tune_type == "dora":
-        # mlx-lm's DoRA computes x @ lora_a with A in float32: each adapted linear keeps a float32
-        # copy of its input for the backward (measured on the H200, 1B llama, bf16: 211–228 KB
-        # per layer and token against 108 KB from the counts above without it). Our LoRA layers
-        # cast A and B instead (adapters/layers.CastLoRALinear).
-        per_token_bytes += 4 * LORA_PROMOTION_FACTOR * sum(
-            i_dim for name, (i_dim, _) in linear_shapes.items() if name in _targets(shape, adapter.targets))
+    per_token_bytes += method.activation_bytes_per_token(adapter, targeted, compute)  # DoRA's float32 copies
     if not on_cpu:
         per_token_bytes *= GPU_ACTIVATION_FACTOR
     probs = ATTENTION_PROBS_PER_LAYER * rows * shape.num_heads * length * length * 4 if on_cpu else 0

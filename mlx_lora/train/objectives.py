@@ -1,6 +1,6 @@
 """What a run optimises, as one small object the loop calls: supervised fine-tuning
 (``sft``, the default), a preference objective (``dpo``, ``orpo``; see
-:mod:`mlx_lora.train.preference`) or reinforcement learning on prompts (``grpo``; see
+:mod:`mlx_lora.train.preference_loss`) or reinforcement learning on prompts (``grpo``; see
 :mod:`mlx_lora.train.grpo`).
 
 An objective has four parts, so the loop stays the same for all of them:
@@ -80,6 +80,6 @@ def objective_for(config: TrainConfig, data_format: str):
                         f"records with 'prompt', 'chosen' and 'rejected', but {config.data.data} holds "
                         f"{data_format} records; use --objective sft for it, or a preference dataset "
                         "(e.g. resources/datasets/pirate-preference)")
-    from mlx_lora.train.preference import PreferenceObjective
+    from mlx_lora.train.preference_loss import PreferenceObjective
 
     return PreferenceObjective(config)

@@ -19,12 +19,13 @@ import math
 import mlx.optimizers as optim
 
 from mlx_lora.config import TrainConfig
-from mlx_lora.train.methods import is_lora_b
+from mlx_lora.methods import method_for
+from mlx_lora.train.prepare import is_lora_b
 
 
 def learning_rate_at(step: int, config: TrainConfig, total_steps: int) -> float:
     """The learning rate of update number ``step`` (1-based); with ReLoRA re-warmed after each merge."""
-    from mlx_lora.train.relora import rewarm_factor
+    from mlx_lora.methods.tensors.relora import rewarm_factor
 
     schedule = config.schedule
     return _scheduled_rate(step, config, total_steps) * rewarm_factor(step, schedule.relora_every,
@@ -48,12 +49,16 @@ def _scheduled_rate(step: int, config: TrainConfig, total_steps: int) -> float:
 
 
 def _adam(config: TrainConfig) -> optim.Optimizer:
+    from mlx_lora.train.optim8bit import Adam8bit, AdamW8bit
+
     settings = config.optimizer
     betas = [settings.beta1, settings.beta2]
+    eight = settings.state_bits == 8  # the moments in 8 bits: train/optim8bit.py
     if settings.optimizer == "adamw":
-        return optim.AdamW(learning_rate=settings.learning_rate, betas=betas,
-                           weight_decay=settings.weight_decay, bias_correction=True)
-    return optim.Adam(learning_rate=settings.learning_rate, betas=betas, bias_correction=True)
+        return (AdamW8bit if eight else optim.AdamW)(learning_rate=settings.learning_rate, betas=betas,
+                                                     weight_decay=settings.weight_decay, bias_correction=True)
+    return (Adam8bit if eight else optim.Adam)(learning_rate=settings.learning_rate, betas=betas,
+                                               bias_correction=True)
 
 
 class Optimizer:
@@ -61,7 +66,7 @@ class Optimizer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.lora_plus_ratio = config.adapter.lora_plus_ratio
-        if self.lora_plus_ratio != 1.0 and config.adapter.fine_tune_type != "full":
+        if self.lora_plus_ratio != 1.0 and method_for(config.adapter.fine_tune_type).has_adapter:
             self.inner = optim.MultiOptimizer([_adam(config), _adam(config)], [is_lora_b])
         else:
             self.inner = _adam(config)

@@ -25,21 +25,21 @@ import mlx.nn as nn
 from mlx_lora import backend
 
 GPU_WIDTH_MULTIPLE = 128
-COMPILE_ON_GPU = True
 
 
 def on_gpu() -> bool:
     return backend.device_kind() != "cpu"
 
 
-def for_objective(model: nn.Module, loss, objective) -> tuple[Callable, Callable]:
+def for_objective(model: nn.Module, loss, objective, compiled: bool | None = None) -> tuple[Callable, Callable]:
     """``(loss_and_grad, make_batch)`` for the loop. The cross-entropy objective on a GPU gets
     the compiled step and input widths rounded up to ``GPU_WIDTH_MULTIPLE``; other objectives
-    and the CPU run eagerly on the objective's batches."""
+    and the CPU run eagerly on the objective's batches. ``compiled`` overrides the device's
+    choice (``train(..., compiled=False)``: bench/gpu_train_vs_mlx_lm.py's not-compiled run)."""
     from mlx_lora.train.batches import make_batch
     from mlx_lora.train.evaluate import MaskedLoss
 
-    if on_gpu() and COMPILE_ON_GPU and type(loss) is MaskedLoss:
+    if (on_gpu() if compiled is None else compiled) and type(loss) is MaskedLoss:
         return (loss_and_grad(model, loss, compiled=True),
                 lambda examples, indices: make_batch(examples, indices, GPU_WIDTH_MULTIPLE))
     return loss_and_grad(model, loss, compiled=False), objective.make_batch
@@ -49,7 +49,7 @@ def loss_and_grad(model: nn.Module, loss, compiled: bool | None = None) -> Calla
     """``f(model, inputs, targets, mask, positions) -> ((loss sum, tokens), grads)``, compiled
     on a GPU (``compiled`` overrides)."""
     value_and_grad = nn.value_and_grad(model, loss)
-    if not (on_gpu() and COMPILE_ON_GPU if compiled is None else compiled):
+    if not (on_gpu() if compiled is None else compiled):
         return value_and_grad
     state = [model.state, mx.random.state]
 
@@ -66,7 +66,7 @@ def optimizer_update(model: nn.Module, optimizer, plain: bool, compiled: bool | 
     no method hook (ReLoRA, AdaLoRA) replaces the state between steps. Uncompiled, Adam on
     16 layers × 7 adapted linears is ~2,000 small kernels and as many graph nodes a step."""
     inner = optimizer.inner
-    if not (on_gpu() and COMPILE_ON_GPU and plain if compiled is None else compiled):
+    if not (on_gpu() and plain if compiled is None else compiled):
         return inner.update
     state = [model.state, inner.state]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.training_supervisor import TrainingSupervisor
+from app.jobs.training_supervisor import TrainingSupervisor
 from tests.app.test_training_supervisor import _alive
 from tests.cli.test_distributed import free_port_pair
 from tests.core.test_train_helpers import tiny_config, write_dataset

@@ -13,7 +13,7 @@ from PySide6.QtGui import QGuiApplication
 from app.controllers.app_state import AppState
 from app.controllers.training import TrainingController, smoothed
 from app.pages.train_page import TrainPage
-from app.training_supervisor import TrainingSupervisor
+from app.jobs.training_supervisor import TrainingSupervisor
 from mlx_lora.config import TrainConfig
 
 FAKE = Path(__file__).with_name("fake_trainer.py")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.training_supervisor import TrainingSupervisor, describe_exit, train_command
+from app.jobs.training_supervisor import TrainingSupervisor, describe_exit, train_command
 from mlx_lora.events import Event
 from mlx_lora.run_events import CheckpointSaved, EvalReport, RunFinished, RunStarted, RunStopped, StepReport
 
@@ -186,7 +186,7 @@ def test_quitting_the_app_leaves_no_orphan(tmp_path):
         from PySide6.QtCore import QTimer
         from PySide6.QtWidgets import QApplication
         sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-        from app.training_supervisor import TrainingSupervisor
+        from app.jobs.training_supervisor import TrainingSupervisor
         app = QApplication([])
         supervisor = TrainingSupervisor(command_for=lambda **_: [
             sys.executable, {str(FAKE)!r}, "--run-dir", {str(tmp_path)!r},

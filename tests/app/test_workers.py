@@ -1,11 +1,11 @@
-"""app.workers.Job: engine functions run off the GUI thread; events, results,
+"""app.jobs.workers.Job: engine functions run off the GUI thread; events, results,
 user errors, unexpected errors and cancellation come back as signals."""
 
 from __future__ import annotations
 
 import threading
 
-from app.workers import Job, describe_exception
+from app.jobs.workers import Job, describe_exception
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Progress
 

@@ -186,7 +186,8 @@ def test_adapter_export_loads_with_mlx_lm(tiny_run, tiny_model, tmp_path):
 
 def test_an_existing_folder_is_replaced_only_by_a_verified_export(tiny_run, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir()  # an earlier export (its marker; anything else is refused: tests/reliability)
+    (out / "verification.json").write_text(json.dumps({"format": "adapter", "created_by": "mlx-lora-studio 0"}))
     (out / "keep.txt").write_text("previous export")
     with pytest.raises(ExportVerificationFailed):
         export_run(tiny_run, out, "mlx", fuse=strip_adapters, prompts=("Hi",))
@@ -219,7 +220,7 @@ def test_bad_format_or_quantisation_is_a_user_error(tiny_run, tmp_path, kwargs, 
 
 
 def test_exporting_into_the_run_itself_is_refused(tiny_run):
-    with pytest.raises(UserError, match="would replace it"):
+    with pytest.raises(UserError, match="this is the adapter's run folder; .* it would be deleted"):
         export_run(tiny_run / "best", tiny_run, "adapter")
 
 

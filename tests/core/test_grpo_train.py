@@ -132,7 +132,7 @@ def test_one_update_makes_the_better_answers_of_a_group_likelier(tiny_model, pro
 
     from mlx_lora.data.dataset import load_splits
     from mlx_lora.train.grpo import _per_row, token_logps
-    from mlx_lora.train.methods import prepare_model
+    from mlx_lora.train.prepare import prepare_model
     from mlx_lora.train.objectives import objective_for
 
     config = tiny_config(tiny_model, prompts, tmp_path / "run", **{**GRPO, "group_size": 8, "grpo_beta": 0.0})

@@ -10,7 +10,7 @@ import pytest
 
 from mlx_lora.config import TrainConfig
 from mlx_lora.data.dataset import load_splits
-from mlx_lora.data.preference import conversation, encode_side, side_record
+from mlx_lora.data.pairs import conversation, encode_side, side_record
 from mlx_lora.data.records import check_record
 from mlx_lora.data.render import encode_example, hf_tokenizer
 from mlx_lora.data.validate import validate_dataset, validate_file

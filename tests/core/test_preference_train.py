@@ -15,7 +15,7 @@ import pytest
 from mlx_lora.events import RecordingReporter
 from mlx_lora.run_folder import RunFolder
 from mlx_lora.train import EvalReport, RunFinished, RunStarted, StepReport, train
-from mlx_lora.train.preference import (
+from mlx_lora.train.preference_loss import (
     PreferenceLoss, dpo_terms, encode_pairs, evaluate_pairs, make_pair_batch, sequence_logps,
 )
 from tests.core.test_train_helpers import losses, tiny_config
@@ -89,7 +89,7 @@ def test_orpo_trains_and_reports_margins(tiny_model, pairs_dataset, tmp_path):
 def prepared(tiny_model, pairs_dataset, tmp_path_factory):
     """The tiny model with fresh LoRA layers, and one batch of 3 pairs."""
     from mlx_lora.data.dataset import load_splits
-    from mlx_lora.train.methods import prepare_model
+    from mlx_lora.train.prepare import prepare_model
 
     config = tiny_config(tiny_model, pairs_dataset, tmp_path_factory.mktemp("unused"), objective="dpo")
     prepared_model = prepare_model(config)

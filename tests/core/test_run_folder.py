@@ -154,6 +154,7 @@ def test_listing_runs_and_resolving_an_adapter_do_not_import_mlx(tmp_path):
             "assert resolve_adapter(runs[0].path).run_config() is not None\n"
             "print('mlx.core' in sys.modules, 'mlx_lm' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]

@@ -10,17 +10,17 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_lora.adapters.layers import AdaLoRALinear
+from mlx_lora.methods.tensors.layers import AdaLoRALinear
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import RecordingReporter, never_stop
 from mlx_lora.run_folder import RunFolder, resume_config
 from mlx_lora.train import RunStarted, train
-from mlx_lora.train.adalora import budget_at
+from mlx_lora.methods.tensors.adalora import budget_at
 from mlx_lora.run_events import AdapterRanks
 from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
-from mlx_lora.train.methods import prepare_model
+from mlx_lora.train.prepare import prepare_model
 from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 from tests.core.test_train_methods import LINEARS
 

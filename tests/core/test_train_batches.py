@@ -11,7 +11,7 @@ import pytest
 from mlx_lora.config import TrainConfig
 from mlx_lora.train.batches import BatchPlan, Cursor, Example, eval_batches, fit_examples, make_batch
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.train.methods import prepare_model
+from mlx_lora.train.prepare import prepare_model
 
 
 def test_max_seq_length_truncates_or_drops_and_counts_it():

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
+from mlx_lora import backend
 from mlx_lora.config import TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.train.batches import Example, make_batch
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.train.methods import prepare_model, resolve_targets
+from mlx_lora.train.prepare import prepare_model, resolve_targets
 from mlx_lora.train.optim import Optimizer, learning_rate_at
 
 # (in, out) of each linear layer of one tiny layer
@@ -69,21 +70,31 @@ def test_qlora_quantises_the_base_and_trains_the_same_adapter(tiny_model):
     p = prepared(tiny_model, quantize_bits=4, quantize_group_size=32, rank=8, num_layers=-1)
     assert p.trainable_parameters == lora_count(LINEARS, 8, 2)
     assert any("quantised the base to 4-bit" in n for n in p.notes)
-    # On CPU the quantised base is dequantised for the run, but its values are the 4-bit ones.
+    # On CPU the quantised base is dequantised for the run, but its values are the 4-bit ones;
+    # on a GPU it stays packed (the quantised matmul), holding the same 4-bit values.
     base, _ = mlx_lm.load(str(tiny_model))
     original = base.layers[0].self_attn.q_proj.weight
-    trained_base = p.model.layers[0].self_attn.q_proj.linear.weight
-    assert not mx.allclose(trained_base, original).item()
+    layer = p.model.layers[0].self_attn.q_proj.linear
+    if backend.device_kind() == "cpu":
+        assert isinstance(layer, nn.Linear) and layer.weight.dtype == mx.float32
+        trained_base = layer.weight
+    else:
+        assert isinstance(layer, nn.QuantizedLinear) and (layer.bits, layer.group_size) == (4, 32)
+        trained_base = mx.dequantize(layer.weight, layer.scales, layer.biases, group_size=32, bits=4)
+    assert not mx.allclose(trained_base, original.astype(trained_base.dtype)).item()
     expected = mx.dequantize(*mx.quantize(original, group_size=32, bits=4), group_size=32, bits=4)
-    assert mx.allclose(trained_base, expected, atol=1e-6).item()
-    assert trained_base.dtype == mx.float32
+    assert mx.allclose(trained_base, expected.astype(trained_base.dtype), atol=1e-6).item()
 
 
 @pytest.mark.demo
-def test_an_already_quantised_model_is_dequantised_for_cpu(demo_model):
+def test_an_already_quantised_model_is_dequantised_for_cpu_only(demo_model):
     p = prepare_model(TrainConfig().replace(model=str(demo_model), num_layers=1, targets=("q",)))
-    assert any("dequantised the 4/8-bit base to float32" in n for n in p.notes)
-    assert isinstance(p.model.layers[-1].self_attn.q_proj.linear, nn.Linear)
+    dequantised = any("dequantised the 4/8-bit base to float32" in n for n in p.notes)
+    layer = p.model.layers[-1].self_attn.q_proj.linear
+    if backend.device_kind() == "cpu":  # quantised matmuls on CPU do not go through BLAS
+        assert dequantised and isinstance(layer, nn.Linear)
+    else:  # on a GPU the 4-bit base is what saves the memory (QLoRA)
+        assert not dequantised and isinstance(layer, nn.QuantizedLinear)
     assert p.trainable_parameters == 8 * (576 + 576)
 
 
@@ -159,7 +170,7 @@ def test_lora_products_run_in_the_compute_dtype_with_float32_weights(tiny_model)
     backward), while the weights, their gradients and the saved adapter stay float32."""
     from mlx_lm.tuner.lora import LoRALinear
 
-    from mlx_lora.adapters.layers import CastLoRALinear
+    from mlx_lora.methods.tensors.layers import CastLoRALinear
 
     p = prepared(tiny_model, seed=3, compute_dtype="bfloat16", num_layers=-1)
     q = p.model.layers[0].self_attn.q_proj

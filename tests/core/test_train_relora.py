@@ -23,9 +23,9 @@ from mlx_lora.train.evaluate import MaskedLoss
 from mlx_lora.run_events import AdapterMerged
 from mlx_lora.train.distributed import World
 from mlx_lora.train.loop import _Logged, _Trainer
-from mlx_lora.train.methods import prepare_model
+from mlx_lora.train.prepare import prepare_model
 from mlx_lora.train.optim import Optimizer, learning_rate_at
-from mlx_lora.train.relora import ReLoRAHook
+from mlx_lora.methods.tensors.relora import ReLoRAHook
 from tests.core.test_train_helpers import losses, tiny_config, write_dataset
 
 SETTINGS = dict(relora_every=4, relora_warmup=2, iters=12, rank=4)

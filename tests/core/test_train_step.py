@@ -13,7 +13,7 @@ from mlx_lora.config import TrainConfig
 from mlx_lora.train import step as step_fn
 from mlx_lora.train.batches import BatchPlan, Example, make_batch, micro_batches
 from mlx_lora.train.evaluate import MaskedLoss
-from mlx_lora.train.methods import prepare_model
+from mlx_lora.train.prepare import prepare_model
 
 
 def _examples(rng, count=6):
@@ -118,3 +118,35 @@ def test_a_token_cap_leaves_the_training_unchanged(tiny_model, tmp_path):
     assert capped_losses == pytest.approx(plain_losses, rel=1e-5)
     for name in plain:
         assert mx.allclose(plain[name], capped[name], atol=1e-5).item(), name
+
+
+def test_train_takes_its_batch_plan_micro_batches_and_compile_switch_as_keywords(tiny_model, tmp_path):
+    """bench/ swaps these without patching modules: the plan decides the batches, every step's
+    batch goes through the given splitter, and compiled=True runs the compiled step (on CPU too)."""
+    from mlx_lora.events import RecordingReporter
+    from mlx_lora.train import RunStarted, StepReport, train
+    from tests.core.test_train_helpers import tiny_config, write_dataset
+
+    plans, pieces = [], []
+
+    class Recorded(BatchPlan):
+        def __init__(self, *args):
+            super().__init__(*args)
+            plans.append(self)
+
+    def counted(indices, lengths, cap):
+        pieces.append(indices.tolist())
+        return micro_batches(indices, lengths, cap)
+
+    class Recorder(RecordingReporter):
+        def emit(self, event):
+            if isinstance(event, RunStarted):
+                pieces.clear()  # the setup counts the batches the cap cuts; count the steps only
+            super().emit(event)
+
+    config = tiny_config(tiny_model, write_dataset(tmp_path / "data", train=8, valid=2), tmp_path / "run",
+                         iters=3, steps_per_eval=10, save_every=10)
+    recorder = Recorder()
+    train(config, recorder, batch_plan=Recorded, micro_batches=counted, compiled=True)
+    assert len(plans) == 1 and [p for p in pieces] == [b.tolist() for b in plans[0].epoch(0)[:3]]
+    assert len(recorder.of(StepReport)) == 3

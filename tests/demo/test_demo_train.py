@@ -12,7 +12,7 @@ pytestmark = pytest.mark.demo
 
 
 def test_the_demo_fine_tune_moves_the_answer_toward_the_data(demo_model, tmp_path):
-    from mlx_lora.demo_run import DEFAULT_STEPS, first_valid_prompt, run_demo
+    from mlx_lora.demo_training import DEFAULT_STEPS, first_valid_prompt, run_demo
 
     recorder = RecordingReporter()
     result = run_demo(recorder, run_dir=tmp_path / "demo-run")

@@ -12,32 +12,13 @@ Export page all read :data:`FORMATS`.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from types import MappingProxyType
 from typing import Mapping
 
 from mlx_lora.errors import UserError
 from mlx_lora.export.formats.base import ExportContext, ExportFormat
+from mlx_lora.registry import discover
 
-
-def _discover() -> Mapping[str, ExportFormat]:
-    found: list[ExportFormat] = []
-    for module_info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{module_info.name}")
-        fmt = getattr(module, "FORMAT", None)
-        if fmt is None:
-            continue  # a helper module (base), not a format
-        if not isinstance(fmt, ExportFormat):
-            raise TypeError(f"{module.__name__}.FORMAT is {type(fmt).__name__}, not an ExportFormat")
-        found.append(fmt)
-    names = [fmt.name for fmt in found]
-    if len(set(names)) != len(names):
-        raise TypeError(f"two export formats share a name: {sorted(names)}")
-    return MappingProxyType({fmt.name: fmt for fmt in sorted(found, key=lambda f: (f.order, f.name))})
-
-
-FORMATS: Mapping[str, ExportFormat] = _discover()
+FORMATS: Mapping[str, ExportFormat] = discover(__name__, __path__, "FORMAT", ExportFormat)
 DEFAULT_FORMAT = "mlx"  # export_run's and the CLI's; the app offers FORMATS in order
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,21 @@ def thresholds(dtype, quantize: int | None) -> verify.Thresholds:
     if quantize:
         return THRESHOLDS[f"q{quantize}"]
     return THRESHOLDS.get(dtype if isinstance(dtype, str) else dtype_name(dtype), THRESHOLDS["exact"])
+
+
+def fused_bytes(base_dir: Path, quantize: int | None) -> int:
+    """The size of the base's weights fused back to their dtype (16 bits for a quantised
+    base: config.json's ``quantization.bits``), requantised to ``quantize`` bits."""
+    import json
+
+    size = sum(p.stat().st_size for p in Path(base_dir).glob("*.safetensors"))
+    try:
+        bits = int((json.loads((Path(base_dir) / "config.json").read_text()).get("quantization") or {}).get("bits", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        bits = 0
+    if 0 < bits < 16:
+        size = size * 16 // bits
+    return size * (quantize + 1) // 16 if quantize else size
 
 
 @dataclasses.dataclass
@@ -106,7 +122,8 @@ class ExportContext:
     @contextmanager
     def scratch(self, prefix: str) -> Iterator[Path]:
         """A folder for intermediate files, next to the export (same disk), removed after."""
-        with tempfile.TemporaryDirectory(prefix=prefix, dir=self.out_dir.parent) as path:
+        # the writer's pid in the name: a killed export's folder is known stale at once (atomic.py)
+        with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=self.out_dir.parent) as path:
             yield Path(path)
 
 
@@ -132,6 +149,15 @@ class ExportFormat(abc.ABC):
     def tags(self) -> tuple[str, ...]:
         """The model card's tags (after the app's own)."""
         return ("fine-tuned" if self.fused else "lora", self.name)
+
+    def estimated_bytes(self, files: AdapterFiles, base_dir: Path, quantize: int | None) -> int:
+        """About how much disk writing this export takes (checked against the free space
+        before anything is written). Fused: the base's weights, dequantised to 16 bits when
+        the base is quantised, then quantised to ``quantize`` bits (+1 bit of scales); an
+        adapter: the adapter's weights. Plus 16 MB for the tokenizer, card and configs."""
+        if not self.fused:
+            return files.weights.stat().st_size + 16 * 2**20
+        return fused_bytes(base_dir, quantize) + 16 * 2**20
 
     @abc.abstractmethod
     def stages(self, torch_python: str | None) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gc
 
-from mlx_lora.export.formats.base import ExportContext, ExportFormat, thresholds
+from mlx_lora.export.formats.base import ExportContext, ExportFormat, fused_bytes, thresholds
 from mlx_lora.export.gguf_export import GGUF_TYPES
 
 
@@ -19,6 +19,10 @@ class GgufFile(ExportFormat):
     fused = True
     quantize = (None, 8, 4)
     quantize_labels = {bits: f"{GGUF_TYPES[bits]} ({bits}-bit)" for bits in (8, 4)}  # q8_0 (8-bit)…
+
+    def estimated_bytes(self, files, base_dir, quantize) -> int:
+        # the file, and beside it (same disk) its float32 read-back: twice the 16-bit size
+        return super().estimated_bytes(files, base_dir, quantize) + 2 * fused_bytes(base_dir, None)
 
     def stages(self, torch_python: str | None) -> int:
         return 3  # fuse, write, check

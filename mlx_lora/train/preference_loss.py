@@ -4,7 +4,7 @@ and the validation metrics (loss, reward margin, reward accuracy).
 A batch of B pairs is one padded batch of 2B rows, the chosen answers in rows
 ``[0, B)`` and the rejected ones in ``[B, 2B)`` (:func:`make_pair_batch`), so one
 forward pass scores both. A sequence's score is the sum of the log-probabilities of
-its answer tokens (the prompt is masked; :mod:`mlx_lora.data.preference`).
+its answer tokens (the prompt is masked; :mod:`mlx_lora.data.pairs`).
 
 DPO (Rafailov et al. 2023), per pair, with policy π (base + adapter) and reference
 π_ref::
@@ -72,7 +72,7 @@ def encode_pairs(tokenizer, records: list[dict], max_seq_length: int, too_long: 
     """Encode each pair's two sides (answer tokens trained). ``max_seq_length`` applies to
     each side: ``truncate`` cuts its end, ``drop`` leaves the pair out; a pair where a side
     has no answer token left is left out."""
-    from mlx_lora.data.preference import encode_side
+    from mlx_lora.data.pairs import encode_side
 
     kept, truncated, dropped = [], 0, 0
     for record in records:
@@ -154,8 +154,10 @@ class PreferenceLoss:
         from mlx_lora.adapters import adapter_layers
 
         if self.objective == "dpo" and not adapter_layers(model):
+            from mlx_lora.methods import METHODS
+
             raise UserError("objective dpo: the model has no adapter layers to switch off for the reference "
-                            "model; use fine_tune_type lora or dora")
+                            f"model; use fine_tune_type {' or '.join(n for n, m in METHODS.items() if m.has_adapter)}")
         return self.masked.check(model, inputs)
 
     def reference_logps(self, model: nn.Module, *batch) -> mx.array:

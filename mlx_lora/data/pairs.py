@@ -20,6 +20,12 @@ pair is taken on the answer's tokens only (and its end-of-turn token), never on
 the prompt, whatever ``mask_prompt`` says: DPO and ORPO compare the probabilities
 of the two answers given the same prompt. Plain supervised training (objective
 ``sft``) on preference data trains on prompt + chosen, like a chat record.
+
+Every pair helper the engine uses is public here (:data:`SIDES`, :func:`check_pair`,
+:func:`conversation`, :func:`side_record`, :func:`encode_side`, :func:`preview_pair`); it
+builds on the public :func:`~mlx_lora.data.records.check_message` /
+:func:`~mlx_lora.data.records.type_name` and :func:`~mlx_lora.data.render.encode_chat` /
+:func:`~mlx_lora.data.render.encode_plain`, and no other module reaches into its privates.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mlx_lora.data.records import _check_message, _type_name
+from mlx_lora.data.records import check_message, type_name
 from mlx_lora.errors import UserError
 
 SIDES = ("chosen", "rejected")
@@ -59,7 +65,7 @@ class Conversation:
 def _check_messages(value: list, key: str) -> list[str]:
     problems = []
     for i, message in enumerate(value):
-        problems += [p.replace("messages[", f"{key}[", 1) for p in _check_message(message, i)]
+        problems += [p.replace("messages[", f"{key}[", 1) for p in check_message(message, i)]
     return problems
 
 
@@ -79,7 +85,7 @@ def _check_answer(record: dict[str, Any], key: str, has_prompt: bool) -> list[st
                     "conversation (a list of messages)"]
         return _check_text(value, key)
     if not isinstance(value, list):
-        return [f"'{key}' must be a string or a list of messages, got {_type_name(value)}"]
+        return [f"'{key}' must be a string or a list of messages, got {type_name(value)}"]
     if not value:
         return [f"'{key}' is empty"]
     problems = _check_messages(value, key)
@@ -95,7 +101,7 @@ def _check_prompt(record: dict[str, Any]) -> list[str]:
     if isinstance(value, str):
         return _check_text(value, "prompt")
     if not isinstance(value, list):
-        return [f"'prompt' must be a string or a list of messages, got {_type_name(value)}"]
+        return [f"'prompt' must be a string or a list of messages, got {type_name(value)}"]
     if not value:
         return ["'prompt' is empty"]
     problems = _check_messages(value, "prompt")
@@ -113,7 +119,7 @@ def check_pair(record: dict[str, Any]) -> list[str]:
         problems += _check_answer(record, key, has_prompt)
     tools = record.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        problems.append(f"'tools' must be a list of objects, got {_type_name(tools)}")
+        problems.append(f"'tools' must be a list of objects, got {type_name(tools)}")
     if problems:
         return problems
     chosen, rejected = conversation(record, "chosen"), conversation(record, "rejected")
@@ -168,10 +174,10 @@ def encode_side(tokenizer, record: dict[str, Any], side: str):
         raise UserError(f"invalid preference record: {'; '.join(problems)}")
     conv = conversation(record, side)
     if conv.plain and not has_chat_template(tokenizer):
-        return render._encode_plain(tokenizer, conv.prompt_text + conv.answer_text, len(conv.prompt_text), True)
+        return render.encode_plain(tokenizer, conv.prompt_text + conv.answer_text, len(conv.prompt_text), True)
     messages = conv.messages()
     prompt = messages[:-1] if conv.plain else conv.prompt
-    example = render._encode_chat(tokenizer, messages, conv.tools, mask_prompt=True)
+    example = render.encode_chat(tokenizer, messages, conv.tools, mask_prompt=True)
     before = apply_template(tokenizer, prompt, conv.tools, add_generation_prompt=True) if prompt else ""
     if example.offsets is not None and example.text.startswith(before):
         # the prompt renders as a prefix of the whole chat: train only what follows it

@@ -144,10 +144,6 @@ def _is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, UserError)
 
 
-def running_jobs() -> list[Job]:
-    return list(_running)
-
-
 def cancel_all_and_wait(timeout_ms: int = 3000) -> bool:
     """Cancel every running job and wait for the pool to drain (used at quit)."""
     for job in list(_running):

@@ -19,7 +19,7 @@ The learning rate is re-warmed linearly over ``relora_warmup`` steps after each 
 run's schedule by :func:`rewarm_factor`, a function of the step alone, so a resumed run
 follows it exactly.
 
-A quantised base is dequantised for a ReLoRA run (:func:`mlx_lora.train.methods.load_base`
+A quantised base is dequantised for a ReLoRA run (:func:`mlx_lora.train.prepare.load_base`
 says so in the run's notes): merging into 4-bit weights would lose updates smaller than
 the quantisation step.
 
@@ -48,8 +48,8 @@ import mlx.optimizers as optim
 from mlx.utils import tree_map
 
 from mlx_lora.errors import UserError
+from mlx_lora.methods.base import StepHook
 from mlx_lora.run_events import AdapterMerged
-from mlx_lora.train.hooks import StepHook
 
 
 def rewarm_factor(step: int, every: int, warmup: int) -> float:

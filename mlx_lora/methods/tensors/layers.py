@@ -7,7 +7,7 @@ mlx-lm's ``LoRALinear``, ``LoRASwitchLinear``, ``LoRAEmbedding``, ``DoRALinear``
 - :class:`CastLoRALinear`: mlx-lm's ``LoRALinear`` with A and B cast to the input's dtype
   inside the product (the trainer swaps it in: :func:`cast_lora_layers`);
 - :class:`AdaLoRALinear`: LoRA in SVD form, ``W + scale · (P · diag(λ) · Q)ᵀ``, whose
-  rank per matrix AdaLoRA prunes while training (:mod:`mlx_lora.train.adalora`; saved
+  rank per matrix AdaLoRA prunes while training (:mod:`mlx_lora.methods.tensors.adalora`; saved
   AdaLoRA adapters are plain LoRA).
 
 :func:`adapter_layer_classes` is what attaching, switching off and stripping adapters

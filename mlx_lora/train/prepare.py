@@ -1,13 +1,10 @@
-"""The fine-tuning methods: load the base for training and make the right weights trainable.
+"""Load the base for training and make the method's weights trainable.
 
-- LoRA / QLoRA / DoRA use mlx-lm's layers (``linear_to_lora_layers``, so an
-  adapter saved here loads with ``mlx_lm.load(model, adapter_path=run)``); the
-  scale is ``alpha / rank``, or ``alpha / sqrt(rank)`` with rsLoRA.
-- QLoRA is LoRA on a quantised base: one stored quantised (the demo model) or
-  one quantised when loaded (``quantize_bits``).
-- full trains every weight of the last ``num_layers`` layers (as mlx-lm does).
-- AdaLoRA puts SVD-form adapters on the same layers (:mod:`mlx_lora.train.adalora`);
-  ReLoRA is LoRA with restarts (:mod:`mlx_lora.train.relora`), on a dequantised base.
+The method (LoRA, DoRA, AdaLoRA, full…) is a :class:`~mlx_lora.methods.base.Method` from
+:mod:`mlx_lora.methods`; this module loads the base (quantised or dequantised as the
+config and the device call for), picks the layers and target linears, and asks the
+method to adapt them. A quantised base is QLoRA (one stored quantised, like the demo
+model, or one quantised when loaded with ``quantize_bits``).
 
 On CPU the base is dequantised to float32 for the run. Measured on this
 project's 2-core build machine, one forward+backward of the demo model
@@ -20,7 +17,6 @@ adapter still learns against the quantised weights it will run with.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +26,10 @@ from mlx.utils import tree_flatten
 from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
 
 from mlx_lora import backend
-from mlx_lora.adapters.layers import cast_lora_layers
 from mlx_lora.config import AdapterConfig, TrainConfig
 from mlx_lora.errors import UserError
 from mlx_lora.events import NullReporter, Progress, Reporter
+from mlx_lora.methods import method_for
 
 LINEAR_TYPES = (nn.Linear, nn.QuantizedLinear, SwitchLinear, QuantizedSwitchLinear)
 QUANTIZED_TYPES = (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedSwitchLinear)
@@ -52,10 +48,6 @@ class PreparedModel:
     total_parameters: int
     compute_dtype: str
     notes: list[str]
-
-
-def lora_scale(adapter: AdapterConfig) -> float:
-    return adapter.alpha / (math.sqrt(adapter.rank) if adapter.rslora else adapter.rank)
 
 
 def _dtype_name(dtype) -> str:
@@ -77,11 +69,6 @@ def trainable_count(model: nn.Module) -> int:
     return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
 
 
-# True: LoRA layers become CastLoRALinear (mlx_lora.adapters.layers); False: mlx-lm's layers as they
-# are (bench/gpu_train_vs_mlx_lm.py --variants fp32-lora)
-CAST_LORA = True
-
-
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
     """(model, tokenizer, folder, compute dtype name, notes): the base, quantised and/or
     dequantised as the config and the device call for."""
@@ -94,7 +81,7 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
     model, tokenizer, model_config = load(str(folder), return_config=True, trust_remote_code=False)
     notes: list[str] = []
     settings = config.model
-    full = config.adapter.fine_tune_type == "full"
+    method = method_for(config.adapter.fine_tune_type)
     if settings.quantize_bits:
         if _quantized_bits(model):
             notes.append(f"the model is already quantised ({'/'.join(map(str, _quantized_bits(model)))}-bit); "
@@ -109,10 +96,10 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
         dtype = DTYPES[settings.compute_dtype]
     bits = _quantized_bits(model)
     relora = config.schedule.relora_every > 0
-    if bits and (on_cpu or full or relora):
+    if bits and (on_cpu or method.dequantize_reason or relora):
         model = dequantize_model(model)
-        why = ("for CPU (quantised matmuls on CPU do not use BLAS)" if on_cpu else "for full fine-tuning" if full
-               else "for ReLoRA (its merges need full-precision base weights)")
+        why = ("for CPU (quantised matmuls on CPU do not use BLAS)" if on_cpu else method.dequantize_reason
+               or "for ReLoRA (its merges need full-precision base weights)")
         notes.append(f"dequantised the {'/'.join(map(str, bits))}-bit base to {_dtype_name(dtype)} {why}; "
                      "the adapter still learns against the quantised weights")
     if _float_dtype(model) != dtype:
@@ -172,37 +159,15 @@ def resolve_targets(layers: list[nn.Module], targets: tuple[str, ...]) -> list[s
 def apply_method(model: nn.Module, adapter: AdapterConfig) -> dict[str, Any]:
     """Freeze the base and make the method's weights trainable; returns the adapter_config.json
     mlx-lm reads back (fine_tune_type, num_layers, lora_parameters)."""
-    from mlx_lm.tuner.utils import linear_to_lora_layers
-
+    method = method_for(adapter.fine_tune_type)
     layers = model.layers
     # More layers than the model has means all of them (mlx-lm raises instead; the default 16
     # would then fail on every small model).
     num_layers = len(layers) if adapter.num_layers == -1 else min(adapter.num_layers, len(layers))
     model.freeze()
-    adapted = layers[len(layers) - num_layers:]
-    config: dict[str, Any] = {"fine_tune_type": adapter.fine_tune_type, "num_layers": num_layers}
-    if adapter.fine_tune_type == "full":
-        for layer in adapted:
-            layer.unfreeze()
-        config["lora_parameters"] = None
-        return config
-    keys = resolve_targets(adapted, adapter.targets)
-    lora_parameters = {"rank": adapter.rank, "scale": lora_scale(adapter), "dropout": adapter.dropout,
-                       "keys": keys}
-    if adapter.fine_tune_type == "adalora":
-        from mlx_lora.train.adalora import to_adalora_layers
-
-        to_adalora_layers(model, num_layers, keys, adapter.rank, lora_parameters["scale"], adapter.dropout)
-        config["lora_parameters"] = lora_parameters
-        return config
-    try:
-        linear_to_lora_layers(model, num_layers, lora_parameters, use_dora=adapter.fine_tune_type == "dora")
-    except ValueError as exc:  # e.g. DoRA on a mixture-of-experts layer
-        raise UserError(f"fine_tune_type (adapter.fine_tune_type, --fine-tune-type): {exc}") from exc
-    if CAST_LORA:
-        cast_lora_layers(model)
-    config["lora_parameters"] = lora_parameters
-    return config
+    keys = resolve_targets(layers[len(layers) - num_layers:], adapter.targets) if method.has_adapter else []
+    lora_parameters = method.apply(model, adapter, num_layers, keys)
+    return {"fine_tune_type": method.saves_as, "num_layers": num_layers, "lora_parameters": lora_parameters}
 
 
 def enable_grad_checkpoint(layers: list[nn.Module]) -> None:
@@ -250,13 +215,14 @@ def prepare_model(config: TrainConfig, reporter: Reporter = NullReporter()) -> P
         notes.append(f"num_layers {config.adapter.num_layers} is more than the model's {len(model.layers)} "
                      "layers: adapting all of them")
     trainable = trainable_count(model)
-    if config.adapter.fine_tune_type != "full":
+    method = method_for(config.adapter.fine_tune_type)
+    if method.has_adapter:
         total += trainable
     if config.model.grad_checkpoint:
         enable_grad_checkpoint(model.layers)
     adapter_config["model"] = config.model.model
     adapter_config["base_model_path"] = str(folder)
-    if config.adapter.fine_tune_type != "full":
+    if method.has_adapter:
         adapter_config["alpha"] = config.adapter.alpha
         adapter_config["rslora"] = config.adapter.rslora
     return PreparedModel(model, tokenizer, folder, adapter_config, trainable, total, dtype, notes)

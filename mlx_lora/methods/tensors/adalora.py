@@ -2,7 +2,7 @@
 by importance, toward a total rank budget.
 
 Each adapted linear layer ``W`` becomes ``W + scale · (P · diag(λ) · Q)ᵀ``
-(:class:`~mlx_lora.adapters.layers.AdaLoRALinear`, beside the other adapter layers;
+(:class:`~mlx_lora.methods.tensors.layers.AdaLoRALinear`, beside the other adapter layers;
 mlx shapes: ``lora_a`` P (in, r), ``lora_e`` λ (r,), ``lora_b`` Q (r, out));
 ``r`` is ``rank``, the initial rank, and ``scale`` is
 ``alpha / rank`` as for LoRA (PEFT's ``lora_alpha / r``, fixed while pruning). As in
@@ -43,17 +43,20 @@ resume restores them exactly.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from mlx_lora.adapters.layers import AdaLoRALinear
-from mlx_lora.config import AdapterConfig
 from mlx_lora.errors import UserError
+from mlx_lora.methods.base import StepHook
+from mlx_lora.methods.tensors.layers import AdaLoRALinear
 from mlx_lora.run_events import AdapterRanks
-from mlx_lora.train.hooks import StepHook, add_at
+from mlx_lora.tree_paths import add_at
+
+if TYPE_CHECKING:
+    from mlx_lora.config import AdapterConfig
 
 BETA1 = BETA2 = 0.85  # PEFT's AdaLoraConfig defaults for the two EMAs
 LEAVES = ("lora_a", "lora_e", "lora_b")
