@@ -19,10 +19,12 @@ from PySide6.QtWidgets import (
 )
 
 import mlx_lora
-from app import theme, workers
+from app import theme
+from app.jobs import workers
 from app.controllers import AppContext
 from app.pages import chat_page, data_page, export_page, models_page, runs_page, train_page
 from app.widgets import wheel_guard
+from app.widgets.common import memory_text
 from mlx_lora.run_events import StepReport
 
 PAGE_NAMES = ("Models", "Data", "Train", "Chat", "Export", "Runs")
@@ -36,6 +38,17 @@ def app_settings() -> QSettings:
 
     return QSettings(str(paths.home() / "studio.ini"), QSettings.Format.IniFormat)
 
+
+
+def documentation_url():
+    """The README (install, the whole flow, the CLI, troubleshooting) next to the app's code, as a
+    file URL that works offline; None where the app was installed without it."""
+    from pathlib import Path
+
+    from PySide6.QtCore import QUrl
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    return QUrl.fromLocalFile(str(readme)) if readme.is_file() else None
 
 class MainWindow(QMainWindow):
     def __init__(self, demo: bool = False, context: AppContext | None = None,
@@ -183,6 +196,10 @@ class MainWindow(QMainWindow):
             self.appearance_actions[key] = action
 
         help_menu = menu.addMenu("&Help")
+        self.documentation_action = self._action(help_menu, "Documentation", QKeySequence.StandardKey.HelpContents,
+                                                 self.open_documentation)
+        self.documentation_action.setEnabled(documentation_url() is not None)
+        help_menu.addSeparator()
         about = self._action(help_menu, "About MLX LoRA Studio", None, self.show_about)
         about.setMenuRole(QAction.MenuRole.AboutRole)
         self._action(help_menu, "About Qt", None, QApplication.aboutQt).setMenuRole(QAction.MenuRole.AboutQtRole)
@@ -240,6 +257,13 @@ class MainWindow(QMainWindow):
 
             settings_store.apply_to_environment()
 
+    def open_documentation(self) -> None:
+        from PySide6.QtGui import QDesktopServices
+
+        url = documentation_url()
+        if url is not None:
+            QDesktopServices.openUrl(url)
+
     def show_about(self) -> None:
         QMessageBox.about(self, "About MLX LoRA Studio", (
             f"<h3>MLX LoRA Studio {mlx_lora.__version__}</h3>"
@@ -272,11 +296,11 @@ class MainWindow(QMainWindow):
         where = facts["device"] if facts["backend"] == "cpu" else f"{facts['device']} ({facts['backend'].capitalize()})"
         blas = f" · {facts['blas']}" if facts["backend"] == "cpu" else ""  # BLAS only matters on the CPU
         self.backend_label.setText(f"MLX on {where}{blas}")
-        self.memory_label.setText(f"{facts['memory_gib']:.0f} GB memory")
+        self.memory_label.setText(f"{memory_text(facts['memory_bytes'])} memory")
 
     def _on_step_reported(self, event: StepReport) -> None:
         total = self.context.training.history.total_steps
-        memory = f" · peak {event.peak_memory_gb:.1f} GB"
+        memory = f" · peak {memory_text(event.peak_memory_gb * 1e9)}"
         self.training_label.setText(f"Training: step {event.step}{f' / {total}' if total else ''}{memory}")
 
     def _on_run_ended(self, outcome: str, message: str) -> None:
@@ -284,6 +308,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 10_000)
 
     def _on_training_running_changed(self, running: bool) -> None:
+        if running:  # the last run's outcome ("Training failed") is not this run's
+            self.training_label.setText("Training: starting…")
+            self.statusBar().clearMessage()
         if not running and self._closing_after_stop:
             QTimer.singleShot(0, self.close)
 

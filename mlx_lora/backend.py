@@ -246,7 +246,7 @@ def doctor_report(measure: bool = True) -> dict:
         "compute dtype": str(compute_dtype()).replace("mlx.core.", ""),
         "blas": blas.name + (f" ({blas.path})" if blas.path else ""),
         "blas detail": blas.detail,
-        "memory": f"{total_memory_bytes() / 2**30:.1f} GiB",
+        "memory": f"{total_memory_bytes() / 1e9:.1f} GB",  # decimal GB, as the app and the estimates show it
         "mlx": version("mlx"),
         "mlx-lm": version("mlx-lm"),
         "huggingface_hub": version("huggingface_hub"),

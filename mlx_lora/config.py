@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,7 +45,8 @@ class ModelConfig(Section):
                                  "model folder, a .gguf file or a Hugging Face repo id (org/name).")
     quantize_bits: int = setting(0, "Quantise the base to this many bits when it is loaded (QLoRA); 0 keeps "
                                     "the model as stored (an already-quantised model keeps its quantisation).",
-                                 choices=(0, 4, 8), label="quantise base")
+                                 choices=(0, 4, 8), label="quantise base",
+                                 choice_labels={0: "off", 4: "4-bit", 8: "8-bit"})
     quantize_group_size: int = setting(64, "Group size of the quantisation (with quantize_bits).",
                                        choices=(32, 64, 128), advanced=True)
     compute_dtype: str = setting("auto", "The dtype of the computation. auto: float32 on CPU (a quantised base "
@@ -69,7 +71,7 @@ class DataConfig(Section):
     batch_size: int = setting(4, "Examples per batch (per micro-batch with grad_accumulation_steps).",
                               min=1, max=1024)
     max_seq_length: int = setting(2048, "Longest example in tokens; longer ones follow too_long.",
-                                  min=8, max=1_048_576)
+                                  min=8, max=1_048_576, label="max sequence length")
     max_batch_tokens: int = setting(4096, "Cap on one forward pass's padded size (examples × its longest "
                                           "example, in tokens): a batch that would pass it runs as several "
                                           "smaller passes whose gradients add up to the same step, so the peak "
@@ -93,7 +95,7 @@ class AdapterConfig(Section):
 
     section_name = "adapter"
     fine_tune_type: str = setting(DEFAULT_METHOD, "; ".join(f"{m.name}: {m.help}" for m in METHODS.values()) + ".",
-                                  choices=tuple(METHODS))
+                                  choices=tuple(METHODS), label="fine-tune type")
     num_layers: int = setting(16, "How many of the last transformer layers to adapt; -1 for all.", min=-1)
     targets: tuple[str, ...] = setting(("all-linear",), "Which linear layers get adapters: all-linear, "
                                                         "attention (q/k/v/o), mlp, q, k, v, o, or module names "
@@ -249,7 +251,7 @@ class ScheduleConfig(Section):
                              "instead of iters.", min=0, max=100_000)
     lr_schedule: str = setting("cosine", "How the learning rate moves after warm-up: constant, linear decay or "
                                          "cosine decay (to learning_rate × min_lr_ratio).",
-                               choices=("constant", "linear", "cosine"))
+                               choices=("constant", "linear", "cosine"), label="learning-rate schedule")
     warmup_steps: int = setting(0, "Steps of linear warm-up from 0 to the learning rate.", min=0)
     min_lr_ratio: float = setting(0.0, "The learning rate a decay ends at, as a share of the peak.",
                                   min=0.0, max=1.0, advanced=True)
@@ -401,6 +403,28 @@ class TrainConfig:
             changes = {k: v for k, v in settings.items() if FIELD_SECTION[k] == name}
             sections[name] = dataclasses.replace(getattr(self, name), **changes) if changes else getattr(self, name)
         return TrainConfig(**sections)
+
+    def with_absolute_paths(self, base: str | Path | None = None) -> "TrainConfig":
+        """A copy whose local paths (``data``, ``hostfile``, ``run_dir``, ``resume``, and ``model`` where it names a file or
+        folder that exists, not 'demo' or a Hub id) are absolute, resolved against ``base`` (the
+        current folder by default), so the run's config.yaml still works from another folder
+        (``mlx-lora eval --run R``, ``--resume R``)."""
+        base = Path(base) if base is not None else Path.cwd()
+
+        def absolute(value: str) -> str:
+            # abspath, not resolve(): a symlink the user named stays the name they chose
+            return os.path.abspath(base / Path(value).expanduser())
+
+        changes: dict[str, Any] = {}
+        flat = self.flat()
+        for name in ("data", "hostfile", "run_dir", "resume"):
+            value = flat[name]
+            if value and absolute(value) != value:
+                changes[name] = absolute(value)
+        model = self.model.model
+        if model and model != "demo" and (base / Path(model).expanduser()).exists() and absolute(model) != model:
+            changes["model"] = absolute(model)
+        return self.replace(**changes) if changes else self
 
     def differences(self, other: "TrainConfig") -> list[str]:
         mine, theirs = self.flat(), other.flat()

@@ -18,17 +18,19 @@ from mlx_lora.errors import UserError
 
 def setting(default: Any, help: str, *, choices: tuple | None = None, presets: tuple | None = None,
             min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-            label: str | None = None, advanced: bool = False, hidden: bool = False) -> Any:
+            label: str | None = None, advanced: bool = False, hidden: bool = False,
+            choice_labels: dict | None = None) -> Any:
     """A dataclass field with the metadata the CLI, the YAML reader and the app's form use.
 
     Metadata keys (absent when not set): ``help``; ``choices`` (the only values
     allowed); ``presets`` (named values a list setting suggests, besides free
-    names); ``min``/``max`` (inclusive unless ``min_exclusive``); ``label``;
+    names); ``min``/``max`` (inclusive unless ``min_exclusive``); ``label`` (the form's name for
+    it, lower case); ``choice_labels`` (how the form shows some choices, e.g. 0 as "off");
     ``advanced`` (the form folds it away); ``hidden`` (not in the form).
     """
     metadata = {"help": help, "choices": choices, "presets": presets, "min": min, "max": max,
                 "min_exclusive": min_exclusive or None, "label": label, "advanced": advanced or None,
-                "hidden": hidden or None}
+                "hidden": hidden or None, "choice_labels": choice_labels}
     metadata = {k: v for k, v in metadata.items() if v is not None}
     if isinstance(default, (list, tuple)):
         value = tuple(default)

@@ -320,7 +320,7 @@ class RunFolder:
             raise UserError(f"{self.path}: the folder is not empty; continue that run with --resume {self.path} "
                             "or choose another --run-dir")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.write_config(config)
+        self.write_config(config.with_absolute_paths())  # readable from any folder later
 
     def log(self, event: Event) -> None:
         if not hasattr(event, "step"):

@@ -41,6 +41,7 @@ class RunSummary:
     duration_s: float
     created: float  # seconds since the epoch
     checkpoints: tuple[str, ...] = ()  # adapters to chat with or export: "final", "best", "step-N"
+    baseline_val_loss: float | None = None  # the untrained model's (step 0): best_val_loss counts trained steps only
 
 
 def run_config_path(run_dir: str | Path) -> Path:
@@ -110,6 +111,8 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         duration_s=duration,
         created=created,
         checkpoints=folder.adapter_choices(),
+        baseline_val_loss=next((float(e["val_loss"]) for e in events if e.get("event") == "eval_report"
+                                and e.get("step", 0) == 0 and isinstance(e.get("val_loss"), (int, float))), None),
     )
 
 

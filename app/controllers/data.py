@@ -65,6 +65,17 @@ def read_line(file: str, line: int, limit: int = 20_000) -> str:
     return "(no such line)"
 
 
+def problems_text(report) -> str:
+    """The dataset's problems in one line for refusing Start ("" when there are none)."""
+    if report.ok:
+        return ""
+    problems = report.problems
+    first = problems[0]
+    where = f"{Path(first.file).name} {first.line}: " if first.line else f"{Path(first.file).name}: "
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in the dataset — {where}{first.reason}{more}"
+
+
 class DataController(QObject):
     dataset_checked = Signal(object, dict)  # DatasetReport, {file name: records}
     stats_computed = Signal(object)  # DatasetStats of the training records
@@ -80,17 +91,15 @@ class DataController(QObject):
         self.state = state
         self.report = None
         self.records: dict[str, list[dict]] = {}
-        self.max_seq_length = 2048
-        self.mask_prompt = True
-        self.valid_ratio = 0.1
-        self.test_ratio = 0.0
-        self.seed = 0
         self._tokenizer = None
         self._tokenizer_spec = ""
         self._loading_spec = ""
         self._waiting: list = []  # callbacks waiting for the tokenizer being loaded
         self._jobs: dict[str, Job] = {}
+        self._preview_index = 0
         state.model_selected.connect(self._on_model_selected)
+        state.config_changed.connect(self._on_config_changed)
+        self._shown = self._shown_settings(state.config)
 
     # -- jobs ----------------------------------------------------------------------
     def _run(self, kind: str, function, *args, on_finished) -> None:
@@ -116,7 +125,7 @@ class DataController(QObject):
     # -- actions -------------------------------------------------------------------
     def open(self, path: str) -> None:
         self.state.select_dataset(path)
-        self._run("scan", _scan, path, on_finished=self._on_scanned)
+        self._run("scan", _scan, path, on_finished=lambda result: self._on_scanned(result, path))
 
     def line_text(self, file: str, line: int) -> str:
         return read_line(file, line)
@@ -127,21 +136,32 @@ class DataController(QObject):
             return []
         return self.records.get("train.jsonl") or next(iter(self.records.values()))
 
+    # the settings this page shows are the app's one TrainConfig (AppState.config)
+    @property
+    def max_seq_length(self) -> int:
+        return self.state.config.data.max_seq_length
+
+    @property
+    def mask_prompt(self) -> bool:
+        return self.state.config.data.mask_prompt
+
     def split_sizes(self) -> tuple[int, int, int]:
-        from mlx_lora.data.dataset import split_sizes
+        """(train, valid, test) as training will make them: the engine's own split of the
+        scanned records (a folder's valid.jsonl / test.jsonl used as they are)."""
+        from mlx_lora.data.dataset import splits_of
 
-        return split_sizes(len(self.training_records), self.valid_ratio, self.test_ratio)
+        data = self.state.config.data
+        splits = splits_of(self.report, self.records, data.valid_ratio, data.test_ratio, self.state.config.run.seed)
+        return len(splits.train), len(splits.valid), len(splits.test)
 
-    def set_split(self, valid_ratio: float, test_ratio: float, seed: int) -> None:
-        self.valid_ratio, self.test_ratio, self.seed = valid_ratio, test_ratio, seed
+    def has_own_split(self, name: str) -> bool:
+        """Whether the dataset folder has its own ``valid.jsonl`` / ``test.jsonl``."""
+        return self.report is not None and self.report.is_folder and name in self.records
 
-    def set_max_seq_length(self, value: int) -> None:
-        self.max_seq_length = value
-        self.compute_stats()
-
-    def set_mask_prompt(self, value: bool) -> None:
-        self.mask_prompt = value
-        self.compute_stats()
+    def update(self, **settings) -> None:
+        """Change settings of the one config (split, seed, max length, prompt masking);
+        a UserError names a bad value."""
+        self.state.update_config(**settings)
 
     def compute_stats(self) -> None:
         records = self.training_records
@@ -152,6 +172,7 @@ class DataController(QObject):
             on_finished=self.stats_computed.emit))
 
     def render_preview(self, index: int) -> None:
+        self._preview_index = index
         records = self.training_records
         if not 0 <= index < len(records):
             return
@@ -189,12 +210,24 @@ class DataController(QObject):
 
         self._run("tokenizer", _load_tokenizer, spec, on_finished=loaded)
 
-    def _on_scanned(self, result) -> None:
+    def _on_scanned(self, result, path: str = "") -> None:
         self.report, self.records = result
+        self.state.set_data_problems(path or self.report.path, problems_text(self.report))
         self.dataset_checked.emit(self.report, self.records)
         if self.records:
             self.compute_stats()
             self.render_preview(0)
+
+    @staticmethod
+    def _shown_settings(config) -> tuple:
+        return config.data.max_seq_length, config.data.mask_prompt
+
+    def _on_config_changed(self, config) -> None:
+        shown = self._shown_settings(config)
+        if shown != self._shown:  # what the statistics and the preview depend on
+            self._shown = shown
+            self.compute_stats()
+            self.render_preview(self._preview_index)
 
     def _on_model_selected(self, _spec: str) -> None:
         self._tokenizer = None

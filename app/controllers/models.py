@@ -91,9 +91,14 @@ def _import_gguf(reporter, should_stop, gguf: str) -> ModelEntry:
 
 
 def _search(reporter, should_stop, query: str, sort: str, limit: int):
+    """(query, results, "") — or (query, [], why) when the Hub cannot be reached: being offline
+    is a state the page shows (with Retry), not an error dialog."""
     from mlx_lora.models import hub
 
-    return query, hub.search_models(query, sort=sort, limit=limit)
+    try:
+        return query, hub.search_models(query, sort=sort, limit=limit), ""
+    except hub.HubUnreachable as exc:
+        return query, [], str(exc)
 
 
 def _details(reporter, should_stop, repo_id: str):
@@ -159,6 +164,7 @@ class ModelsController(QObject):
     model_opened = Signal(object)  # ModelEntry
     progressed = Signal(str, float, float)  # message, done, total (total 0 = unknown)
     search_finished = Signal(str, list)  # query, [ModelSummary]
+    search_offline = Signal(str, str)  # query, why (the Hub cannot be reached)
     details_loaded = Signal(object)
     download_finished = Signal(str)  # repo id
     fit_estimated = Signal(object)  # FitEstimate, for the latest request only
@@ -225,8 +231,14 @@ class ModelsController(QObject):
             job.cancel()
 
     def search(self, query: str, sort: str = "downloads", limit: int = 50) -> None:
-        self._run("search", _search, query, sort, limit,
-                  on_finished=lambda result: self.search_finished.emit(result[0], list(result[1])))
+        self._run("search", _search, query, sort, limit, on_finished=self._on_searched)
+
+    def _on_searched(self, result) -> None:
+        query, results, offline = result
+        if offline:
+            self.search_offline.emit(query, offline)
+        else:
+            self.search_finished.emit(query, list(results))
 
     def load_details(self, repo_id: str) -> None:
         self._run("details", _details, repo_id, on_finished=self.details_loaded.emit)

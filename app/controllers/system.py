@@ -21,7 +21,7 @@ def backend_facts(reporter, should_stop) -> dict:
         "device": backend.device_kind().upper(),
         "backend": backend.backend_name(),
         "blas": blas.name,
-        "memory_gib": backend.total_memory_bytes() / 2**30,
+        "memory_bytes": backend.total_memory_bytes(),
     }
 
 

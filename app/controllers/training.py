@@ -139,8 +139,8 @@ class TrainingController(QObject):
         the trainer then writes the same config into the run folder. Returns the YAML path."""
         if isinstance(config, (str, Path)):
             config_path = str(config)
-        else:
-            config_path = str(self.save_config(config, self.pending_config_path()))
+        else:  # the trainer's folder is not ours: local paths go absolute (the engine's rule)
+            config_path = str(self.save_config(config.with_absolute_paths(), self.pending_config_path()))
         self.config_path = config_path
         self.history = RunHistory()
         self.last_outcome = ""

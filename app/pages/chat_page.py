@@ -66,6 +66,8 @@ class ChatPage(QWidget):
         row.addWidget(self.run_box, 2)
         row.addWidget(QLabel("Adapter"))
         row.addWidget(self.adapter_box, 1)
+        pick.body.addLayout(row)
+        row = QHBoxLayout()  # a second row: the run's long name gets the whole first one
         self.load_button = QPushButton("Load")
         self.load_button.setObjectName("primary")
         row.addWidget(self.load_button)
@@ -76,6 +78,7 @@ class ChatPage(QWidget):
         self.compare_box.setToolTip("The base answers the same prompt first: the same model with the adapter "
                                     "switched off, the same seed")
         row.addWidget(self.compare_box)
+        row.addStretch(1)
         pick.body.addLayout(row)
         self.status = muted("No model loaded. Pick a run and Load it.")
         pick.body.addWidget(self.status)

@@ -7,7 +7,11 @@ before any training, what the model will learn from it.
 - each example rendered through the chat template, trained tokens highlighted
   and masked tokens greyed (for preference data: the chosen and the rejected
   answer of the pair, one above the other);
-- the train/valid/test split sizes.
+- the train/valid/test split the trainer will make (the engine's own split, so a
+  folder's valid.jsonl counts as it is).
+
+The split, seed, max length and prompt-masking controls edit the app's one training
+config (``AppState.config``), the same one the Train page's form shows and starts.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from PySide6.QtWidgets import (
 from app.controllers.data import DataController
 from app.theme import ThemeManager
 from app.widgets.common import Card, LazyWidget, MetricTile, muted
+from mlx_lora.config import field_info
 
 TITLE = "Data"
 SUBTITLE = "Check a dataset line by line and see exactly which tokens the model is trained on."
@@ -103,9 +108,16 @@ class DataPage(QWidget):
         problems.body.addWidget(self.line_view)
         split = Card("Split")
         form = QFormLayout()
-        self.valid_ratio = QDoubleSpinBox(suffix=" %", decimals=0, maximum=50, value=10)
-        self.test_ratio = QDoubleSpinBox(suffix=" %", decimals=0, maximum=50, value=0)
-        self.seed = QSpinBox(maximum=1_000_000)
+        def ratio_box(name: str) -> QDoubleSpinBox:
+            info = field_info(name)
+            box = QDoubleSpinBox(suffix=" %", decimals=0, minimum=info["min"] * 100, maximum=info["max"] * 100)
+            box.setToolTip(info["help"])
+            return box
+
+        self.valid_ratio = ratio_box("valid_ratio")
+        self.test_ratio = ratio_box("test_ratio")
+        self.seed = QSpinBox(minimum=field_info("seed")["min"], maximum=field_info("seed")["max"])
+        self.seed.setToolTip(field_info("seed")["help"])
         form.addRow("Validation", self.valid_ratio)
         form.addRow("Test", self.test_ratio)
         form.addRow("Seed", self.seed)
@@ -130,9 +142,11 @@ class DataPage(QWidget):
             tiles.addWidget(tile, 0, k)
         stats.body.addLayout(tiles)
         controls = QHBoxLayout()
-        self.max_length = QSpinBox(minimum=16, maximum=131_072, singleStep=256, value=controller.max_seq_length)
+        length = field_info("max_seq_length")
+        self.max_length = QSpinBox(minimum=length["min"], maximum=length["max"], singleStep=256)
+        self.max_length.setToolTip(length["help"])
         self.mask_prompt = QCheckBox("Train on replies only (mask prompts)")
-        self.mask_prompt.setChecked(controller.mask_prompt)
+        self.mask_prompt.setToolTip(field_info("mask_prompt")["help"])
         controls.addWidget(QLabel("Max sequence length"))
         controls.addWidget(self.max_length)
         controls.addSpacing(16)
@@ -172,8 +186,9 @@ class DataPage(QWidget):
         self.open_file_button.clicked.connect(self._on_open_file_clicked)
         self.open_folder_button.clicked.connect(self._on_open_folder_clicked)
         self.problem_list.currentItemChanged.connect(self._on_problem_chosen)
+        self._show_settings(controller.state.config)
         for box in (self.valid_ratio, self.test_ratio, self.seed):
-            box.valueChanged.connect(self._on_split_changed)
+            box.valueChanged.connect(self._on_split_edited)
         self.max_length.editingFinished.connect(self._on_max_length_changed)
         self.mask_prompt.toggled.connect(self._on_mask_prompt_toggled)
         self.example_index.valueChanged.connect(lambda n: controller.render_preview(n - 1))
@@ -185,6 +200,7 @@ class DataPage(QWidget):
         controller.tokenizer_loading.connect(
             lambda label: self.preview_info.setText(f"Loading the tokenizer of {label}…"))
         controller.failed.connect(self._on_failed)
+        controller.state.config_changed.connect(self._show_settings)
 
     def open(self, path: str) -> None:
         self.summary.setText(f"Checking {path}…")
@@ -247,25 +263,58 @@ class DataPage(QWidget):
             file, line = where
             self.line_view.setPlainText(self.controller.line_text(file, line) if line else "")
 
+    def _show_settings(self, config) -> None:
+        """The one config's values in this page's controls (without echoing them back)."""
+        data = config.data
+        for box, value in ((self.valid_ratio, round(data.valid_ratio * 100)),
+                           (self.test_ratio, round(data.test_ratio * 100)), (self.seed, config.run.seed),
+                           (self.max_length, data.max_seq_length)):
+            box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(False)
+        self.mask_prompt.blockSignals(True)
+        self.mask_prompt.setChecked(data.mask_prompt)
+        self.mask_prompt.blockSignals(False)
+        self._on_split_changed()
+
+    def _edit(self, **settings) -> bool:
+        from mlx_lora.errors import UserError
+
+        try:
+            self.controller.update(**settings)
+        except UserError as exc:  # the engine names the bad value (e.g. ratios adding up to 1)
+            self.split_label.setText(str(exc))
+            return False
+        return True
+
+    def _on_split_edited(self, *_args) -> None:
+        if self._edit(valid_ratio=self.valid_ratio.value() / 100, test_ratio=self.test_ratio.value() / 100,
+                      seed=self.seed.value()):
+            self._on_split_changed()
+
     def _on_split_changed(self, *_args) -> None:
-        self.controller.set_split(self.valid_ratio.value() / 100, self.test_ratio.value() / 100, self.seed.value())
-        if not self.controller.training_records:
+        c = self.controller
+        own = {name: c.has_own_split(name) for name in ("valid.jsonl", "test.jsonl")}
+        self.valid_ratio.setEnabled(not own["valid.jsonl"])
+        self.test_ratio.setEnabled(not own["test.jsonl"])
+        if not c.training_records:
             self.split_label.setText("")
             return
         try:
-            train, valid, test = self.controller.split_sizes()
+            train, valid, test = c.split_sizes()
         except Exception as exc:  # noqa: BLE001 — the engine explains bad ratios
             self.split_label.setText(str(exc))
             return
-        self.split_label.setText(f"train {train} · validation {valid} · test {test}")
+        valid_text = f"validation {valid}" + (" (valid.jsonl)" if own["valid.jsonl"] else "")
+        test_text = f"test {test}" + (" (test.jsonl)" if own["test.jsonl"] else "")
+        self.split_label.setText(f"train {train} · {valid_text} · {test_text}")
 
     def _on_max_length_changed(self) -> None:
         if self.max_length.value() != self.controller.max_seq_length:
-            self.controller.set_max_seq_length(self.max_length.value())
+            self._edit(max_seq_length=self.max_length.value())
 
     def _on_mask_prompt_toggled(self, checked: bool) -> None:
-        self.controller.set_mask_prompt(checked)
-        self.controller.render_preview(self.example_index.value() - 1)
+        self._edit(mask_prompt=checked)  # the controller redraws the statistics and the preview
 
     def _on_stats_computed(self, stats) -> None:
         t = self.tiles

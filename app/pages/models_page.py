@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from app.controllers.models import FitEstimate, ModelEntry, ModelsController
 from app.theme import ThemeManager
-from app.widgets.common import Card, human_bytes, human_count, muted, notice
+from app.widgets.common import Card, human_bytes, human_count, memory_text, muted, notice
 
 TITLE = "Models"
 SUBTITLE = "Pick the base model to fine-tune: the built-in demo model, a folder, a GGUF file or the Hugging Face Hub."
@@ -64,7 +64,7 @@ class ModelsPage(QWidget):
         # -- local models ----------------------------------------------------------
         local = Card("On this computer")
         self.local_table = QTableWidget(0, 3)
-        self.local_table.setHorizontalHeaderLabels(["Model", "Size", ""])
+        self.local_table.setHorizontalHeaderLabels(["Model", "Size", "Source"])
         self._setup_table(self.local_table, stretch=0)
         local.body.addWidget(self.local_table)
         buttons = QHBoxLayout()
@@ -96,7 +96,8 @@ class ModelsPage(QWidget):
                                "downloaded folder or import a GGUF file.")
         hub.body.addWidget(self.hub_note)
         self.results_table = QTableWidget(0, 6)
-        self.results_table.setHorizontalHeaderLabels(["Repository", "Params", "Size", "License", "Downloads", ""])
+        self.results_table.setHorizontalHeaderLabels(["Repository", "Params", "Size", "License", "Downloads",
+                                                      "Format"])
         self._setup_table(self.results_table, stretch=0)
         self.details = QLabel()
         self.details.setWordWrap(True)
@@ -118,7 +119,12 @@ class ModelsPage(QWidget):
         self.download_button.setObjectName("primary")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
+        self._offline_note = ""
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setToolTip("Search the Hub again")
+        self.retry_button.setVisible(False)
         row.addWidget(self.progress_label, 1)
+        row.addWidget(self.retry_button)
         row.addWidget(self.progress, 1)
         row.addWidget(self.cancel_button)
         row.addWidget(self.download_button)
@@ -157,10 +163,13 @@ class ModelsPage(QWidget):
         c.models_listed.connect(self._on_models_listed)
         c.progressed.connect(self._on_progressed)
         c.search_finished.connect(self._on_search_finished)
+        c.search_offline.connect(self._on_search_offline)
+        self.retry_button.clicked.connect(self._on_search_due)
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
         c.fit_estimated.connect(self._on_fit_estimated)
-        c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._fit_timer.start()))
+        c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._highlight_selected(),
+                                                      self._fit_timer.start()))
 
         hub_ready = c.hub_available
         self.search_box.setEnabled(hub_ready)
@@ -228,7 +237,17 @@ class ModelsPage(QWidget):
             self.local_table.setItem(row, 0, _item(entry.name))
             self.local_table.setItem(row, 1, _item(human_bytes(entry.size_bytes), align_right=True))
             self.local_table.setItem(row, 2, _item(entry.note or entry.source))
+        if not self.local_table.selectionModel().selectedRows():  # at start: the model selected for training
+            self._highlight_selected()
         self._update_buttons()
+
+    def _highlight_selected(self) -> None:
+        """Highlight the row of the model selected for training (none when it is not listed)."""
+        chosen = next((row for row, e in enumerate(self._entries) if e.spec == self.controller.state.model), None)
+        if chosen is None:
+            self.local_table.clearSelection()
+        else:
+            self.local_table.selectRow(chosen)
 
     def _on_open_clicked(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a model folder (config.json + safetensors)")
@@ -254,8 +273,19 @@ class ModelsPage(QWidget):
     def _on_search_due(self) -> None:
         query = self.search_box.text().strip()
         if len(query) >= 2:
+            self.retry_button.setVisible(False)
+            self._offline_note = ""
             self.progress_label.setText(f"Searching “{query}”…")
+            self.progress_label.setToolTip("")
             self.controller.search(query)
+
+    def _on_search_offline(self, query: str, why: str) -> None:
+        if query != self.search_box.text().strip():
+            return
+        self._offline_note = "offline — local models and the demo still work"
+        self.progress_label.setText(self._offline_note)
+        self.progress_label.setToolTip(why)
+        self.retry_button.setVisible(True)
 
     def _on_search_finished(self, query: str, results: list) -> None:
         if query != self.search_box.text().strip():
@@ -336,9 +366,9 @@ class ModelsPage(QWidget):
             return
         color, verdict, advice = FIT_WORDS[estimate.verdict]
         rows, length = estimate.batch
-        text = (f"<b>Will it fit?</b> Training needs about <b>{human_bytes(estimate.needed_bytes)}</b> "
+        text = (f"<b>Will it fit?</b> Training needs about <b>{memory_text(estimate.needed_bytes)}</b> "
                 f"({rows} × {length:,} tokens per pass, the Train page's settings) of "
-                f"the run's memory limit of {human_bytes(estimate.available_bytes)} "
+                f"the run's memory limit of {memory_text(estimate.available_bytes)} "
                 f"({html.escape(estimate.limit_source or 'this computer')}): "
                 f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")
         self.fit_label.setText(text + (f". {advice[:1].upper()}{advice[1:]}." if advice else "."))
@@ -349,4 +379,4 @@ class ModelsPage(QWidget):
         self.progress.setVisible(long_job)
         self.cancel_button.setVisible(long_job)
         if not busy:
-            self.progress_label.setText("")
+            self.progress_label.setText(self._offline_note)  # being offline outlasts the job that found it

@@ -132,6 +132,19 @@ class RunsPage(QWidget):
             self.table.selectRow(row)
         self.table.setSelectionMode(mode)
 
+    @staticmethod
+    def _best_cell(run) -> QTableWidgetItem:
+        """The best trained validation loss; before any trained evaluation, the untrained
+        model's (step 0) marked as such rather than "—"."""
+        best, base = run.best_val_loss, run.baseline_val_loss
+        if best is not None:
+            return _Number(f"{best:.3f}", best)
+        if base is not None:
+            item = _Number(f"{base:.3f} (untrained)", base)
+            item.setToolTip("Only the untrained model's validation loss (step 0) so far")
+            return item
+        return _Number("—", float("inf"))
+
     def _emit_for_current(self, convert, signal) -> None:
         runs = self.selected_runs()
         if len(runs) == 1:
@@ -161,7 +174,7 @@ class RunsPage(QWidget):
                 QTableWidgetItem(run.method), QTableWidgetItem(run.status),
                 _Number(f"{run.steps_done} / {run.total_steps}" if run.total_steps else str(run.steps_done),
                         run.steps_done),
-                _Number("—" if best is None else f"{best:.3f}", best if best is not None else float("inf")),
+                self._best_cell(run),
                 _Number(human_seconds(run.duration_s) if run.duration_s else "—", run.duration_s),
                 _Number(human_count(run.tokens) if run.tokens else "—", run.tokens),
                 _Number(time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)), run.created),

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.controllers.training import TrainingController, smoothed
-from app.widgets.common import Card, LazyWidget, MetricTile, human_count, human_seconds, muted, notice
+from app.widgets.common import Card, LazyWidget, MetricTile, human_count, human_seconds, memory_text, muted, notice
 from app.widgets.config_form import ConfigForm
 from mlx_lora.run_events import EvalReport, RunStarted, StepReport
 
@@ -41,7 +41,6 @@ def _make_charts():
 class TrainPage(QWidget):
     def __init__(self, controller: TrainingController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        from mlx_lora.config import TrainConfig
         from mlx_lora.presets import PRESETS
 
         self.controller = controller
@@ -58,7 +57,8 @@ class TrainPage(QWidget):
         preset_row.addWidget(self.preset_box, 1)
         settings.body.addLayout(preset_row)
         state = controller.state
-        self.form = ConfigForm(TrainConfig().replace(model=state.model, data=state.dataset))
+        self._syncing = False  # True while the form is being set from the app's one config
+        self.form = ConfigForm(state.config)
         settings.body.addWidget(self.form)
         files = QHBoxLayout()
         self.load_button = QPushButton("Load…")
@@ -75,16 +75,25 @@ class TrainPage(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(settings)
-        scroll.setMinimumWidth(340)
+        # as wide as the form needs: never a horizontal scroll bar over the settings
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(max(340, settings.minimumSizeHint().width()
+                                   + scroll.verticalScrollBar().sizeHint().width() + 6))
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(scroll, 1)
+        self.data_problem = notice("")  # Start is refused on a dataset the Data page found broken
+        self.data_problem.setVisible(False)
+        left_layout.addWidget(self.data_problem)
         actions = QHBoxLayout()
         self.start_button = QPushButton("Start training")
         self.start_button.setObjectName("primary")
         self.stop_button = QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
+        keep = self.resume_button.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)  # showing Resume does not shift (or widen) the layout
+        self.resume_button.setSizePolicy(keep)
         actions.addWidget(self.start_button, 1)
         actions.addWidget(self.stop_button)
         actions.addWidget(self.resume_button)
@@ -98,7 +107,7 @@ class TrainPage(QWidget):
         self.status_label = muted("Not started. Choose the settings, then Start training.")
         run.body.addWidget(self.status_label)
         tiles = QHBoxLayout()
-        tiles.setSpacing(18)
+        tiles.setSpacing(12)  # seven tiles and the settings column fit a 1280-pixel window
         self.tiles = {key: MetricTile(name) for key, name in (
             ("step", "step"), ("loss", "train loss"), ("val", "validation loss"), ("speed", "tokens / s"),
             ("memory", "peak memory"), ("elapsed", "elapsed"), ("eta", "remaining"))}
@@ -155,8 +164,8 @@ class TrainPage(QWidget):
         c.run_ended.connect(self._on_run_ended)
         c.log_line.connect(self._append_log)
         c.running_changed.connect(lambda _running: self._update_buttons())
-        state.model_selected.connect(self._on_model_selected)
-        state.dataset_selected.connect(self._on_dataset_selected)
+        state.config_changed.connect(self._on_config_changed)
+        state.data_problems_changed.connect(self._on_data_problems_changed)
         self._update_buttons()
 
     # -- public --------------------------------------------------------------------------
@@ -165,7 +174,8 @@ class TrainPage(QWidget):
         return self.form.value()
 
     def set_config(self, config) -> None:
-        self.form.set_config(config)
+        self._show_config(config)
+        self.controller.state.set_config(config)
         self._mark_custom()
 
     def load_config_file(self, path: str) -> bool:
@@ -195,15 +205,23 @@ class TrainPage(QWidget):
         self._applying_preset = True
         try:
             try:
-                self.form.set_config(self.form.value().replace(**settings))
+                self.set_config(self.form.value().replace(**settings))
             except UserError:  # the form holds an invalid combination: set the fields one by one
                 for name, value in settings.items():
                     try:
-                        self.form.set_config(self.form.value().replace(**{name: value}))
+                        self.set_config(self.form.value().replace(**{name: value}))
                     except UserError:
                         pass
         finally:
             self._applying_preset = False
+
+    def _show_config(self, config) -> None:
+        """Put ``config`` into the form without taking the form's edits back as the user's."""
+        self._syncing = True
+        try:
+            self.form.set_config(config)
+        finally:
+            self._syncing = False
 
     def _mark_custom(self) -> None:
         if not self._applying_preset:
@@ -213,15 +231,22 @@ class TrainPage(QWidget):
 
     def _update_buttons(self) -> None:
         running = self.controller.is_running()
-        self.start_button.setEnabled(not running)
+        problems = self.controller.state.data_problems
+        self.start_button.setEnabled(not running and not problems)
+        self.start_button.setToolTip("Fix the dataset's problems first (Data page)" if problems else "")
         self.stop_button.setEnabled(running)
         self.resume_button.setVisible(not running and self.controller.can_resume())
         self.load_button.setEnabled(not running)
         self.form.setEnabled(not running)
         self.preset_box.setEnabled(not running)
 
-    def _append_log(self, line: str) -> None:
+    def _append_log(self, line: str, follow: bool = False) -> None:
+        """Add a line; the view follows the end unless the reader scrolled up to read."""
+        bar = self.log_view.verticalScrollBar()
+        at_end = follow or bar.value() >= bar.maximum() - 2
         self.log_view.appendPlainText(line)
+        if at_end:
+            bar.setValue(bar.maximum())
 
     def _redraw(self) -> None:
         if self.charts.widget is None:
@@ -240,11 +265,22 @@ class TrainPage(QWidget):
         self.progress.setValue(0)
 
     # -- slots ---------------------------------------------------------------------------
-    def _on_model_selected(self, spec: str) -> None:
-        self._replace(model=spec)
+    def _on_data_problems_changed(self, problems: str) -> None:
+        self.data_problem.setText(f"<b>Cannot start:</b> {html.escape(problems)}. Fix them and open the "
+                                  "dataset again on the Data page." if problems else "")
+        self.data_problem.setVisible(bool(problems))
+        self._update_buttons()
 
-    def _on_dataset_selected(self, path: str) -> None:
-        self._replace(data=path)
+    def _on_config_changed(self, config) -> None:
+        """Another page (Data, Models) changed the one config: show it, keep the preset."""
+        from mlx_lora.errors import UserError
+
+        try:
+            same = self.form.value() == config
+        except UserError:
+            same = False
+        if not same:
+            self._show_config(config)
 
     def _on_preset_chosen(self, name: str) -> None:
         if name == CUSTOM:
@@ -254,7 +290,15 @@ class TrainPage(QWidget):
         self._replace(**preset(name))
 
     def _on_form_changed(self) -> None:
+        if self._syncing:
+            return
+        from mlx_lora.errors import UserError
+
         self._mark_custom()
+        try:
+            self.controller.state.set_config(self.form.value())
+        except UserError:
+            pass  # an invalid combination stays in the form until it is fixed; Start names it
 
     def _on_load_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load training settings", "", "YAML (*.yaml *.yml)")
@@ -311,6 +355,7 @@ class TrainPage(QWidget):
     def _on_resume_clicked(self) -> None:
         self._reset_run_view()
         self.status_label.setText("Resuming from the last checkpoint…")
+        self._append_log("resuming from the last checkpoint", follow=True)  # and follow the log again
         self.controller.resume()
         self._redraw()
 
@@ -342,7 +387,7 @@ class TrainPage(QWidget):
         t["step"].set_value(f"{step} / {total}" if total else str(step))
         t["loss"].set_value(f"{event.loss:.3f}")
         t["speed"].set_value(f"{event.tokens_per_second:,.0f}")
-        t["memory"].set_value(f"{event.peak_memory_gb:.2f} GB")
+        t["memory"].set_value(memory_text(event.peak_memory_gb * 1e9))
         t["elapsed"].set_value(human_seconds(event.elapsed_s))
         t["eta"].set_value(human_seconds(event.eta_s))
         if total:
@@ -364,6 +409,7 @@ class TrainPage(QWidget):
 
     def _on_run_ended(self, outcome: str, message: str) -> None:
         self._append_log(message)
+        self.tiles["eta"].set_value("–")  # nothing remains of a run that has ended
         self._update_buttons()
         self.status_label.setText(message)
         if outcome in ("crashed", "failed"):

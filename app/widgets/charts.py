@@ -28,6 +28,72 @@ REDRAW_MS = 100  # live charts redraw at most 10 times a second, however fast re
 GRID_TICK_LEVELS = 1  # grid lines at major and minor ticks only (pyqtgraph's default 2 adds a costly third level)
 
 
+def scientific(value: float) -> str:
+    """A tick label for a learning rate: 0, 0.01, 5e-4, 1.5e-5 (never an SI prefix or 0.0000)."""
+    if value == 0 or not np.isfinite(value):
+        return "0"
+    exponent = int(np.floor(np.log10(abs(value))))
+    if -2 <= exponent <= 3:
+        return f"{value:.3g}"
+    mantissa = round(value / 10.0 ** exponent, 2)
+    if abs(mantissa) >= 10:  # 9.999e-4 rounds up to 10e-4
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:g}e{exponent}"
+
+
+class StepAxis(pg.AxisItem):
+    """A step axis: whole steps only (no 0.5 steps, no "step (x0.001)")."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickSpacing(self, minVal, maxVal, size):  # noqa: N802, N803 (pyqtgraph's names)
+        levels = super().tickSpacing(minVal, maxVal, size)
+        kept = [(max(1.0, round(spacing)), offset) for spacing, offset in levels if spacing >= 1]
+        return kept or [(1.0, 0.0)]
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        return [f"{int(round(v)):,}" for v in values]
+
+
+class ScientificAxis(pg.AxisItem):
+    """A value axis labelled 1e-3, 5e-4… (a learning rate of 1e-3 is not "0" with a ×0.001 prefix)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.enableAutoSIPrefix(False)
+
+    def tickStrings(self, values, scale, spacing):  # noqa: N802
+        return [scientific(v) for v in values]
+
+
+def step_range(steps) -> tuple[float, float]:
+    """The x range for charts of these steps: the steps drawn, and at least 0…2 around a
+    lone point (pyqtgraph's own range for one point is ±0.5, or −400…400 once linked)."""
+    steps = [s for s in steps if np.isfinite(s)]
+    if not steps:
+        return 0.0, 10.0
+    lo, hi = min(steps), max(steps)
+    if hi - lo < 2:
+        lo, hi = max(0.0, lo - 1), hi + 1
+    return float(lo), float(hi)
+
+
+def value_range(values, floor: float | None = None) -> tuple[float, float] | None:
+    """A y range that shows these values with a margin; a constant (one point, a constant
+    learning rate) gets ±10% of its size around it rather than pyqtgraph's ±0.5."""
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
+    lo, hi = lo - pad, hi + pad
+    if floor is not None:
+        lo = max(lo, floor)
+    return lo, hi
+
+
 def _style_plot(plot: pg.PlotWidget, title: str, left: str) -> None:
     c = ThemeManager.colors()
     plot.setBackground(c["base"])
@@ -57,12 +123,12 @@ class TrainingCharts(QWidget):
 
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.loss_plot = pg.PlotWidget()
-        self.lr_plot = pg.PlotWidget()
+        self.loss_plot = pg.PlotWidget(axisItems={"bottom": StepAxis("bottom")})
+        self.lr_plot = pg.PlotWidget(axisItems={"bottom": StepAxis("bottom"), "left": ScientificAxis("left")})
         self.lr_plot.setXLink(self.loss_plot)
         layout.addWidget(self.loss_plot, 3)
         layout.addWidget(self.lr_plot, 2)
-        self.reward_plot = pg.PlotWidget()
+        self.reward_plot = pg.PlotWidget(axisItems={"bottom": StepAxis("bottom")})
         self.reward_plot.setXLink(self.loss_plot)
         self.reward_plot.setVisible(False)
         layout.addWidget(self.reward_plot, 2)
@@ -70,8 +136,8 @@ class TrainingCharts(QWidget):
         self.margin = self.reward_plot.plot(name="margin", symbol="o", symbolSize=6)
         self.accuracy = self.reward_plot.plot(name="accuracy", symbol="s", symbolSize=6)
         self.legend = self.loss_plot.getPlotItem().addLegend(offset=(-10, 10))
-        self.raw = self.loss_plot.plot(name="train loss")
-        self.smooth = self.loss_plot.plot(name="smoothed")
+        self.raw = self.loss_plot.plot(name="train (raw)")
+        self.smooth = self.loss_plot.plot(name="train (smoothed)")
         self.valid = self.loss_plot.plot(name="validation", pen=None, symbol="o", symbolSize=7)
         self.lr = self.lr_plot.plot()
         for curve in (self.raw, self.smooth, self.lr):  # long runs: draw what is visible, a point per pixel
@@ -138,6 +204,14 @@ class TrainingCharts(QWidget):
         self.smooth.setData(x, np.asarray(smoothed_losses, float))
         self.valid.setData(np.asarray(val_steps, float), np.asarray(val_losses, float))
         self.lr.setData(x, np.asarray(learning_rates, float))
+        # explicit ranges: whole steps, a lone point in the middle, a constant learning rate as
+        # the line it is (0 at the bottom: a schedule decays towards it), never pyqtgraph's ±0.5
+        self.loss_plot.setXRange(*step_range(list(steps) + list(val_steps)), padding=0.02)
+        loss_range = value_range(list(losses) + list(val_losses))
+        if loss_range:
+            self.loss_plot.setYRange(*loss_range, padding=0)
+        rates = [v for v in learning_rates if np.isfinite(v)]
+        self.lr_plot.setYRange(0, (max(rates) if rates and max(rates) > 0 else 1e-3) * 1.15, padding=0)
         self._settle_ranges(self.loss_plot, self.lr_plot)
 
     @staticmethod
@@ -210,20 +284,22 @@ class LengthHistogram(pg.PlotWidget):
         self.cutoff = pg.InfiniteLine(angle=90, movable=False)
         self.addItem(self.cutoff)
         self.cutoff.hide()
-        self.cutoff_note = pg.LabelItem("", justify="right")
-        self.cutoff_note.setParentItem(self.getPlotItem().vb)
-        self.cutoff_note.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-8, 4))
+        # a limit far beyond the longest example is named under the axis, not over the bars
+        self.cutoff_note = ""
         self.apply_theme()
 
     def apply_theme(self) -> None:
         c = ThemeManager.colors()
         _style_plot(self, "Tokens per example", "examples")
-        self.getPlotItem().setLabel("bottom", "tokens", color=c["secondary"])
+        self._label_axis()
         self.cutoff.setPen(pg.mkPen(c["danger"], width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
         if self.bars is not None:
             self.bars.setOpts(brush=pg.mkBrush(c["series_1"]), pen=pg.mkPen(c["base"]))
-        if self.cutoff_note.text:
-            self.cutoff_note.setText(self.cutoff_note.text, color=c["danger"])
+
+    def _label_axis(self) -> None:
+        c = ThemeManager.colors()
+        note = f" <span style='color:{c['danger']}'>{self.cutoff_note}</span>" if self.cutoff_note else ""
+        self.getPlotItem().setLabel("bottom", "tokens" + note, color=c["secondary"])
 
     def set_lengths(self, lengths: list[int], max_seq_length: int) -> None:
         """Bins span the data; the cut-off line is drawn where it falls, or named in the
@@ -232,7 +308,8 @@ class LengthHistogram(pg.PlotWidget):
         if self.bars is not None:
             self.removeItem(self.bars)
             self.bars = None
-        self.cutoff_note.setText("")
+        self.cutoff_note = ""
+        self._label_axis()
         if not lengths:
             self.cutoff.hide()
             return
@@ -248,17 +325,19 @@ class LengthHistogram(pg.PlotWidget):
         self.cutoff.setValue(max_seq_length)
         self.cutoff.setVisible(show_cutoff)
         if not show_cutoff:
-            self.cutoff_note.setText(f"limit {max_seq_length:,} tokens →", color=c["danger"])
+            self.cutoff_note = f"· limit {max_seq_length:,} tokens, beyond the longest →"
+            self._label_axis()
         self.setXRange(0, top * 1.05, padding=0)
         self.setYRange(0, max(counts) * 1.1, padding=0)
 
 
 class RunCurves(pg.PlotWidget):
-    """Loss curves of several runs overlaid: each run's smoothed training loss as a line
-    and its validation loss as dashed points, one colour per run."""
+    """Loss curves of several runs overlaid, one colour per run: each run's raw training loss
+    (thin, faint), its smoothed training loss (the line) and its validation loss (dashed
+    points), each labelled in the legend."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+        super().__init__(parent, axisItems={"bottom": StepAxis("bottom")})
         self.legend = self.getPlotItem().addLegend(offset=(-10, 10))
         self.items: list = []
         self._curves: dict = {}
@@ -285,13 +364,26 @@ class RunCurves(pg.PlotWidget):
         self.items = []
         self.legend.clear()
         colors = self._colors()
+        all_steps, all_losses = [], []
         for k, (label, curve) in enumerate(curves.items()):
             color = colors[k % len(colors)]
+            all_steps += list(curve["step"]) + list(curve["val_step"])
+            all_losses += list(curve["loss"]) + list(curve["val_loss"])
             if curve["step"]:
-                self.items.append(self.plot(np.asarray(curve["step"], float), np.asarray(smoothed(curve["loss"]), float),
-                                            pen=pg.mkPen(color, width=2), name=f"{label} · train"))
+                x = np.asarray(curve["step"], float)
+                faint = pg.mkColor(color)
+                faint.setAlpha(90)
+                self.items.append(self.plot(x, np.asarray(curve["loss"], float), pen=pg.mkPen(faint, width=1),
+                                            name=f"{label} · train (raw)"))
+                self.items.append(self.plot(x, np.asarray(smoothed(curve["loss"]), float),
+                                            pen=pg.mkPen(color, width=2), name=f"{label} · train (smoothed)"))
             if curve["val_step"]:
                 self.items.append(self.plot(np.asarray(curve["val_step"], float), np.asarray(curve["val_loss"], float),
                                             pen=pg.mkPen(color, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
                                             symbol="o", symbolSize=6, symbolBrush=pg.mkBrush(color),
                                             symbolPen=pg.mkPen(color), name=f"{label} · validation"))
+        if all_steps:
+            self.setXRange(*step_range(all_steps), padding=0.02)
+            loss_range = value_range(all_losses)
+            if loss_range:
+                self.setYRange(*loss_range, padding=0)

@@ -17,6 +17,17 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def memory_text(n_bytes: float | None) -> str:
+    """Memory, the one way the app shows it: decimal GB as the engine measures it (peak memory,
+    the fit estimate and the machine's memory alike): "1.25 GB", "25.3 GB"."""
+    if not n_bytes or n_bytes < 0:
+        return "—"
+    gb = n_bytes / 1e9
+    if gb < 1:
+        return f"{n_bytes / 1e6:.0f} MB"
+    return f"{gb:.2f} GB" if gb < 10 else f"{gb:.1f} GB"
+
+
 def human_count(n: float | None) -> str:
     if n is None:
         return "—"
@@ -69,6 +80,12 @@ class MetricTile(QWidget):
 
     def set_value(self, text: str) -> None:
         self.value.setText(text)
+        # grow to the widest value shown, never shrink: "1 min 04 s" is never cut to "1 min 04",
+        # and the row does not jump as the numbers change
+        self.value.ensurePolished()  # the style sheet's font (large, bold), not the default one
+        width = self.value.fontMetrics().horizontalAdvance(text) + 4
+        if width > self.value.minimumWidth():
+            self.value.setMinimumWidth(width)
 
 
 def notice(text: str) -> QLabel:

@@ -77,8 +77,9 @@ class _Editor:
         choices = meta.get("choices")
         if choices:
             w = QComboBox()
+            shown = meta.get("choice_labels") or {}
             for choice in choices:
-                w.addItem(str(choice), choice)
+                w.addItem(str(shown.get(choice, choice)), choice)  # quantise base: "off", not "0"
             self.get = lambda: w.currentData()
             self.set = lambda v: w.setCurrentIndex(max(0, w.findData(v)))
             self.changed = w.currentIndexChanged
@@ -163,7 +164,8 @@ class ConfigForm(QWidget):
             editor.changed.connect(self.changed)
             self._editors[prefix + (field.name,)] = editor
             target = advanced_form if field.metadata.get("advanced") else basic_form
-            target.addRow(field.metadata.get("label", _label(field.name)), editor.widget)
+            label = field.metadata.get("label") or _label(field.name)
+            target.addRow(label[:1].upper() + label[1:], editor.widget)  # "Quantise base", as the others
         for form, out in ((basic_form, basic), (advanced_form, advanced)):
             if form.rowCount():
                 box = QGroupBox(title)

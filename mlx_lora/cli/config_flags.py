@@ -94,4 +94,5 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     resume = flags.get("resume") or yaml_settings.get("resume")
     if resume:
         return RunFolder(resume).resume_config({**yaml_settings, **flags})
-    return TrainConfig().replace(**{**yaml_settings, **flags})
+    # absolute local paths: the run's config.yaml must work from any folder (eval --run, --resume)
+    return TrainConfig().replace(**{**yaml_settings, **flags}).with_absolute_paths()

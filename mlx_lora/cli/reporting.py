@@ -110,4 +110,7 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        print("stopping after this step (Ctrl-C again to interrupt now)…", file=sys.stderr, flush=True)
+        # the Ctrl-C hint only for a Ctrl-C: the app stops its trainer with SIGTERM, and its log
+        # should not tell a GUI user to press keys in a terminal they do not have
+        hint = " (Ctrl-C again to interrupt now)" if signum == signal.SIGINT else ""
+        print(f"stopping after this step{hint}…", file=sys.stderr, flush=True)

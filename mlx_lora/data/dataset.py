@@ -75,6 +75,14 @@ def load_splits(path: str | Path, valid_ratio: float = 0.1, test_ratio: float = 
     split_sizes(2, valid_ratio, test_ratio)  # bad ratios fail before the file is read
     report, records = scan_dataset(path)
     raise_if_invalid(report)
+    return splits_of(report, records, valid_ratio, test_ratio, seed)
+
+
+def splits_of(report, records: dict[str, list[Record]], valid_ratio: float = 0.1, test_ratio: float = 0.0,
+              seed: int = 0) -> Splits:
+    """The splits of an already scanned dataset (``scan_dataset``'s report and records): what
+    training will use, so the app's Data page shows the same split the engine makes."""
+    path = report.path
     if not report.is_folder:
         train, valid, test = split_records(records[Path(path).name], valid_ratio, test_ratio, seed)
         return Splits(train, valid, test, report.format)

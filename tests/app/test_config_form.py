@@ -56,3 +56,25 @@ def test_advanced_settings_start_folded(qtbot):
     assert form.advanced_panel.isVisible()
     form.set_config(Config(lora=Lora(rank=4)))
     assert form.editor("lora", "rank").value() == 4
+
+
+def test_the_training_form_reads_as_words(qtbot):
+    """Labels in sentence case and hyphenated where English wants it; a quantisation of 0 is "off"."""
+    from PySide6.QtWidgets import QFormLayout
+
+    from mlx_lora.config import TrainConfig
+
+    form = ConfigForm(TrainConfig())
+    qtbot.addWidget(form)
+    labels = []
+    for layout in form.findChildren(QFormLayout):
+        for row in range(layout.rowCount()):
+            item = layout.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            if item is not None and item.widget() is not None:
+                labels.append(item.widget().text())
+    assert {"Learning-rate schedule", "Fine-tune type", "Quantise base", "Max sequence length"} <= set(labels)
+    assert "Lr schedule" not in labels and "Fine tune type" not in labels
+    assert all(label[:1].isupper() for label in labels)
+    quantise = form.editor("model", "quantize_bits")
+    assert [quantise.itemText(k) for k in range(quantise.count())] == ["off", "4-bit", "8-bit"]
+    assert form.value().model.quantize_bits == 0  # the value is still the number

@@ -74,7 +74,19 @@ def test_dark_and_light_appearance(qtbot):
 def test_status_bar_shows_the_device_once_mlx_is_loaded(qtbot):
     window = make_window(qtbot)
     qtbot.waitUntil(lambda: window.backend_label.text().startswith("MLX on"), timeout=30_000)
-    assert "GB memory" in window.memory_label.text()
+    from app.widgets.common import memory_text
+    from mlx_lora.backend import total_memory_bytes
+
+    # one formatter for memory across the app: the status bar, the fit estimate and the tiles
+    assert window.memory_label.text() == f"{memory_text(total_memory_bytes())} memory"
+    assert "GiB" not in window.memory_label.text()
+
+
+def test_memory_is_shown_one_way():
+    from app.widgets.common import memory_text
+
+    assert (memory_text(1.25e9), memory_text(25.3e9), memory_text(850e6), memory_text(0)) == \
+        ("1.25 GB", "25.3 GB", "850 MB", "—")
 
 
 def test_about_box_shows_the_version(qtbot, monkeypatch):
@@ -106,3 +118,49 @@ def test_demo_start_preselects_the_demo_model_and_the_pirate_set(qtbot):
     state = window.context.state
     assert state.model == "demo"
     assert os.path.basename(state.dataset.rstrip("/")) == "pirate"
+
+
+def test_the_last_runs_outcome_is_cleared_when_the_next_run_starts(qtbot):
+    window = make_window(qtbot)
+    training = window.context.training
+    training.run_ended.emit("failed", "the dataset has no valid examples")
+    assert window.training_label.text() == "Training failed"
+    training.running_changed.emit(True)
+    assert window.training_label.text() == "Training: starting…"
+    assert window.statusBar().currentMessage() == ""
+
+
+def test_the_help_menu_links_the_documentation(qtbot, monkeypatch):
+    from PySide6.QtGui import QDesktopServices
+
+    window = make_window(qtbot)
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url))
+    help_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Help")
+    assert "Documentation" in [a.text() for a in help_menu.actions()]
+    window.documentation_action.trigger()
+    assert opened and opened[0].toLocalFile().endswith("README.md") and os.path.isfile(opened[0].toLocalFile())
+
+
+def test_train_tiles_show_their_whole_value_and_the_settings_need_no_sideways_scrolling(qtbot):
+    """With the app's style sheet (large bold tile values): "14 min 03 s" is never cut to
+    "14 min 03", and at the default window size the whole settings form fits its column."""
+    window = make_window(qtbot)
+    window.resize(1280, 820)
+    window.show_page(2)
+    page = window.train_page
+    tile = page.tiles["elapsed"]
+    tile.set_value("14 min 03 s")
+    tile.value.ensurePolished()
+    needed = tile.value.fontMetrics().horizontalAdvance("14 min 03 s")
+    qtbot.waitUntil(lambda: tile.value.width() >= needed, timeout=2000)
+    card = page.form.parentWidget()  # form → settings card → viewport → scroll area
+    scroll = card.parentWidget().parentWidget()
+    qtbot.waitUntil(lambda: scroll.viewport().width() > 0, timeout=2000)
+    assert scroll.viewport().width() >= card.minimumSizeHint().width()
+    for key, text in (("step", "30 / 30"), ("loss", "2.055"), ("val", "2.153"), ("speed", "185"),
+                      ("memory", "1.14 GB"), ("eta", "–")):
+        page.tiles[key].set_value(text)
+    run = page.tiles["step"].parentWidget()
+    qtbot.waitUntil(lambda: run.width() >= run.minimumSizeHint().width(), timeout=2000)  # nothing squeezed
+    assert tile.value.width() >= needed

@@ -6,7 +6,7 @@ from __future__ import annotations
 from app.controllers.app_state import AppState
 from app.controllers.models import ModelsController
 from app.pages.models_page import ModelsPage
-from app.widgets.common import human_bytes
+from app.widgets.common import memory_text
 from mlx_lora.train.memory_guard import MemoryGuard
 from mlx_lora import backend
 from mlx_lora.config import TrainConfig
@@ -33,8 +33,8 @@ def test_the_estimate_follows_the_selected_model_and_the_train_settings(qtbot, t
     guard = MemoryGuard.for_config(settings[0])  # the limit the run will hold to, shown beside the estimate
     assert estimate.available_bytes == guard.limit == int(0.85 * backend.total_memory_bytes())
     text = page.fit_label.text()
-    assert f"memory limit of {human_bytes(guard.limit)} (85% of RAM" in text
-    assert human_bytes(expected.total_bytes) in text and "2 × 256 tokens per pass" in text and "fits" in text
+    assert f"memory limit of {memory_text(guard.limit)} (85% of RAM" in text
+    assert memory_text(expected.total_bytes) in text and "2 × 256 tokens per pass" in text and "fits" in text
 
     # A batch past max_batch_tokens (4096 by default) is estimated by its passes: 8 × 1024 → 4 × 1024.
     settings[0] = TrainConfig().replace(batch_size=8, max_seq_length=1024)

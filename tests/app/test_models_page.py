@@ -77,3 +77,25 @@ def test_search_as_you_type_details_and_download(qtbot, page, hub):
     with qtbot.waitSignal(page.controller.download_finished, timeout=120_000):
         page.download_button.click()
     qtbot.waitUntil(lambda: "org/tiny" in names(page), timeout=30_000)
+
+
+def test_an_offline_search_says_so_and_offers_retry(qtbot, page, hub, monkeypatch):
+    from tests.core.test_hub import closed_port
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")  # no Hub there
+    with qtbot.waitSignal(page.controller.search_offline, timeout=10_000):
+        page.search_box.setText("tiny")
+    assert page.progress_label.text() == "offline — local models and the demo still work"
+    assert page.retry_button.isVisible()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # back online
+    with qtbot.waitSignal(page.controller.search_finished, timeout=30_000):
+        page.retry_button.click()
+    assert not page.retry_button.isVisible() and page.results_table.rowCount() >= 1
+
+
+def test_every_column_is_named_and_the_selected_model_is_highlighted_at_start(qtbot, page):
+    for table in (page.local_table, page.results_table):
+        headers = [table.horizontalHeaderItem(k).text() for k in range(table.columnCount())]
+        assert all(headers), headers
+    rows = page.local_table.selectionModel().selectedRows()
+    assert len(rows) == 1 and page._entries[rows[0].row()].spec == page.controller.state.model == "demo"

@@ -42,7 +42,11 @@ def test_history_table_and_overlaid_curves(qtbot, page):
     with qtbot.waitSignal(page.controller.curves_loaded, timeout=5000):
         page.select_rows([0, 1])
     curves = page.curves.widget
-    assert len(curves.items) == 4  # train + validation of each run
+    assert len(curves.items) == 6  # raw train, smoothed train and validation of each run
+    names = [item.name() for item in curves.items]
+    assert "finished-run · train (raw)" in names and "finished-run · train (smoothed)" in names
+    raw = next(i for i in curves.items if i.name() == "finished-run · train (raw)")
+    assert list(raw.getData()[1]) == [4.0, 3.0]  # the real losses, not only the smoothed ones
     assert len(page.selected_runs()) == 2 and not page.open_button.isEnabled()
 
 
@@ -74,3 +78,15 @@ def test_delete_asks_first(qtbot, page, monkeypatch):
         page.delete_button.click()
     qtbot.waitUntil(lambda: page.table.rowCount() == 1, timeout=5000)
     assert cell(page, 0, "Run") != name
+
+
+def test_best_val_loss_shows_the_untrained_one_when_that_is_all_there_is(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLX_LORA_HOME", str(tmp_path / "home"))
+    from mlx_lora import paths
+
+    make_run(paths.runs_dir(), "early-stop", EVENTS[:3], torn=True)  # step 0's evaluation only
+    page = RunsPage(RunsController())
+    qtbot.addWidget(page)
+    with qtbot.waitSignal(page.controller.runs_listed, timeout=5000):
+        page.show()
+    assert cell(page, 0, "Best val loss") == "4.500 (untrained)"

@@ -102,6 +102,18 @@ def test_stop_button_stops_the_run(qtbot, tmp_path):
         page.stop_button.click()
     assert ended.args[0] == "stopped"
     assert page.start_button.isEnabled() and page.resume_button.isVisible()
+    assert page.tiles["eta"].value.text() == "–"  # no "remaining 1 min 04" after Stop
+    for k in range(200):  # the log is far longer than the view: Resume follows its end again
+        page._append_log(f"line {k}")
+    bar = page.log_view.verticalScrollBar()
+    bar.setValue(0)  # the reader scrolled up
+    page._append_log("another line")
+    assert bar.value() == 0  # reading is not interrupted
+    with qtbot.waitSignal(controller.step_reported, timeout=15_000):
+        page.resume_button.click()
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=5000)
+    with qtbot.waitSignal(controller.run_ended, timeout=15_000):
+        controller.stop()
 
 
 def test_copy_command_is_the_exact_cli_equivalent(qtbot, tmp_path):
@@ -143,3 +155,16 @@ def test_settings_round_trip_through_yaml(qtbot, tmp_path, monkeypatch):
 def test_smoothing_starts_at_the_first_value():
     assert smoothed([2.0, 2.0, 2.0]) == [2.0, 2.0, 2.0]
     assert smoothed([]) == []
+
+
+def test_a_relative_data_path_is_saved_absolute(qtbot, tmp_path, monkeypatch):
+    """The trainer runs in its own folder: the config it is given names the data absolutely."""
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "d.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    page, controller = make_page(qtbot, tmp_path, "--steps", "2")
+    controller.state.select_dataset("sets/d.jsonl")
+    with qtbot.waitSignal(controller.run_ended, timeout=15_000):
+        page.start_button.click()
+    assert TrainConfig.from_yaml(page.started_configs[0]).data.data == str(tmp_path / "sets" / "d.jsonl")
+

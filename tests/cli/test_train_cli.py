@@ -130,3 +130,48 @@ def test_sigterm_stops_with_a_checkpoint_and_exit_status_0(tiny_model, dataset, 
     assert stopped["checkpoint"].endswith(f"step-{stopped['step']}")
     assert f"--resume {run_dir}" in stopped["reason"]
     assert os.path.isfile(Path(stopped["checkpoint"]) / "optimizer.safetensors")
+
+
+def test_relative_paths_are_stored_absolute_so_eval_and_resume_work_from_another_folder(
+        tiny_model, dataset, tmp_path, monkeypatch, capsys):
+    """``--model``, ``--data`` and ``--run-dir`` typed relative to one folder are written absolute
+    into config.yaml; ``eval --run`` and ``--resume`` then work from a different folder."""
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    (here / "data").symlink_to(dataset)
+    (here / "model").symlink_to(tiny_model)
+    monkeypatch.chdir(here)
+    args = [a for a in flags(tiny_model, dataset, "run", iters=2, save_every=2, steps_per_eval=2)]
+    args[args.index("--model") + 1], args[args.index("--data") + 1] = "model", "data"
+    assert main(["train", *args, "--json-events"]) == 0
+    capsys.readouterr()
+    saved = RunFolder(here / "run").raw_config()
+    assert saved["model"]["model"] == str(here / "model") and saved["data"]["data"] == str(here / "data")
+    assert saved["run"]["run_dir"] == str(here / "run")
+
+    monkeypatch.chdir(elsewhere)
+    assert main(["eval", "--run", str(here / "run"), "--split", "test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["examples"] == 4
+    assert main(["train", "--resume", str(here / "run"), "--iters", "3", "--json-events"]) == 0
+    assert events_of(capsys.readouterr().out)[-1]["event"] == "run_finished"
+    assert not any(elsewhere.iterdir())  # nothing was written relative to the other folder
+
+
+def test_hub_ids_and_demo_stay_as_typed(tmp_path, monkeypatch):
+    from mlx_lora.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    for model in ("demo", "HuggingFaceTB/SmolLM2-135M-Instruct"):
+        assert TrainConfig().replace(model=model).with_absolute_paths().model.model == model
+
+
+def test_a_sigterm_stop_does_not_print_the_ctrl_c_hint(capsys):
+    """The app stops its trainer with SIGTERM; its log must not say "Ctrl-C again"."""
+    from mlx_lora.cli.reporting import StopFlag
+
+    flag = StopFlag()
+    flag._on_signal(signal.SIGTERM, None)
+    assert flag() and "Ctrl-C" not in capsys.readouterr().err
+    flag = StopFlag()
+    flag._on_signal(signal.SIGINT, None)
+    assert "Ctrl-C again" in capsys.readouterr().err

@@ -41,6 +41,47 @@ def storage(tmp_path: Path, repo_id: str) -> Path:
 # ---- search and details ----------------------------------------------------
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_search_with_the_hub_unreachable_says_offline_without_the_clients_retries(hub: StandInHub, monkeypatch):
+    """No Hub: a quick reachability check answers, and huggingface_hub's request (five attempts
+    with back-off, ~35 s) is never made."""
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setattr(HfApi, "list_models", lambda *a, **k: pytest.fail("searched an unreachable Hub"))
+    with pytest.raises(hubmod.HubUnreachable, match="offline — cannot reach .* local models and the demo still work"):
+        hubmod.search_models("tiny")
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)  # the stand-in is reachable: no false alarm
+    assert hubmod.hub_reachable()
+
+
+def test_a_hanging_connection_is_given_up_after_the_timeout(monkeypatch):
+    """A resolver or a SYN that never answers does not hold the search: the probe is left
+    behind in its daemon thread, still blocked, when the check answers False."""
+    import socket
+    import threading
+
+    release = threading.Event()
+    def hang(*_args, **_kwargs):
+        release.wait(60)
+        raise OSError("released")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert hubmod.hub_reachable("https://huggingface.co", timeout=0.2) is False
+    assert not release.is_set()  # answered while the probe still waits
+    release.set()
+
+
 def test_search_returns_the_hubs_results_with_params_size_license(hub: StandInHub, tiny_model):
     results = hubmod.search_models("tiny", sort="downloads", limit=10)
 

@@ -45,7 +45,8 @@ the package; the names below are its interface.
 from __future__ import annotations
 
 from mlx_lora.models.hub.cache import CachedModel, _snapshot_complete, cached_model_path, delete_cached, list_cached
-from mlx_lora.models.hub.common import _hub_errors, default_api, hub_cache_dir, hub_endpoint, is_offline
+from mlx_lora.models.hub.common import HubUnreachable, _hub_errors, default_api, hub_cache_dir, hub_endpoint, \
+    hub_reachable, is_offline
 from mlx_lora.models.hub.download import DOWNLOAD_CHUNK_BYTES, DownloadProgress, _free_bytes, download_model
 from mlx_lora.models.hub.files import ALLOW_PATTERNS, NEVER_SUFFIXES, PICKLE_SUFFIXES, RemoteFile, is_selected, \
     repo_problems
@@ -56,7 +57,7 @@ from mlx_lora.models.hub.search import SORTS, ModelDetails, ModelSummary, mlx_co
 # them through the package (download_model looks `_free_bytes` up here).
 __all__ = [
     "ALLOW_PATTERNS", "DOWNLOAD_CHUNK_BYTES", "NEVER_SUFFIXES", "PICKLE_SUFFIXES", "SORTS",
-    "CachedModel", "DownloadProgress", "ModelDetails", "ModelSummary", "RemoteFile",
+    "CachedModel", "DownloadProgress", "HubUnreachable", "hub_reachable", "ModelDetails", "ModelSummary", "RemoteFile",
     "cached_model_path", "default_api", "delete_cached", "download_model", "hub_cache_dir", "hub_endpoint",
     "is_offline", "is_selected", "list_cached", "mlx_conversion_hint", "model_details", "repo_problems",
     "search_models",

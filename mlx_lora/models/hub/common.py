@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
+import threading
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import httpx2
 from huggingface_hub import HfApi, constants, get_token
@@ -94,6 +97,46 @@ def _check_revision(revision: str | None) -> None:
     if (not revision or "\\" in revision or "\x00" in revision or revision.startswith("/")
             or any(p in ("", ".", "..") for p in parts)):
         raise UserError(f"{revision!r} is not a revision name (a branch, tag or commit)")
+
+
+REACHABLE_TIMEOUT_S = 1.0  # a reachable Hub opens a connection in well under this (~50-300 ms)
+
+
+class HubUnreachable(UserError):
+    """No connection to the Hub could be opened: the machine is offline (or the Hub is down)."""
+
+
+def hub_reachable(endpoint: str | None = None, timeout: float = REACHABLE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub's host opens within ``timeout`` seconds, name lookup
+    included — asked before a search, because offline huggingface_hub's own retries take ~35 s
+    (five attempts with back-off) before it gives up. The probe runs in a daemon thread so a
+    resolver that hangs cannot hold the caller longer than ``timeout``. With a proxy configured
+    the direct connection says nothing, so the answer is True (the request itself will tell)."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                             "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(endpoint or hub_endpoint())
+    if not url.hostname:
+        return True  # not a URL we can probe: let the request say what is wrong
+    port = url.port or (443 if url.scheme == "https" else 80)
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((url.hostname, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="hub-reachability", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
+
+
+def _unreachable_error(endpoint: str) -> HubUnreachable:
+    return HubUnreachable(f"offline — cannot reach the Hugging Face Hub at {endpoint}; local models and the "
+                          "demo still work")
 
 
 def _offline_error(what: str) -> UserError:

@@ -13,7 +13,8 @@ from datetime import datetime
 from huggingface_hub import HfApi
 
 from mlx_lora.errors import UserError
-from mlx_lora.models.hub.common import _check_repo_id, _hub_errors, _offline_error, default_api, is_offline
+from mlx_lora.models.hub.common import _check_repo_id, _hub_errors, _offline_error, _unreachable_error, default_api, \
+    hub_reachable, is_offline
 from mlx_lora.models.hub.files import RemoteFile, _download_order, is_selected, repo_problems
 
 SORTS = {"downloads": "downloads", "likes": "likes", "trending": "trending_score", "recent": "last_modified"}
@@ -113,6 +114,8 @@ def search_models(query: str, sort: str = "downloads", limit: int = 30, api: HfA
     if is_offline():
         raise _offline_error("searching models")
     api = api or default_api()
+    if not hub_reachable(api.endpoint):  # in a second, rather than after the client's ~35 s of retries
+        raise _unreachable_error(api.endpoint)
     with _hub_errors(None, api):
         infos = api.list_models(search=query or None, filter="text-generation", sort=SORTS[sort],
                                 limit=limit, expand=_SEARCH_FIELDS)
