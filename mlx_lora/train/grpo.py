@@ -256,11 +256,14 @@ class GRPOObjective:
         self.pending: list[Generation] = []
         self.updates_done = 0  # optimiser steps taken (the loop's step)
         self.piece = 0  # micro-batch calls within the current step
+        self.splits_encoded = 0
 
     # -- the loop's interface ----------------------------------------------------------
     def encode(self, tokenizer, records, data) -> EncodedSplit:
-        split = "train" if not getattr(self, "_encoded_train", False) else "valid"
-        self._encoded_train = True
+        # the loop encodes the training split first, then the validation split: the names are
+        # for reward errors ("valid record 3")
+        split = ("train", "valid")[min(self.splits_encoded, 1)]
+        self.splits_encoded += 1
         self.rewards.check_records(records, split)
         return encode_prompts(tokenizer, records, split, data.max_seq_length, data.too_long)
 
