@@ -1,8 +1,8 @@
 """The one training configuration: a tree of dataclasses that the YAML file, the
 CLI flags and the app's form are all views of.
 
-Each section (``model``, ``data``, ``adapter``, ``preference``, ``optimizer``, ``schedule``,
-``evaluation``, ``run``) is a frozen dataclass whose fields carry their help
+Each section (``model``, ``data``, ``adapter``, ``preference``, ``grpo``, ``optimizer``,
+``schedule``, ``evaluation``, ``run``) is a frozen dataclass whose fields carry their help
 text, choices and bounds in ``field.metadata``; ``__post_init__`` checks every
 field against that metadata (and coerces YAML's loose scalars, e.g. ``"1e-4"``)
 and raises :class:`~mlx_lora.errors.UserError` naming the setting. A setting
@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -140,14 +141,76 @@ class PreferenceConfig(Section):
     objective: str = setting("sft", "sft: learn the replies (supervised fine-tuning); dpo: Direct Preference "
                                     "Optimization on prompt/chosen/rejected pairs, against the base with the "
                                     "adapter switched off; orpo: odds-ratio preference optimisation (the chosen "
-                                    "answer's loss plus a preference term, no reference).",
-                             choices=("sft", "dpo", "orpo"))
+                                    "answer's loss plus a preference term, no reference); grpo: reinforcement "
+                                    "learning on prompt records, sampling a group of answers per prompt and "
+                                    "scoring them with reward functions (the grpo settings).",
+                             choices=("sft", "dpo", "orpo", "grpo"))
     beta: float = setting(0.1, "DPO's beta: how far the tuned model may move from the reference; lower lets it "
                                "move further (typical 0.05-0.5). Not Adam's beta1/beta2.",
                           min=0.0, min_exclusive=True, max=100.0, advanced=True)
     orpo_lambda: float = setting(0.1, "ORPO's lambda: the weight of the odds-ratio (preference) term next to the "
                                       "chosen answer's loss (the ORPO paper uses 0.1).",
                                  min=0.0, min_exclusive=True, max=100.0, advanced=True)
+
+
+BUILTIN_REWARDS = ("exact_match", "format", "length")
+
+
+@dataclasses.dataclass(frozen=True)
+class GRPOConfig(Section):
+    """Group Relative Policy Optimization (objective grpo; mlx_lora.train.grpo): what is
+    sampled per prompt, how the answers are scored, and how far the policy may move."""
+
+    section_name = "grpo"
+    group_size: int = setting(4, "GRPO: answers sampled per prompt; each is scored against the others of its "
+                                 "group (at least 2).", min=2, max=256, advanced=True)
+    grpo_beta: float = setting(0.04, "GRPO: weight of the KL term that holds the policy near the reference (the "
+                                     "base with the adapter switched off); 0 drops it.", min=0.0, max=100.0,
+                               label="KL beta", advanced=True)
+    clip_epsilon: float = setting(0.2, "GRPO: the policy/old probability ratio is clipped to 1 ± this.",
+                                  min=0.0, min_exclusive=True, max=10.0, advanced=True)
+    policy_updates: int = setting(1, "GRPO: optimiser steps taken on each batch of sampled answers before new "
+                                     "ones are sampled (1: always on-policy; more reuses the samples, with the "
+                                     "clipped ratio keeping the steps close).", min=1, max=64, advanced=True)
+    max_completion_tokens: int = setting(16, "GRPO: the longest answer sampled, in tokens.", min=1, max=65_536, advanced=True)
+    temperature: float = setting(0.8, "GRPO: the sampling temperature of the answers (0 would make a group's "
+                                      "answers identical, so it must be above 0).", min=0.0, min_exclusive=True,
+                                 max=10.0, advanced=True)
+    advantage_normalization: str = setting("std", "GRPO: std: the advantage is (reward - group mean) / group std "
+                                                  "(the GRPO paper); none: reward - group mean, with the loss "
+                                                  "summed over a fixed max_completion_tokens per answer "
+                                                  "(Dr. GRPO, no length or difficulty bias).",
+                                           choices=("std", "none"), advanced=True)
+    rewards: tuple[str, ...] = setting(("exact_match", "format"), "GRPO: the reward functions, added up: "
+                                       "exact_match (the answer's final number or word equals the record's "
+                                       "'answer'), format (the answer matches reward_pattern), length (minus the "
+                                       "answer's share of max_completion_tokens); 'name:weight' scales one "
+                                       "(format:0.5). reward_file adds your own.", presets=BUILTIN_REWARDS)
+    reward_pattern: str = setting(r"^\s*-?\d+(\.\d+)?\s*$", "GRPO: the regular expression the format reward "
+                                                             "checks the whole answer against (1 if it matches, "
+                                                             "else 0).", advanced=True)
+    reward_file: str = setting("", "GRPO: a Python file of yours with def reward(prompt, completion, **row) -> "
+                                   "float, run in a separate process (the one place your code runs); its "
+                                   "reward is added to the others as 'user'.")
+    reward_timeout: float = setting(5.0, "GRPO: seconds one call of reward_file's function may take before the "
+                                         "run stops with a named error.", min=0.0, min_exclusive=True,
+                                    max=3600.0, advanced=True)
+
+    def check(self) -> None:
+        for entry in self.rewards:
+            name, _, weight = entry.partition(":")
+            if name not in BUILTIN_REWARDS:
+                self.fail("rewards", f"unknown reward {name!r}; the built-in ones are {', '.join(BUILTIN_REWARDS)} "
+                                     "(your own goes in reward_file)")
+            if weight:
+                try:
+                    float(weight)
+                except ValueError:
+                    self.fail("rewards", f"{entry!r}: the weight after ':' must be a number")
+        try:
+            re.compile(self.reward_pattern)
+        except re.error as exc:
+            self.fail("reward_pattern", f"not a regular expression: {exc}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +320,7 @@ SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig,
     "adapter": AdapterConfig,
     "preference": PreferenceConfig,
+    "grpo": GRPOConfig,
     "optimizer": OptimizerConfig,
     "schedule": ScheduleConfig,
     "evaluation": EvaluationConfig,
@@ -283,6 +347,7 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     adapter: AdapterConfig = dataclasses.field(default_factory=AdapterConfig)
     preference: PreferenceConfig = dataclasses.field(default_factory=PreferenceConfig)
+    grpo: GRPOConfig = dataclasses.field(default_factory=GRPOConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
@@ -290,7 +355,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         method_for(self.adapter.fine_tune_type).check(self)
-        if self.schedule.relora_every and self.preference.objective == "dpo":
+        if self.preference.objective == "grpo" and self.adapter.fine_tune_type not in ("lora", "dora"):
+            raise UserError("objective (preference.objective, --objective): GRPO's reference model is the base with "
+                            "the adapter switched off, so it needs --fine-tune-type lora or dora, not "
+                            f"{self.adapter.fine_tune_type}")
+        if self.preference.objective == "grpo" and not (self.grpo.rewards or self.grpo.reward_file):
+            raise UserError("rewards (grpo.rewards, --rewards): GRPO needs at least one reward: a built-in one "
+                            f"({', '.join(BUILTIN_REWARDS)}) or your own in --reward-file")
+        if self.schedule.relora_every and self.preference.objective in ("dpo", "grpo"):
             raise UserError("relora_every (schedule.relora_every, --relora-every): DPO's reference model is the base "
                             "with the adapter switched off, and ReLoRA merges the adapter into the base, which "
                             "would move the reference; use --objective orpo with ReLoRA, or plain LoRA with DPO")

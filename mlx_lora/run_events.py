@@ -2,7 +2,8 @@
 
 ``RunStarted`` once, then ``StepReport`` every ``steps_per_report`` steps,
 ``EvalReport`` every ``steps_per_eval`` steps, ``CheckpointSaved`` after each
-complete checkpoint, ``AdapterMerged`` after each ReLoRA merge, ``AdapterRanks``
+complete checkpoint, ``RewardReport`` (objective grpo) just before each ``StepReport``,
+``AdapterMerged`` after each ReLoRA merge, ``AdapterRanks``
 (AdaLoRA's final ranks) just before the end, and exactly one of ``RunFinished`` / ``RunStopped`` /
 ``RunFailed`` at the end (:data:`TERMINAL_EVENTS`, with the status each gives the run
 in :data:`RUN_STATUS`). Every event has a ``step`` (the optimiser steps done
@@ -67,6 +68,24 @@ class EvalReport(Event):
     # reward(chosen) - reward(rejected), and the share of pairs where chosen wins
     reward_margin: float | None = None
     reward_accuracy: float | None = None
+    # grpo only: the mean reward of one greedy answer per validation prompt (val_loss is minus it)
+    val_reward: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardReport(Event):
+    """GRPO's rewards since the last report, over every sampled answer (mlx_lora.train.grpo)."""
+
+    step: int
+    mean_reward: float  # the summed reward, mean over the answers
+    reward_std: float  # its spread over the answers
+    rewards: dict[str, float]  # reward function -> its mean (weight applied)
+    kl: float | None  # mean per answer token of KL(policy ‖ base) in the updates (None with grpo_beta 0)
+    completion_tokens: float  # mean answer length, in tokens
+    generation_s: float  # seconds spent sampling and scoring, per step
+    sample_prompts: tuple[str, ...] = ()  # a few prompts of the last step…
+    samples: tuple[str, ...] = ()  # …the first answer sampled for each…
+    sample_rewards: tuple[float, ...] = ()  # …and its reward
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,14 +36,19 @@ def _stats(reporter, should_stop, tokenizer, records, max_seq_length: int, mask_
 
 
 def _preview(reporter, should_stop, tokenizer, record, mask_prompt: bool):
-    """[Span], or for a preference pair ([Span] of chosen, [Span] of rejected)."""
-    from mlx_lora.data.records import PREFERENCE, record_format
+    """[Span], or for a preference pair ([Span] of chosen, [Span] of rejected), or for a prompt
+    record {"spans": [Span], "fields": {the reward fields}}."""
+    from mlx_lora.data.records import PREFERENCE, PROMPT, record_format
     from mlx_lora.data.render import preview
 
     if record_format(record) == PREFERENCE:
         from mlx_lora.data.pairs import preview_pair
 
         return preview_pair(tokenizer, record)
+    if record_format(record) == PROMPT:  # grpo: the prompt as the model sees it, and what the rewards read
+        from mlx_lora.data.prompts import reward_fields
+
+        return {"spans": preview(tokenizer, record, mask_prompt), "fields": reward_fields(record)}
     return preview(tokenizer, record, mask_prompt)
 
 
@@ -76,6 +81,7 @@ class DataController(QObject):
     stats_computed = Signal(object)  # DatasetStats of the training records
     preview_rendered = Signal(int, list)  # record index, [Span]
     pair_preview_rendered = Signal(int, list, list)  # record index, [Span] of chosen, [Span] of rejected
+    prompt_preview_rendered = Signal(int, list, dict)  # record index, [Span] of the prompt, its reward fields
     tokenizer_loading = Signal(str)  # model label
     busy_changed = Signal(bool)
     failed = Signal(str)
@@ -176,7 +182,9 @@ class DataController(QObject):
             on_finished=lambda spans: self._on_preview_done(index, spans)))
 
     def _on_preview_done(self, index: int, spans) -> None:
-        if isinstance(spans, tuple):  # a preference pair
+        if isinstance(spans, dict):  # a prompt record (grpo)
+            self.prompt_preview_rendered.emit(index, list(spans["spans"]), dict(spans["fields"]))
+        elif isinstance(spans, tuple):  # a preference pair
             self.pair_preview_rendered.emit(index, list(spans[0]), list(spans[1]))
         else:
             self.preview_rendered.emit(index, list(spans))

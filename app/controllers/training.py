@@ -18,7 +18,7 @@ from app.controllers.app_state import AppState
 from app.jobs.training_supervisor import TrainingSupervisor
 from mlx_lora.events import Event, Progress
 from mlx_lora.run_events import (
-    AdapterMerged, AdapterRanks, EvalReport, RunFinished, RunStarted, RunStopped, StepReport,
+    AdapterMerged, AdapterRanks, EvalReport, RewardReport, RunFinished, RunStarted, RunStopped, StepReport,
 )
 
 
@@ -36,6 +36,37 @@ class RunHistory:
     reward_accuracies: list[float] = field(default_factory=list)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
     total_steps: int = 0
+    grpo: "RewardHistory" = field(default_factory=lambda: RewardHistory())
+
+
+@dataclass
+class RewardHistory:
+    """GRPO's sampled rewards, one entry per RewardReport, and the latest samples."""
+
+    steps: list[int] = field(default_factory=list)
+    mean_rewards: list[float] = field(default_factory=list)
+    rewards: dict[str, list[float]] = field(default_factory=dict)  # reward function -> its means
+    kls: list[float] = field(default_factory=list)  # NaN where there was no KL (grpo_beta 0)
+    latest: RewardReport | None = None
+
+    def add(self, event: RewardReport) -> None:
+        self.steps.append(event.step)
+        self.mean_rewards.append(event.mean_reward)
+        for name, value in event.rewards.items():
+            self.rewards.setdefault(name, [float("nan")] * (len(self.steps) - 1)).append(value)
+        self.kls.append(float("nan") if event.kl is None else event.kl)
+        self.latest = event
+
+    def cut(self, step: int) -> "RewardHistory":
+        kept = RewardHistory()
+        for k, s in enumerate(self.steps):
+            if s <= step:
+                kept.steps.append(s)
+                kept.mean_rewards.append(self.mean_rewards[k])
+                kept.kls.append(self.kls[k])
+                for name, values in self.rewards.items():
+                    kept.rewards.setdefault(name, []).append(values[k])
+        return kept
 
 
 def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
@@ -51,6 +82,7 @@ class TrainingController(QObject):
     run_started = Signal(object)  # RunStarted (history.total_steps is set, a resume's history cut back)
     step_reported = Signal(object)  # StepReport, after it is added to history
     eval_reported = Signal(object)  # EvalReport, after it is added to history
+    reward_reported = Signal(object)  # RewardReport (grpo), after it is added to history.grpo
     checkpoint_saved = Signal(str)
     progressed = Signal(str)  # what the trainer is doing before its first step ("loading the model")
     run_ended = Signal(str, str)  # outcome ("finished", "stopped", "failed", "crashed"), message
@@ -168,7 +200,13 @@ class TrainingController(QObject):
         from mlx_lora.run_history import load_run_curves
 
         curves = load_run_curves(run_dir)
-        return RunHistory(steps=list(curves["step"]), losses=list(curves["loss"]),
+        grpo = RewardHistory()
+        from mlx_lora.run_folder import RunFolder
+
+        for record in RunFolder(run_dir).metrics():
+            if record.get("event") == "reward_report":
+                grpo.add(RewardReport.from_dict(record))
+        return RunHistory(grpo=grpo, steps=list(curves["step"]), losses=list(curves["loss"]),
                           learning_rates=list(curves["learning_rate"]), val_steps=list(curves["val_step"]),
                           val_losses=list(curves["val_loss"]), reward_steps=list(curves["reward_step"]),
                           reward_margins=list(curves["reward_margin"]),
@@ -178,6 +216,9 @@ class TrainingController(QObject):
     def _on_event_received(self, event: Event) -> None:
         if isinstance(event, Progress) and event.message and event.message != "done":
             self.progressed.emit(event.message)
+        elif isinstance(event, RewardReport):
+            self.history.grpo.add(event)
+            self.reward_reported.emit(event)
         elif isinstance(event, (AdapterMerged, AdapterRanks)) and event.message:
             self.log_line.emit(f"step {event.step}: {event.message}")  # ReLoRA merges, AdaLoRA's ranks
 
@@ -194,6 +235,7 @@ class TrainingController(QObject):
             keep = [k for k, s in enumerate(h.reward_steps) if s <= step]
             h.reward_steps, h.reward_margins, h.reward_accuracies = (
                 [getattr(h, a)[k] for k in keep] for a in ("reward_steps", "reward_margins", "reward_accuracies"))
+            h.grpo = h.grpo.cut(step)
         for note in event.notes:
             self.log_line.emit(f"note: {note}")
         self.run_started.emit(event)

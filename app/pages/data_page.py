@@ -17,6 +17,7 @@ config (``AppState.config``), the same one the Train page's form shows and start
 from __future__ import annotations
 
 import html
+import json
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -59,6 +60,15 @@ def pair_to_html(chosen: list, rejected: list, colors: dict[str, str]) -> str:
 
     return (heading("Chosen", colors["series_4"]) + spans_to_html(chosen, colors)
             + heading("Rejected", colors["danger"]) + spans_to_html(rejected, colors))
+
+
+def prompt_to_html(spans: list, fields: dict, colors: dict[str, str]) -> str:
+    """A GRPO prompt as the model sees it, then the fields its rewards read (answer, …)."""
+    rows = "".join(f"<tr><td><b>{html.escape(str(k))}</b></td><td>&nbsp;{html.escape(json.dumps(v, ensure_ascii=False))}"
+                   "</td></tr>" for k, v in fields.items())
+    note = (f"<p style='margin:6px 0 0 0'><b style='color:{colors['series_1']}'>Reward fields</b></p><table>{rows}</table>"
+            if rows else f"<p style='color:{colors['masked_fg']}'>No reward fields (only the prompt).</p>")
+    return spans_to_html(spans, colors) + note
 
 
 def _make_histogram():
@@ -186,6 +196,7 @@ class DataPage(QWidget):
         controller.stats_computed.connect(self._on_stats_computed)
         controller.preview_rendered.connect(self._on_preview_rendered)
         controller.pair_preview_rendered.connect(self._on_pair_preview_rendered)
+        controller.prompt_preview_rendered.connect(self._on_prompt_preview_rendered)
         controller.tokenizer_loading.connect(
             lambda label: self.preview_info.setText(f"Loading the tokenizer of {label}…"))
         controller.failed.connect(self._on_failed)
@@ -200,7 +211,9 @@ class DataPage(QWidget):
     def apply_theme(self) -> None:
         if self.histogram.widget is not None:
             self.histogram.widget.apply_theme()
-        if self._spans:
+        if getattr(self, "_prompt", None):
+            self.preview_view.setHtml(prompt_to_html(*self._prompt, ThemeManager.colors()))
+        elif self._spans:
             self.preview_view.setHtml(spans_to_html(self._spans, ThemeManager.colors()))
         elif self._pair:
             self.preview_view.setHtml(pair_to_html(*self._pair, ThemeManager.colors()))
@@ -330,7 +343,7 @@ class DataPage(QWidget):
     def _on_preview_rendered(self, index: int, spans: list) -> None:
         if index != self.example_index.value() - 1:
             return
-        self._spans, self._pair = spans, None
+        self._spans, self._pair, self._prompt = spans, None, None
         trained = sum(s.token_count for s in spans if s.trained)
         total = sum(s.token_count for s in spans)
         self.preview_info.setText(f"{total} tokens, {trained} trained")
@@ -339,7 +352,7 @@ class DataPage(QWidget):
     def _on_pair_preview_rendered(self, index: int, chosen: list, rejected: list) -> None:
         if index != self.example_index.value() - 1:
             return
-        self._spans, self._pair = [], (chosen, rejected)
+        self._spans, self._pair, self._prompt = [], (chosen, rejected), None
 
         def counts(spans) -> str:
             return (f"{sum(s.token_count for s in spans)} tokens, "
@@ -347,6 +360,14 @@ class DataPage(QWidget):
 
         self.preview_info.setText(f"Preference pair: chosen {counts(chosen)} · rejected {counts(rejected)}")
         self.preview_view.setHtml(pair_to_html(chosen, rejected, ThemeManager.colors()))
+
+    def _on_prompt_preview_rendered(self, index: int, spans: list, fields: dict) -> None:
+        if index != self.example_index.value() - 1:
+            return
+        self._spans, self._pair, self._prompt = [], None, (spans, fields)
+        total = sum(s.token_count for s in spans)
+        self.preview_info.setText(f"Prompt for GRPO: {total} tokens; the model writes the answers")
+        self.preview_view.setHtml(prompt_to_html(spans, fields, ThemeManager.colors()))
 
     def _on_failed(self, message: str) -> None:
         self.summary.setText(f"<span style='color:{ThemeManager.colors()['danger']}'>{html.escape(message)}</span>")

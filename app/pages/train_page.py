@@ -125,8 +125,12 @@ class TrainPage(QWidget):
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(LOG_LINES_KEPT)
         self.log_view.setPlaceholderText("The trainer's log appears here.")
+        from app.widgets.reward_panel import RewardPanel
+
+        self.reward_panel = RewardPanel()  # grpo: sampled rewards and answers (hidden otherwise)
         run_split = QSplitter(Qt.Orientation.Vertical)
         run_split.addWidget(self.charts)
+        run_split.addWidget(self.reward_panel)
         run_split.addWidget(self.log_view)
         run_split.setStretchFactor(0, 3)
         run_split.setStretchFactor(1, 1)
@@ -154,6 +158,7 @@ class TrainPage(QWidget):
         c.run_started.connect(self._on_run_started)
         c.step_reported.connect(self._on_step_reported)
         c.eval_reported.connect(self._on_eval_reported)
+        c.reward_reported.connect(self._on_reward_reported)
         c.checkpoint_saved.connect(lambda path: self._append_log(f"checkpoint saved: {path}"))
         c.progressed.connect(self._on_progressed)
         c.run_ended.connect(self._on_run_ended)
@@ -190,6 +195,7 @@ class TrainPage(QWidget):
     def apply_theme(self) -> None:
         if self.charts.widget is not None:
             self.charts.widget.apply_theme()
+        self.reward_panel.apply_theme()
 
     # -- helpers -------------------------------------------------------------------------
     def _replace(self, **settings) -> None:
@@ -249,6 +255,7 @@ class TrainPage(QWidget):
         self.charts.widget.set_history(h.steps, h.losses, smoothed(h.losses), h.val_steps, h.val_losses,
                                        h.learning_rates)
         self.charts.widget.set_rewards(h.reward_steps, h.reward_margins, h.reward_accuracies)
+        self.reward_panel.set_history(h.grpo)
 
     def _reset_run_view(self) -> None:
         self.banner.setVisible(False)
@@ -396,6 +403,9 @@ class TrainPage(QWidget):
                    if event.reward_margin is not None else "")
         self._append_log(f"step {event.step}: {what} {event.val_loss:.4f}{rewards}{best}")
         self._redraw()
+
+    def _on_reward_reported(self, event) -> None:
+        self.reward_panel.set_history(self.controller.history.grpo)
 
     def _on_run_ended(self, outcome: str, message: str) -> None:
         self._append_log(message)

@@ -224,6 +224,57 @@ class TrainingCharts(QWidget):
                 view.updateAutoRange()
 
 
+class RewardCharts(QWidget):
+    """GRPO's sampled rewards by step: the mean reward and each reward function's mean (left),
+    the KL to the base model (right). Fed from ``RewardHistory`` (app/controllers/training.py)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        from PySide6.QtWidgets import QHBoxLayout
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.reward_plot = pg.PlotWidget()
+        self.kl_plot = pg.PlotWidget()
+        self.kl_plot.setXLink(self.reward_plot)
+        layout.addWidget(self.reward_plot, 3)
+        layout.addWidget(self.kl_plot, 2)
+        self.legend = self.reward_plot.getPlotItem().addLegend(offset=(10, 10))
+        self.mean = self.reward_plot.plot(name="mean reward", symbol="o", symbolSize=5)
+        self.functions: dict[str, pg.PlotDataItem] = {}
+        self.kl = self.kl_plot.plot()
+        self.apply_theme()
+
+    def apply_theme(self) -> None:
+        c = ThemeManager.colors()
+        _style_plot(self.reward_plot, "Reward (sampled answers)", "")
+        _style_plot(self.kl_plot, "KL to the base model", "")
+        for plot in (self.reward_plot, self.kl_plot):
+            plot.getPlotItem().setLabel("bottom", "step", color=c["secondary"])
+        self.mean.setPen(pg.mkPen(c["series_1"], width=2.4))
+        self.mean.setSymbolBrush(pg.mkBrush(c["series_1"]))
+        self.mean.setSymbolPen(pg.mkPen(c["base"], width=1))
+        palette = [c["series_2"], c["series_3"], c["series_4"]]
+        for k, curve in enumerate(self.functions.values()):
+            curve.setPen(pg.mkPen(palette[k % len(palette)], width=1.4, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.kl.setPen(pg.mkPen(c["series_4"], width=2))
+        self.legend.setLabelTextColor(c["secondary"])
+
+    def set_history(self, steps, mean_rewards, rewards: dict, kls) -> None:
+        x = np.asarray(steps, float)
+        self.mean.setData(x, np.asarray(mean_rewards, float))
+        for name, values in rewards.items():
+            if name not in self.functions:
+                self.functions[name] = self.reward_plot.plot(name=name)
+                self.apply_theme()
+            self.functions[name].setData(x, np.asarray(values, float))
+        kl = np.asarray(kls, float)
+        finite = np.isfinite(kl)
+        self.kl.setData(x[finite], kl[finite])
+        self.kl_plot.setVisible(bool(finite.any()))
+        TrainingCharts._settle_ranges(self.reward_plot, self.kl_plot)
+
+
 class LengthHistogram(pg.PlotWidget):
     """Tokens per example as bars, with the max-sequence-length cut-off as a dashed line."""
 

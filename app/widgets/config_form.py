@@ -56,6 +56,9 @@ class FloatSpinBox(QDoubleSpinBox):
         return QValidator.State.Intermediate, text, pos
 
 
+SECTION_TITLES = {"grpo": "GRPO"}  # sections whose name is an acronym
+
+
 def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
@@ -150,7 +153,7 @@ class ConfigForm(QWidget):
 
     def _build(self, obj: Any, prefix: tuple[str, ...], basic: list, advanced: list) -> None:
         hints = typing.get_type_hints(type(obj))
-        title = _label(prefix[-1]) if prefix else "General"
+        title = SECTION_TITLES.get(prefix[-1], _label(prefix[-1])) if prefix else "General"
         basic_form, advanced_form = QFormLayout(), QFormLayout()
         nested = []
         for field in dataclasses.fields(obj):

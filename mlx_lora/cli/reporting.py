@@ -38,10 +38,19 @@ class ProgressPrinter:
             line = (f"step {event.step:>5}/{event.total_steps}  loss {event.loss:.4f}  lr {event.learning_rate:.2e}  "
                     f"{event.tokens_per_second:,.0f} tok/s  peak {event.peak_memory_gb:.2f} GB  "
                     f"eta {_duration(event.eta_s)}")
+        elif isinstance(event, ev.RewardReport):  # grpo
+            parts = "  ".join(f"{name} {value:.3f}" for name, value in event.rewards.items())
+            line = (f"step {event.step:>5}  reward {event.mean_reward:.3f} ({parts})"
+                    + (f"  kl {event.kl:.4f}" if event.kl is not None else "")
+                    + f"  answer {event.completion_tokens:.1f} tok  sampling {event.generation_s:.1f}s")
+            if event.samples:
+                line += f"\n  e.g. {event.samples[0][:80]!r} → {event.sample_rewards[0]:.2f}"
         elif isinstance(event, ev.EvalReport):
             line = f"step {event.step:>5}  val loss {event.val_loss:.4f}"
             if event.reward_margin is not None:  # dpo, orpo
                 line += f"  reward margin {event.reward_margin:.4f}  accuracy {event.reward_accuracy:.0%}"
+            if event.val_reward is not None:  # grpo
+                line += f"  val reward {event.val_reward:.3f}"
             line += "  (best)" if event.best else ""
         elif isinstance(event, (ev.AdapterMerged, ev.AdapterRanks)):
             line = f"step {event.step:>5}  {event.message}"

@@ -6,7 +6,9 @@
 - completion: ``{"prompt": ..., "completion": ...}``;
 - text: ``{"text": ...}``;
 - preference: ``{"prompt": ..., "chosen": ..., "rejected": ...}`` (plain or chat form;
-  the rules are in :mod:`mlx_lora.data.pairs`), for DPO and ORPO.
+  the rules are in :mod:`mlx_lora.data.pairs`), for DPO and ORPO;
+- prompt: ``{"prompt": ..., <any fields the rewards read, e.g. "answer">}`` (a string or
+  chat messages; :mod:`mlx_lora.data.prompts`), for GRPO, which writes the completions.
 
 Keys other than these are allowed and ignored, as mlx-lm ignores them. This
 module knows nothing about files or lines: :mod:`mlx_lora.data.validate` adds
@@ -19,13 +21,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-CHAT, COMPLETION, TEXT, PREFERENCE = "chat", "completion", "text", "preference"
-FORMATS = (CHAT, COMPLETION, TEXT, PREFERENCE)
+CHAT, COMPLETION, TEXT, PREFERENCE, PROMPT = "chat", "completion", "text", "preference", "prompt"
+FORMATS = (CHAT, COMPLETION, TEXT, PREFERENCE, PROMPT)
 ROLES = ("system", "user", "assistant", "tool")
 
 # what each format needs, for "missing keys" messages
 FORMAT_KEYS = {CHAT: "'messages'", COMPLETION: "'prompt' and 'completion'", TEXT: "'text'",
-               PREFERENCE: "'chosen' and 'rejected'"}
+               PREFERENCE: "'chosen' and 'rejected'", PROMPT: "'prompt' only (no 'completion')"}
 
 
 # JSON nested deeper than this is refused. Real records reach about 10 levels (a
@@ -88,8 +90,10 @@ def record_format(record: dict[str, Any]) -> str | None:
 
     The order follows mlx-lm's ``create_dataset`` (prompt and completion first),
     except that one of the pair is enough when there is no ``messages``: a record
-    missing half of it is reported as an incomplete completion record rather
-    than as an unknown one. ``chosen`` or ``rejected`` makes a preference record.
+    missing its prompt is reported as an incomplete completion record rather
+    than as an unknown one. ``chosen`` or ``rejected`` makes a preference record;
+    ``prompt`` alone a prompt record (GRPO), which in a file of completion records is
+    reported as missing its completion (:mod:`mlx_lora.data.validate`).
     """
     if "chosen" in record or "rejected" in record:
         return PREFERENCE
@@ -97,7 +101,9 @@ def record_format(record: dict[str, Any]) -> str | None:
         return COMPLETION
     if "messages" in record:
         return CHAT
-    if "prompt" in record or "completion" in record:
+    if "prompt" in record and "completion" not in record:
+        return PROMPT  # prompt-only: GRPO samples the completions
+    if "completion" in record:
         return COMPLETION
     if "text" in record:
         return TEXT
@@ -197,7 +203,14 @@ def check_preference(record: dict[str, Any]) -> list[str]:
     return check_pair(record)
 
 
-CHECKS = {CHAT: check_chat, COMPLETION: check_completion, TEXT: check_text, PREFERENCE: check_preference}
+def check_prompt_record(record: dict[str, Any]) -> list[str]:
+    from mlx_lora.data.prompts import check_prompt_record as check
+
+    return check(record)
+
+
+CHECKS = {CHAT: check_chat, COMPLETION: check_completion, TEXT: check_text, PREFERENCE: check_preference,
+          PROMPT: check_prompt_record}
 
 
 def check_record(record: Any) -> tuple[str | None, list[str]]:
@@ -211,7 +224,7 @@ def check_record(record: Any) -> tuple[str | None, list[str]]:
         return fmt, [problem]
     if fmt is None:
         keys = ", ".join(repr(k) for k in list(record)[:8]) or "none"
-        return None, ["missing keys: a record needs 'messages' (chat), 'prompt' and "
-                      f"'completion' (completion), 'text' (text) or 'chosen' and 'rejected' (preference); "
-                      f"found keys: {keys}"]
+        return None, ["missing keys: a record needs 'messages' (chat), 'prompt' and 'completion' "
+                      "(completion), 'text' (text), 'chosen' and 'rejected' (preference) or 'prompt' alone "
+                      f"(prompt, for grpo); found keys: {keys}"]
     return fmt, CHECKS[fmt](record)

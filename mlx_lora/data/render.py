@@ -33,7 +33,7 @@ import dataclasses
 import re
 from typing import Any
 
-from mlx_lora.data.records import CHAT, COMPLETION, PREFERENCE, TEXT, check_record
+from mlx_lora.data.records import CHAT, COMPLETION, PREFERENCE, PROMPT, TEXT, check_record
 from mlx_lora.data.template import apply_template, has_chat_template
 from mlx_lora.errors import UserError
 
@@ -231,6 +231,12 @@ def encode_example(tokenizer, record: dict[str, Any], mask_prompt: bool = True) 
         from mlx_lora.data.pairs import side_record
 
         return encode_example(tokenizer, side_record(record, "chosen"), mask_prompt)
+    if fmt == PROMPT:  # grpo: the prompt only, nothing trained (the policy writes the completions)
+        from mlx_lora.data.prompts import prompt_text
+
+        text = prompt_text(tokenizer, record)
+        tokens, offsets = _tokenize(tokenizer, text, add_special_tokens=not has_chat_template(tokenizer))
+        return EncodedExample(tokens, [False] * len(tokens), text, offsets)
     if fmt == CHAT:
         return encode_chat(tokenizer, record["messages"], record.get("tools"), mask_prompt)
     if fmt == COMPLETION:

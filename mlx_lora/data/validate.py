@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlx_lora.data.records import FORMAT_KEYS, MAX_DEPTH, check_record
+from mlx_lora.data.records import COMPLETION, FORMAT_KEYS, MAX_DEPTH, PROMPT, check_record
 from mlx_lora.errors import UserError
 
 UNKNOWN = "unknown"  # the format of a file with no recognisable record
@@ -164,6 +164,8 @@ def parse_line(text: str) -> tuple[Any, str | None]:
 
 
 def _mixed_reason(fmt: str, file_format: str, counts: dict[str, int]) -> str:
+    if fmt == PROMPT and file_format == COMPLETION:
+        return "missing key 'completion'"  # a completion record missing its half, as before prompt records
     total = sum(counts.values())
     return (f"a {fmt} record (expected {FORMAT_KEYS[file_format]}) in a file of {file_format} records "
             f"({counts[file_format]} of {total} records are {file_format}); one file holds one format")

@@ -237,6 +237,9 @@ class _Trainer:
         # what the method adds around each update (AdaLoRA, ReLoRA): mlx_lora/methods/
         self.method = method_for(config.adapter.fine_tune_type)
         self.hooks = StepHooks(self.method.hooks(config, model, self.optimizer, self.total_steps, self.out.emit))
+        bind = getattr(self.objective, "bind", None)  # grpo samples with the model: mlx_lora/train/grpo.py
+        if bind is not None:
+            self.hooks.append(bind(model, tokenizer, self.total_steps, config.run.steps_per_report, self.out.emit))
         if resuming:
             self.folder = run
             self._restore(checkpoint)

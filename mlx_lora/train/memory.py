@@ -220,6 +220,15 @@ def _targets(shape: ModelShape, targets: Sequence[str]) -> list[str]:
     return sorted(chosen)
 
 
+def grpo_kv_cache_bytes(shape: ModelShape, group_size: int, length: int, compute: int) -> int:
+    """GRPO's sampling: keys and values of every layer for ``group_size`` rows of ``length``
+    tokens (prompt + answer), plus the (G, V) float32 logits of a decoding step. The sampling
+    and the update share the one model and do not run at the same time; the cache is counted
+    on top of the update anyway, because MLX keeps freed buffers for reuse."""
+    kv = 2 * shape.num_layers * group_size * length * shape.num_kv_heads * shape.head_dim * compute
+    return kv + group_size * shape.vocab_size * 4
+
+
 def estimate_training_memory(config, *, shape: ModelShape | None = None, device: str | None = None,
                              batch_tokens: tuple[int, int] | None = None, trained_share: float = 1.0,
                              loss_chunk: int | None = None, full_logits: bool = False) -> MemoryEstimate:
@@ -275,8 +284,15 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
         optimizer = optimizer * (1 + 8 / 64) / 4
 
     # -- activations -------------------------------------------------------
+    grpo = config.grpo if config.preference.objective == "grpo" else None
+    if grpo is not None and batch_tokens is None:
+        # GRPO's update: batch_size prompts × group_size answers, each prompt + answer long, the
+        # head run at the answer tokens only (train/grpo.token_logps, unchunked)
+        batch_tokens = (data.batch_size * grpo.group_size, data.max_seq_length + grpo.max_completion_tokens)
+        trained_share = grpo.max_completion_tokens / batch_tokens[1]
+        loss_chunk = 0 if loss_chunk is None else loss_chunk
     rows, length = batch_tokens or (data.batch_size, data.max_seq_length)
-    if batch_tokens is None and data.max_batch_tokens:  # train/batches.micro_batches cuts wider batches
+    if grpo is None and batch_tokens is None and data.max_batch_tokens:  # train/batches.micro_batches cuts wider batches
         rows = min(rows, rows_per_pass(length, data.max_batch_tokens))
     tokens = rows * length
     d, i = shape.hidden_size, shape.intermediate_size
@@ -321,5 +337,7 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     parts = {"weights": int(weights), "trainable": int(trainable), "gradients": int(gradients),
              "optimizer": int(optimizer), "activations": int(activations), "attention": int(attention),
              "loss": int(loss)}
+    if grpo is not None:
+        parts["kv_cache"] = int(grpo_kv_cache_bytes(shape, grpo.group_size, length, compute))
     return MemoryEstimate(parts, (rows, length))
 

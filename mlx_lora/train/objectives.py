@@ -1,6 +1,7 @@
 """What a run optimises, as one small object the loop calls: supervised fine-tuning
-(``sft``, the default) or a preference objective (``dpo``, ``orpo``; see
-:mod:`mlx_lora.train.preference_loss`).
+(``sft``, the default), a preference objective (``dpo``, ``orpo``; see
+:mod:`mlx_lora.train.preference_loss`) or reinforcement learning on prompts (``grpo``; see
+:mod:`mlx_lora.train.grpo`).
 
 An objective has four parts, so the loop stays the same for all of them:
 
@@ -14,13 +15,16 @@ An objective has four parts, so the loop stays the same for all of them:
 - ``evaluate(model, loss, examples, batch_size, num_batches, seed, should_stop)
   -> (validation loss, extra EvalReport fields)``.
 
-``notes`` are sentences for the run's ``RunStarted`` event.
+``notes`` are sentences for the run's ``RunStarted`` event. An objective that needs the
+model itself (grpo samples its answers with it) also has ``bind(model, tokenizer,
+total_steps, steps_per_report, emit) -> StepHook``, which the loop calls once and adds
+to its hooks.
 """
 
 from __future__ import annotations
 
 from mlx_lora.config import TrainConfig
-from mlx_lora.data.records import PREFERENCE
+from mlx_lora.data.records import PREFERENCE, PROMPT
 from mlx_lora.errors import UserError
 from mlx_lora.train.batches import encode_records, make_batch
 from mlx_lora.train.evaluate import MaskedLoss, dataset_loss
@@ -53,6 +57,18 @@ def objective_for(config: TrainConfig, data_format: str):
     """The objective of ``config`` for data of ``data_format``; a preference objective on
     data without pairs is a :class:`UserError` (raised before any model loads)."""
     objective = config.preference.objective
+    if objective == "grpo" or data_format == PROMPT:
+        if objective != "grpo":
+            raise UserError(f"objective (preference.objective, --objective): {config.data.data} holds prompt records "
+                            f"(a 'prompt' and no answer to learn), which only --objective grpo trains on; "
+                            f"{objective} needs {'pairs' if objective != 'sft' else 'replies'}")
+        if data_format != PROMPT:
+            raise UserError(f"objective (preference.objective, --objective): grpo needs prompt records, each a "
+                            f"'prompt' (and the fields its rewards read, such as 'answer'), but {config.data.data} "
+                            f"holds {data_format} records (e.g. resources/datasets/plus-one)")
+        from mlx_lora.train.grpo import GRPOObjective
+
+        return GRPOObjective(config)
     if objective == "sft":
         notes = []
         if data_format == PREFERENCE:

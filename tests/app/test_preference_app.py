@@ -55,7 +55,7 @@ def test_objective_lora_plus_and_rslora_are_in_the_train_form(qtbot, tmp_path):
     form = page.form
     objective = form.editor("preference", "objective")
     assert isinstance(objective, QComboBox)
-    assert [objective.itemText(k) for k in range(objective.count())] == ["sft", "dpo", "orpo"]
+    assert [objective.itemText(k) for k in range(objective.count())] == ["sft", "dpo", "orpo", "grpo"]
     assert not form.advanced_panel.isAncestorOf(objective)  # the objective is a main setting
     rslora, lora_plus = form.editor("adapter", "rslora"), form.editor("adapter", "lora_plus_ratio")
     beta, orpo_lambda = form.editor("preference", "beta"), form.editor("preference", "orpo_lambda")

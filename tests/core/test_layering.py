@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
      "registry"),
     ("run_events", "methods"),
     ("config",),
-    ("run_folder", "data", "models"),
+    ("run_folder", "data", "models", "rewards"),
     ("adapters", "run_history"),
     ("chat",),
     ("train", "export"),
