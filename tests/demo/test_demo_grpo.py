@@ -1,6 +1,6 @@
 """GRPO on the demo model and the plus-one sample (resources/datasets/plus-one): the mean
-sampled reward rises from its start within 10 steps (about 2 minutes on a quiet 2-core
-machine; 9 minutes for 15 steps with three other jobs running). The rewards are bench/grpo_toy.py's:
+sampled reward rises from its start within 10 steps (78 s on the 2-core build machine at light
+load; 9 minutes for 15 steps with three other jobs running). The rewards are bench/grpo_toy.py's:
 exact_match and "the answer starts with a number" (the demo model rarely gives a bare number
 or a right one; that it learns to lead with a number is the rise). The full 40-step curve and
 the comparison with SFT and DPO are in bench/RESULTS.md."""
