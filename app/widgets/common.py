@@ -75,31 +75,14 @@ class MetricTile(QWidget):
         self.value.setObjectName("metricValue")
         self.name = QLabel(name)
         self.name.setObjectName("metricName")
-        self._widest = ""
         layout.addWidget(self.value)
         layout.addWidget(self.name)
 
     def set_value(self, text: str) -> None:
+        # the label's own minimum is its whole text: a value is never cut while the row has room.
+        # (Reserving the widest value ever shown made the seven tiles' minimum outgrow a 1280-pixel
+        # window in the screenshot run, and the layout then cut the last ones: "5 min 13 s".)
         self.value.setText(text)
-        # reserve the widest value shown so far, never shrink: "1 min 04 s" is never cut to
-        # "1 min 04", and the row does not jump as the numbers change
-        self.value.ensurePolished()  # the style sheet's font (large, bold), not the default one
-        metrics = self.value.fontMetrics()
-        if metrics.horizontalAdvance(text) > metrics.horizontalAdvance(self._widest):
-            self._widest = text
-        self._reserve()
-
-    def _reserve(self) -> None:
-        self.value.setMinimumWidth(self.value.fontMetrics().horizontalAdvance(self._widest) + 4)
-
-    def changeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        # a new theme's style sheet can change the value's font after the width was reserved:
-        # measure again once the labels have their new font
-        from PySide6.QtCore import QEvent, QTimer
-
-        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
-            QTimer.singleShot(0, self, self._reserve)
-        super().changeEvent(event)
 
 
 def notice(text: str) -> QLabel:
