@@ -17,7 +17,7 @@ import html
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
-    QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton,
+    QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit, QProgressBar, QPushButton,
     QScrollArea, QSplitter, QVBoxLayout, QWidget,
 )
 
@@ -106,14 +106,18 @@ class TrainPage(QWidget):
         run.body.addWidget(self.banner)
         self.status_label = muted("Not started. Choose the settings, then Start training.")
         run.body.addWidget(self.status_label)
-        tiles = QHBoxLayout()
-        tiles.setSpacing(12)  # seven tiles and the settings column fit a 1280-pixel window
+        # two rows of tiles: in one row, a long run's values ("300 / 300", "12,345", "15 min 13 s")
+        # needed ~770 px beside the settings column, more than a 1280-pixel window has, and the
+        # layout cut the last ones
+        tiles = QGridLayout()
+        tiles.setHorizontalSpacing(18)
+        tiles.setVerticalSpacing(4)
         self.tiles = {key: MetricTile(name) for key, name in (
             ("step", "step"), ("loss", "train loss"), ("val", "validation loss"), ("speed", "tokens / s"),
             ("memory", "peak memory"), ("elapsed", "elapsed"), ("eta", "remaining"))}
-        for tile in self.tiles.values():
-            tiles.addWidget(tile)
-        tiles.addStretch(1)
+        for k, tile in enumerate(self.tiles.values()):
+            tiles.addWidget(tile, k // 4, k % 4)
+        tiles.setColumnStretch(4, 1)
         run.body.addLayout(tiles)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)

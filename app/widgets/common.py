@@ -79,13 +79,10 @@ class MetricTile(QWidget):
         layout.addWidget(self.name)
 
     def set_value(self, text: str) -> None:
+        # the label's own minimum is its whole text: a value is never cut while the row has room.
+        # (Reserving the widest value ever shown made the seven tiles' minimum outgrow a 1280-pixel
+        # window in the screenshot run, and the layout then cut the last ones: "5 min 13 s".)
         self.value.setText(text)
-        # grow to the widest value shown, never shrink: "1 min 04 s" is never cut to "1 min 04",
-        # and the row does not jump as the numbers change
-        self.value.ensurePolished()  # the style sheet's font (large, bold), not the default one
-        width = self.value.fontMetrics().horizontalAdvance(text) + 4
-        if width > self.value.minimumWidth():
-            self.value.setMinimumWidth(width)
 
 
 def notice(text: str) -> QLabel:

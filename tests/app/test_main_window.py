@@ -153,13 +153,14 @@ def test_train_tiles_show_their_whole_value_and_the_settings_need_no_sideways_sc
     tile.set_value("14 min 03 s")
     tile.value.ensurePolished()
     needed = tile.value.fontMetrics().horizontalAdvance("14 min 03 s")
+    qtbot.waitUntil(lambda: tile.width() > 0, timeout=2000)
     qtbot.waitUntil(lambda: tile.value.width() >= needed, timeout=2000)
     card = page.form.parentWidget()  # form → settings card → viewport → scroll area
     scroll = card.parentWidget().parentWidget()
     qtbot.waitUntil(lambda: scroll.viewport().width() > 0, timeout=2000)
     assert scroll.viewport().width() >= card.minimumSizeHint().width()
-    for key, text in (("step", "30 / 30"), ("loss", "2.055"), ("val", "2.153"), ("speed", "185"),
-                      ("memory", "1.14 GB"), ("eta", "–")):
+    for key, text in (("step", "3,000 / 3,000"), ("loss", "2.055"), ("val", "2.153"), ("speed", "12,345"),
+                      ("memory", "10.25 GB"), ("eta", "12 min 40 s")):  # a long run's values
         page.tiles[key].set_value(text)
     run = page.tiles["step"].parentWidget()
     qtbot.waitUntil(lambda: run.width() >= run.minimumSizeHint().width(), timeout=2000)  # nothing squeezed

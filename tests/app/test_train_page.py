@@ -85,11 +85,12 @@ def test_crash_shows_a_banner_and_offers_resume(qtbot, tmp_path):
         page.start_button.click()
     assert page.banner.isVisible() and "memory" in page.banner.text() and "resume" in page.banner.text()
     assert page.resume_button.isVisible()
-    with qtbot.waitSignal(controller.step_reported, timeout=15_000) as step:
-        page.resume_button.click()
-    assert step.args[0].step == 6
+    # listening for the end before Resume: the resumed trainer may crash again (step 7) before
+    # a wait started after its first step would begin
     with qtbot.waitSignal(controller.run_ended, timeout=15_000):
-        pass
+        with qtbot.waitSignal(controller.step_reported, timeout=15_000) as step:
+            page.resume_button.click()
+    assert step.args[0].step == 6
 
 
 def test_stop_button_stops_the_run(qtbot, tmp_path):
