@@ -2,7 +2,7 @@
 against base+adapter before it is written, optionally pushed to the Hub.
 
     mlx-lora export --run runs/my-run --out exports/my-model                  # fused MLX folder
-    mlx-lora export --run runs/my-run/best --out exports/gguf --format gguf --quantize 8
+    mlx-lora export --run runs/my-run/best --out exports/gguf --format gguf --quantize q4_k_m
     mlx-lora export --run runs/my-run --out exports/peft --format peft --push me/my-adapter
 
 Progress and the check's numbers go to stderr, the export folder's path to stdout;
@@ -30,8 +30,13 @@ def register(sub) -> None:
     p.add_argument("--format", choices=list(FORMATS), default=DEFAULT_FORMAT,
                    help="; ".join(f"{name}: {fmt.description}" + (" (default)" if name == DEFAULT_FORMAT else "")
                                   for name, fmt in FORMATS.items()))
-    bits = sorted({b for fmt in FORMATS.values() for b in fmt.quantize if b})
-    p.add_argument("--quantize", type=int, choices=bits,
+    values = {str(q): q for fmt in FORMATS.values() for q in fmt.quantize if q}  # "8" → 8, "q4_k_m" → "q4_k_m"
+    # and a GGUF type's name for its bits ("q8_0" → 8), from the labels
+    aliases = {fmt.quantize_label(q).split()[0]: q for fmt in FORMATS.values() for q in fmt.quantize
+               if isinstance(q, int)}
+    p.add_argument("--quantize", type=lambda text: values.get(text.lower(), aliases.get(text.lower(), text)),
+                   choices=list(values.values()),
+                   metavar="{" + ",".join(values) + "}",
                    help="quantise after fusing: " + "; ".join(
                        f"{name} {' or '.join(fmt.quantize_label(b) for b in fmt.quantize if b)}"
                        for name, fmt in FORMATS.items() if any(fmt.quantize)))
