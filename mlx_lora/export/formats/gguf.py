@@ -4,7 +4,7 @@ Ollama and LM Studio (the writer: :mod:`mlx_lora.export.gguf_export`), in any of
 gguf-py here, the K-quants (q6_k, q5_k_m, q4_k_m) by llama.cpp's own quantiser from
 an f32 file.
 
-Checked twice: the types mlx can read are imported back with ``mlx.core.load``; and,
+Beside the file, an Ollama ``Modelfile`` (:mod:`mlx_lora.export.handoff`). Checked twice: the types mlx can read are imported back with ``mlx.core.load``; and,
 when llama-cpp-python (the ``gguf`` extra) is installed, the file is loaded by
 llama.cpp itself (:mod:`mlx_lora.export.llama_cpp_check`), its logits compared with
 base+adapter's and a greedy continuation compared token by token. Without the extra
@@ -89,7 +89,8 @@ class GgufFile(ExportFormat):
 
     def write(self, ctx: ExportContext) -> None:
         from mlx_lora.export import llama_cpp_check
-        from mlx_lora.export.gguf_export import write_gguf
+        from mlx_lora.export.gguf_export import _chat_template, write_gguf
+        from mlx_lora.export.handoff import write_modelfile
 
         type_name = gguf_type(ctx.quantize)
         model, config, _ = ctx.fused_model()
@@ -113,6 +114,8 @@ class GgufFile(ExportFormat):
             gc.collect()
             self._read_back(ctx, gguf_path, type_name)
         self._llama_cpp(ctx, gguf_path, type_name)
+        write_modelfile(ctx.folder, gguf_path.name, ctx.reference.tokenizer, ctx.session.stop_ids,
+                        _chat_template(ctx.base_dir), num_ctx=min(4096, int(config.get("max_position_embeddings", 4096))))
 
     def _read_back(self, ctx: ExportContext, gguf_path, type_name: str) -> None:
         from mlx_lora.export.fused import load_float32
