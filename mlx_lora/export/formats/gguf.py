@@ -67,9 +67,6 @@ class GgufFile(ExportFormat):
     quantize_labels = {q: f"{GGUF_TYPES[q]} ({q}-bit)" if isinstance(q, int) else GGUF_TYPES[q]
                        for q in GGUF_TYPES if q is not None}  # q8_0 (8-bit)…
 
-    def quantize_label(self, bits) -> str:
-        return "f16 (as trained, 16-bit)" if bits is None else super().quantize_label(bits)
-
     def requirement(self, quantize) -> str | None:
         from mlx_lora.export import llama_cpp_check
 
