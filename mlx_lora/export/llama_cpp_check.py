@@ -75,7 +75,8 @@ for _ in range(args["n_predict"]):
     greedy.append(token)
     llm.eval([token])
 text = llm.detokenize(greedy).decode("utf-8", errors="replace")
-json.dump({"greedy": greedy, "text": text, "n_vocab": llm.n_vocab(),
+tokens = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in args["texts"]]
+json.dump({"greedy": greedy, "text": text, "n_vocab": llm.n_vocab(), "tokens": tokens,
            "metadata": {k: str(v) for k, v in llm.metadata.items() if not k.startswith("tokenizer.ggml.")}},
           open(args["out"] + ".json", "w"))
 np.savez(args["out"], **arrays)
@@ -119,15 +120,16 @@ def _run_child(script: str, args: dict[str, Any], what: str) -> None:
 
 
 def llama_cpp_logits(model: Path, prompts: list[list[int]], *, stop_ids: set[int] = frozenset(),
-                     n_predict: int = 24) -> tuple[list[Any], dict[str, Any]]:
+                     n_predict: int = 24, texts: list[str] = ()) -> tuple[list[Any], dict[str, Any]]:
     """Logits (L, V) per prompt from llama.cpp, and {"greedy": ids, "text": …, "n_vocab",
-    "metadata"}: the greedy continuation of the first prompt, stopped at ``stop_ids``."""
+    "metadata", "tokens"}: the greedy continuation of the first prompt, stopped at
+    ``stop_ids``, and llama.cpp's tokenisation of each of ``texts`` (special tokens parsed)."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="mlx-lora-llama-cpp-out-") as tmp:
         out = str(Path(tmp) / "logits.npz")
         args = {"model": str(model), "prompts": prompts, "out": out, "n_predict": n_predict,
-                "stop_ids": sorted(int(i) for i in stop_ids), "threads": _threads(),
+                "stop_ids": sorted(int(i) for i in stop_ids), "threads": _threads(), "texts": list(texts),
                 "extra_bufts": os.environ.get(ENV_EXTRA_BUFTS) == "1"}
         _run_child(_LOGITS, args, f"load {Path(model).name}")
         info = json.loads(Path(out + ".json").read_text())

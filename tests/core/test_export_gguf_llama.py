@@ -66,6 +66,7 @@ def test_f16_export_is_loaded_by_llama_cpp_and_matches_base_plus_adapter(f16_exp
                                                       "GGUF f16 (loaded by llama.cpp)"]
     [greedy] = [n for n in summary["notes"] if n.startswith("llama.cpp's greedy continuation")]
     assert greedy.endswith("the same as base+adapter's for its first 24 of 24 tokens"), greedy
+    assert "llama.cpp tokenises the 32 verification chats exactly as the tokenizer does" in summary["notes"]
 
 
 @pytest.mark.parametrize("kind, tensor_type", [("q6_k", "Q6_K"), ("q5_k_m", "Q5_K"), ("q4_k_m", "Q4_K")])
@@ -163,3 +164,20 @@ def test_ollama_create_runs_a_stand_in_ollama_with_the_modelfile(f16_export, tmp
     monkeypatch.setenv("PATH", f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}")
     command, ran = handoff.ollama_create(out, "pirate")
     assert ran and json.loads(log.read_text()) == {"argv": ["create", "pirate", "-f", "Modelfile"], "gguf_exists": True}
+
+
+def test_cli_hands_off_to_lmstudio_and_refuses_it_for_a_non_gguf_format(f16_export, tiny_run, tmp_path, monkeypatch,
+                                                                         capsys):
+    from mlx_lora.cli.main import main
+
+    assert main(["export", "--run", str(tiny_run), "--out", str(tmp_path / "peft"), "--format", "peft",
+                 "--to", "lmstudio"]) == 2
+    assert "--to lmstudio hands on a GGUF file: add --format gguf" in capsys.readouterr().err
+    assert not (tmp_path / "peft").exists()
+
+    monkeypatch.setenv(handoff.LMSTUDIO_HOME_ENV, str(tmp_path / "lms"))
+    assert main(["export", "--run", str(tiny_run), "--out", str(tmp_path / "gguf"), "--format", "gguf",
+                 "--quantize", "q8_0", "--to", "lmstudio", "--name", "pirate"]) == 0
+    [copied] = (tmp_path / "lms" / "models" / "mlx-lora-studio" / "pirate").glob("*-q8_0.gguf")
+    assert copied.read_bytes() == next((tmp_path / "gguf").glob("*.gguf")).read_bytes()
+    assert f"LM Studio: {copied.parent}" in capsys.readouterr().err

@@ -137,8 +137,10 @@ class GgufFile(ExportFormat):
             ctx.record(verify.not_run(check, llama_cpp_check.NOT_INSTALLED))
             return
         ctx.step(f"loading {gguf_path.name} in llama.cpp and checking it against base+adapter")
+        tokenizer = getattr(ctx.reference.tokenizer, "_tokenizer", ctx.reference.tokenizer)
+        texts = [tokenizer.decode(ids) for ids in ctx.prompt_ids]  # the 32 chats as text, special tokens in
         logits, info = llama_cpp_check.llama_cpp_logits(gguf_path, ctx.prompt_ids, stop_ids=ctx.session.stop_ids,
-                                                        n_predict=GREEDY_TOKENS)
+                                                        n_predict=GREEDY_TOKENS, texts=texts)
         by_prompt = {tuple(ids): mx.array(out)[None] for ids, out in zip(ctx.prompt_ids, logits)}
         ctx.compare(check, lambda batch: by_prompt[tuple(batch[0])], gguf_thresholds(type_name), batch_size=1)
         result = ctx.checks[-1]
@@ -147,6 +149,15 @@ class GgufFile(ExportFormat):
                              f"token {result.top1_agreement:.1%} of the time (f16: ≥ 99%): expect its answers "
                              "to differ from the tuned model's more than quantisation usually costs; "
                              "q8_0 or q6_k keeps more")
+        ours_tokens = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        same_tokens = sum(a == b for a, b in zip(ours_tokens, info["tokens"]))
+        if same_tokens == len(texts):
+            ctx.notes.append(f"llama.cpp tokenises the {len(texts)} verification chats exactly as the tokenizer does")
+        else:
+            first = next(t for t, a, b in zip(texts, ours_tokens, info["tokens"]) if a != b)
+            ctx.notes.append(f"warning: llama.cpp tokenises {len(texts) - same_tokens} of the {len(texts)} "
+                             f"verification chats differently from the tokenizer (first: {first[:80]!r}): "
+                             "prompts typed in llama.cpp, Ollama or LM Studio may not give the tuned answers")
         ours = _mlx_greedy(ctx.reference.model, list(ctx.prompt_ids[0]), GREEDY_TOKENS, ctx.session.stop_ids)
         theirs = info["greedy"]
         same = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
