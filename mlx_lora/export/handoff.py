@@ -63,7 +63,8 @@ def modelfile(gguf_name: str, tokenizer, stop_ids, template: str | None, *, temp
               num_ctx: int = 4096) -> str:
     """Ollama's Modelfile for the GGUF ``gguf_name`` beside it. ``tokenizer``: the chat's
     (mlx-lm TokenizerWrapper or a transformers tokenizer), ``template``: its Jinja chat template."""
-    hf = getattr(tokenizer, "_tokenizer", tokenizer)
+    # mlx-lm's TokenizerWrapper holds the transformers tokenizer as _tokenizer (which holds a Rust one)
+    hf = tokenizer if hasattr(tokenizer, "apply_chat_template") else tokenizer._tokenizer
     lines = [f"# Ollama: ollama create NAME -f {MODELFILE}   (written by mlx-lora-studio)", f"FROM ./{gguf_name}"]
     kind = chat_format(template)
     if kind:

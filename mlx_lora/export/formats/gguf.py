@@ -137,7 +137,8 @@ class GgufFile(ExportFormat):
             ctx.record(verify.not_run(check, llama_cpp_check.NOT_INSTALLED))
             return
         ctx.step(f"loading {gguf_path.name} in llama.cpp and checking it against base+adapter")
-        tokenizer = getattr(ctx.reference.tokenizer, "_tokenizer", ctx.reference.tokenizer)
+        tokenizer = ctx.reference.tokenizer  # mlx-lm's TokenizerWrapper → the transformers tokenizer
+        tokenizer = tokenizer if hasattr(tokenizer, "apply_chat_template") else tokenizer._tokenizer
         texts = [tokenizer.decode(ids) for ids in ctx.prompt_ids]  # the 32 chats as text, special tokens in
         logits, info = llama_cpp_check.llama_cpp_logits(gguf_path, ctx.prompt_ids, stop_ids=ctx.session.stop_ids,
                                                         n_predict=GREEDY_TOKENS, texts=texts)
