@@ -17,6 +17,7 @@ import sys
 import pytest
 
 import mlx_lora  # noqa: F401
+from mlx_lora.adapters import strip_adapters
 from mlx_lora.errors import UserError
 from mlx_lora.export import export_run, handoff, llama_cpp_check
 from mlx_lora.export.exporter import ExportVerificationFailed
@@ -88,7 +89,7 @@ def test_k_quants_come_from_llama_cpp_and_keep_the_adapter(wide_run, tmp_path, l
 
 def test_llama_cpp_catches_an_export_that_lost_its_adapter(wide_run, tmp_path, llama_cpp):
     with pytest.raises(ExportVerificationFailed, match=r"loaded by llama.cpp.*the adapter was lost"):
-        export_run(wide_run, tmp_path / "lost", "gguf", quantize="q6_k", fuse=lambda model: None)
+        export_run(wide_run, tmp_path / "lost", "gguf", quantize="q6_k", fuse=strip_adapters)
     assert not (tmp_path / "lost").exists()
 
 
