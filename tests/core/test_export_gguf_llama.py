@@ -87,6 +87,16 @@ def test_k_quants_come_from_llama_cpp_and_keep_the_adapter(wide_run, tmp_path, l
     assert check.mean_abs_logit_diff <= 0.5 * check.adapter_effect  # the rule that refuses (formats/gguf.py)
 
 
+def test_q4_0_that_keeps_the_adapter_is_written_with_a_warning_not_refused(wide_run, tmp_path, llama_cpp):
+    result = export_run(wide_run, tmp_path / "q4", "gguf", quantize=4)  # top-1 ≈ 65 % here (README)
+
+    check = _check(result, LLAMA_CHECK)
+    assert result.passed and check.top1_agreement < 0.9
+    assert check.mean_abs_logit_diff <= 0.5 * check.adapter_effect
+    [warning] = [n for n in result.notes if n.startswith("warning: the q4_0 file agrees")]
+    assert f"{check.top1_agreement:.1%}" in warning
+
+
 def test_llama_cpp_catches_an_export_that_lost_its_adapter(wide_run, tmp_path, llama_cpp):
     with pytest.raises(ExportVerificationFailed, match=r"loaded by llama.cpp.*the adapter was lost"):
         export_run(wide_run, tmp_path / "lost", "gguf", quantize="q6_k", fuse=strip_adapters)
