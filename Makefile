@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test test-gpu demo clean-venv package package-test
+.PHONY: setup setup-gguf run test test-gpu demo clean-venv package package-test
 
 setup: $(STAMP)
 
@@ -20,10 +20,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/mlx-lora models demo
 	@touch $(STAMP)
 
+# The gguf extra: llama-cpp-python, the GGUF export's quantiser and judge
+# (tests/core/test_export_gguf_llama.py fails without it). pip builds llama.cpp from source:
+# measured 5 min 14 s on 2 cores; pip's wheel cache makes a later setup take seconds.
+GGUF_STAMP := $(VENV)/.setup-gguf-done
+setup-gguf: $(GGUF_STAMP)
+
+$(GGUF_STAMP): $(STAMP)
+	CMAKE_ARGS="$${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" $(BIN)/python -m pip install -q -e '.[gguf]'
+	@touch $(GGUF_STAMP)
+
 run: setup
 	$(BIN)/mlx-lora-studio --demo
 
-test: setup
+test: setup setup-gguf
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 demo: setup

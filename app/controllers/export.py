@@ -23,7 +23,7 @@ def format_choices() -> list[tuple[str, str]]:
     return [(fmt.label, name) for name, fmt in FORMATS.items()]
 
 
-def quantize_choices(fmt: str) -> list[tuple[str, int | None]]:
+def quantize_choices(fmt: str) -> list[tuple[str, int | str | None]]:
     """(label, bits) of the quantisations ``fmt`` takes; None: as trained."""
     from mlx_lora.export.formats import format_for
 
@@ -31,7 +31,7 @@ def quantize_choices(fmt: str) -> list[tuple[str, int | None]]:
     return [(export_format.quantize_label(bits), bits) for bits in export_format.quantize]
 
 
-def default_out_dir(adapter_dir: str | Path, fmt: str, quantize: int | None) -> Path:
+def default_out_dir(adapter_dir: str | Path, fmt: str, quantize: int | str | None) -> Path:
     """<app home>/exports/<run>[-<checkpoint>]-<format>[-q<bits>], made unique."""
     from mlx_lora import paths
 
@@ -40,7 +40,7 @@ def default_out_dir(adapter_dir: str | Path, fmt: str, quantize: int | None) -> 
     if adapter_dir.name == "best" or adapter_dir.parent.name == "checkpoints":
         run = adapter_dir.parent if adapter_dir.name == "best" else adapter_dir.parent.parent
         name = f"{run.name}-{adapter_dir.name}"
-    base = paths.home() / "exports" / f"{name}-{fmt}{f'-q{quantize}' if quantize else ''}"
+    base = paths.home() / "exports" / f"{name}-{fmt}{f'-q{quantize}' if isinstance(quantize, int) else f'-{quantize}' if quantize else ''}"
     path, n = base, 2
     while path.exists():
         path, n = base.with_name(f"{base.name}-{n}"), n + 1

@@ -2,8 +2,9 @@
 against base+adapter before it is written, optionally pushed to the Hub.
 
     mlx-lora export --run runs/my-run --out exports/my-model                  # fused MLX folder
-    mlx-lora export --run runs/my-run/best --out exports/gguf --format gguf --quantize 8
+    mlx-lora export --run runs/my-run/best --out exports/gguf --format gguf --quantize q4_k_m
     mlx-lora export --run runs/my-run --out exports/peft --format peft --push me/my-adapter
+    mlx-lora export --run runs/my-run --out exports/pirate --format gguf --quantize q4_k_m --to lmstudio
 
 Progress and the check's numbers go to stderr, the export folder's path to stdout;
 ``--json-events`` prints one JSON object per event on stdout instead (for the app).
@@ -30,11 +31,21 @@ def register(sub) -> None:
     p.add_argument("--format", choices=list(FORMATS), default=DEFAULT_FORMAT,
                    help="; ".join(f"{name}: {fmt.description}" + (" (default)" if name == DEFAULT_FORMAT else "")
                                   for name, fmt in FORMATS.items()))
-    bits = sorted({b for fmt in FORMATS.values() for b in fmt.quantize if b})
-    p.add_argument("--quantize", type=int, choices=bits,
+    values = {str(q): q for fmt in FORMATS.values() for q in fmt.quantize if q}  # "8" → 8, "q4_k_m" → "q4_k_m"
+    # and a GGUF type's name for its bits ("q8_0" → 8), from the labels
+    aliases = {fmt.quantize_label(q).split()[0]: q for fmt in FORMATS.values() for q in fmt.quantize
+               if isinstance(q, int)}
+    p.add_argument("--quantize", type=lambda text: values.get(text.lower(), aliases.get(text.lower(), text)),
+                   choices=list(values.values()),
+                   metavar="{" + ",".join(values) + "}",
                    help="quantise after fusing: " + "; ".join(
                        f"{name} {' or '.join(fmt.quantize_label(b) for b in fmt.quantize if b)}"
                        for name, fmt in FORMATS.items() if any(fmt.quantize)))
+    p.add_argument("--to", choices=["lmstudio", "ollama"],
+                   help="hand the GGUF export on (--format gguf): lmstudio copies it into LM Studio's models "
+                        "folder (<models>/mlx-lora-studio/<name>/); ollama runs `ollama create <name> -f Modelfile` "
+                        "(or prints that command when ollama is not on PATH)")
+    p.add_argument("--name", help="the model's name in LM Studio or Ollama (default: the --out folder's name)")
     p.add_argument("--push", metavar="ORG/NAME", help="upload the folder to this Hugging Face Hub repo")
     p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
     p.add_argument("--json-events", action="store_true", help="print one JSON object per event on stdout")
@@ -80,6 +91,8 @@ def _export(args) -> int:
 
             print(ExportFailed(args.out, str(exc)).to_json(), flush=True)
         raise
+    if args.to and args.format != "gguf":
+        raise UserError(f"--to {args.to} hands on a GGUF file: add --format gguf")
     from mlx_lora.export import export_run
 
     result = export_run(args.run, args.out, args.format, args.quantize, args.push, reporter=_Printer(args.json_events),
@@ -90,4 +103,19 @@ def _export(args) -> int:
             print(f"  note: {note}", file=sys.stderr)
         if result.pushed_url:
             print(f"pushed: {result.pushed_url}", file=sys.stderr)
+    if args.to:
+        _hand_off(args, result.out_dir)
     return 0
+
+
+def _hand_off(args, out_dir) -> None:
+    from mlx_lora.export import handoff
+
+    name = args.name or out_dir.name
+    if args.to == "lmstudio":
+        where = handoff.send_to_lmstudio(out_dir, "mlx-lora-studio", name)
+        print(f"LM Studio: {where}", file=sys.stderr)
+        return
+    command, ran = handoff.ollama_create(out_dir, name.lower())
+    print(f"Ollama: {'created ' + name.lower() if ran else 'ollama is not on PATH; run: ' + command}",
+          file=sys.stderr)

@@ -81,7 +81,7 @@ def _verification(checks: list[dict[str, Any]]) -> list[str]:
 
 
 def model_card(*, fmt: ExportFormat, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
-               checks: list[dict[str, Any]], files: list[str], quantize: int | None, repo: str | None,
+               checks: list[dict[str, Any]], files: list[str], quantize: int | str | None, repo: str | None,
                notes: list[str]) -> str:
     events = RunFolder(run_dir).metrics() if run_dir is not None else []
     front: dict[str, Any] = {}
@@ -93,7 +93,7 @@ def model_card(*, fmt: ExportFormat, base_model: str, adapter_config: dict, run_
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         f"# {repo.split('/')[-1] if repo else base_model.split('/')[-1] + ' (fine-tuned)'}", "",
-        f"This is {fmt.description}{f', quantised to {quantize} bits' if quantize else ''}, made with MLX LoRA Studio "
+        f"This is {fmt.description}{_quantised(quantize)}, made with MLX LoRA Studio "
         f"{__version__}.", "",
         f"- base model: `{base_model}`", f"- files: {', '.join(f'`{f}`' for f in files)}", "",
         "## Usage", "", usage, "",
@@ -105,3 +105,9 @@ def model_card(*, fmt: ExportFormat, base_model: str, adapter_config: dict, run_
     if notes:
         lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     return "\n".join(lines)
+
+
+def _quantised(quantize: int | str | None) -> str:
+    if not quantize:
+        return ""
+    return f", quantised to {quantize} bits" if isinstance(quantize, int) else f", quantised to {quantize.upper()}"

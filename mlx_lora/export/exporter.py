@@ -41,7 +41,7 @@ from mlx_lora.export.verify import PROMPTS, ExportVerified
 class ExportFinished(Event):
     out_dir: str
     format: str
-    quantize: int | None
+    quantize: int | str | None
     files: tuple[str, ...]
     passed: bool
     pushed_url: str | None
@@ -76,7 +76,7 @@ def clean_stale_temporaries(folder: str | Path, reporter: Reporter = NullReporte
 class ExportResult:
     out_dir: Path
     format: str
-    quantize: int | None
+    quantize: int | str | None
     files: tuple[str, ...]
     checks: tuple[ExportVerified, ...]
     pushed_url: str | None
@@ -90,11 +90,13 @@ class ExportResult:
 class ExportVerificationFailed(UserError):
     """The export did not reproduce base+adapter; nothing was written."""
 
-    def __init__(self, out_dir: Path, checks: list[ExportVerified], quantize: int | None = None) -> None:
+    def __init__(self, out_dir: Path, checks: list[ExportVerified], quantize: int | str | None = None) -> None:
         self.checks = checks
         lines = [f"{c.check}: {'; '.join(c.problems)}" for c in checks if not c.passed]
-        hint = (f"\nQuantising to {quantize} bits changes this model more than the fine-tune did; export it "
-                "unquantised" + (" or with --quantize 8" if quantize < 8 else "") + "." if quantize else "")
+        what = f"{quantize} bits" if isinstance(quantize, int) else quantize
+        milder = quantize != 8 and quantize not in ("bf16", "q8_0")
+        hint = (f"\nQuantising to {what} changes this model more than the fine-tune did; export it "
+                "unquantised" + (" or with --quantize 8" if milder else "") + "." if quantize else "")
         super().__init__(f"the export to {out_dir} failed its check, so it was not written:\n  "
                          + "\n  ".join(lines) + hint)
 
@@ -135,7 +137,7 @@ def _megabytes(n: int) -> str:
     return f"{n} bytes"
 
 
-def estimated_bytes(fmt: ExportFormat, files, base_dir: Path, quantize: int | None) -> int:
+def estimated_bytes(fmt: ExportFormat, files, base_dir: Path, quantize: int | str | None) -> int:
     """About how much disk the export takes while it is written (its files and scratch)."""
     return fmt.estimated_bytes(files, base_dir, quantize)
 
@@ -166,7 +168,7 @@ def export_run(
     run_dir: str | Path,
     out_dir: str | Path,
     format: str = DEFAULT_FORMAT,  # noqa: A002  (the CLI's --format)
-    quantize: int | None = None,
+    quantize: int | str | None = None,
     push: str | None = None,
     reporter: Reporter = NullReporter(),
     should_stop: Callable[[], bool] = never_stop,
@@ -187,7 +189,7 @@ def _export_run(
     run_dir: str | Path,
     out_dir: str | Path,
     format: str = DEFAULT_FORMAT,  # noqa: A002  (the CLI's --format)
-    quantize: int | None = None,
+    quantize: int | str | None = None,
     push: str | None = None,
     reporter: Reporter = NullReporter(),
     should_stop: Callable[[], bool] = never_stop,
@@ -248,7 +250,7 @@ def _export_run(
             summary = {
                 "format": format, "quantize": quantize, "passed": all(c.passed for c in checks),
                 "base_model": base_model_name(base_spec), "adapter": str(files.weights.parent),
-                "prompts": list(prompts), "checks": [c.to_dict() for c in checks],
+                "prompts": list(prompts), "checks": [c.to_dict() for c in checks], "notes": list(notes),
                 "created_by": f"mlx-lora-studio {__version__}",
             }
             (tmp / "verification.json").write_text(json.dumps(summary, indent=2))
@@ -280,8 +282,11 @@ def _export_run(
     return result
 
 
-def _check_quantize(fmt: ExportFormat, quantize: int | None) -> None:
+def _check_quantize(fmt: ExportFormat, quantize: int | str | None) -> None:
     if quantize in fmt.quantize:
+        missing = fmt.requirement(quantize)
+        if missing:
+            raise UserError(missing)
         return
     allowed = [q for q in fmt.quantize if q]
     raise UserError(f"--quantize {quantize} does not apply to the {fmt.name} format"

@@ -1,4 +1,6 @@
-"""A fused model as one GGUF file (f16, q8_0 or q4_0), for llama.cpp, Ollama, LM Studio.
+"""A fused model as one GGUF file (f32, f16, bf16, q8_0 or q4_0), for llama.cpp, Ollama,
+LM Studio. The K-quants (q6_k, q5_k_m, q4_k_m) are llama.cpp's own quantisation of an f32
+file written here (:func:`mlx_lora.export.llama_cpp_check.quantize_gguf`).
 
 Written with the ``gguf`` package (llama.cpp's own writer) rather than mlx-lm's
 ``convert_to_gguf``, which needs transformers' slow tokenizer classes and writes a
@@ -26,7 +28,21 @@ from typing import Any
 from mlx_lora.errors import UserError
 
 GGUF_ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
-GGUF_TYPES = {None: "f16", 8: "q8_0", 4: "q4_0"}
+# --quantize value → the GGUF type (its name in the file name, lower case as llama.cpp's tools
+# print it). 8 and 4 are the spellings --quantize had before the K-quants.
+GGUF_TYPES: dict[int | str | None, str] = {None: "f16", "bf16": "bf16", 8: "q8_0", "q6_k": "q6_k",
+                                           "q5_k_m": "q5_k_m", "q4_k_m": "q4_k_m", 4: "q4_0"}
+WRITTEN_HERE = ("f32", "f16", "bf16", "q8_0", "q4_0")  # by gguf-py below; the others by llama.cpp
+LLAMA_CPP_TYPES = tuple(t for t in GGUF_TYPES.values() if t not in WRITTEN_HERE)
+
+
+def gguf_type(quantize: int | str | None) -> str:
+    """The GGUF type name of a --quantize value (``None`` → f16, ``8`` → q8_0, "q4_k_m" …)."""
+    if quantize in GGUF_TYPES:
+        return GGUF_TYPES[quantize]
+    if isinstance(quantize, str) and quantize.lower() in WRITTEN_HERE + LLAMA_CPP_TYPES:
+        return quantize.lower()
+    raise UserError(f"GGUF exports are {', '.join(GGUF_TYPES.values())}, not {quantize!r}")
 
 _LAYER = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
@@ -94,9 +110,10 @@ def _chat_template(base_dir: Path) -> str | None:
     return template or None
 
 
-def write_gguf(model, config: dict, tokenizer, base_dir: Path, path: Path, *, quantize: int | None,
+def write_gguf(model, config: dict, tokenizer, base_dir: Path, path: Path, *, quantize: int | str | None,
                eos_ids: set[int], name: str) -> list[str]:
-    """Write ``model`` (fused, float) to ``path``. Returns notes for the model card."""
+    """Write ``model`` (fused, float) to ``path`` as ``quantize`` (a --quantize value or one of
+    :data:`WRITTEN_HERE`). Returns notes for the model card."""
     import gguf
     import mlx.core as mx
     import numpy as np
@@ -106,13 +123,13 @@ def write_gguf(model, config: dict, tokenizer, base_dir: Path, path: Path, *, qu
     if model_type not in GGUF_ARCHS:
         raise UserError(f"GGUF export supports the llama family ({', '.join(sorted(GGUF_ARCHS))}), "
                         f"not {model_type!r}: export --format mlx or hf instead")
-    if quantize not in GGUF_TYPES:
-        raise UserError(f"GGUF exports are f16, or --quantize 8 (q8_0) / 4 (q4_0), not {quantize}")
+    type_name = gguf_type(quantize)
+    if type_name not in WRITTEN_HERE:
+        raise UserError(f"{type_name} is written by llama.cpp's quantiser from an f32 GGUF, not here")
     arch = GGUF_ARCHS[model_type]
-    kind = {None: gguf.GGMLQuantizationType.F16, 8: gguf.GGMLQuantizationType.Q8_0,
-            4: gguf.GGMLQuantizationType.Q4_0}[quantize]
-    file_type = {None: gguf.LlamaFileType.MOSTLY_F16, 8: gguf.LlamaFileType.MOSTLY_Q8_0,
-                 4: gguf.LlamaFileType.MOSTLY_Q4_0}[quantize]
+    kind = getattr(gguf.GGMLQuantizationType, type_name.upper())
+    file_type = gguf.LlamaFileType.ALL_F32 if type_name == "f32" else \
+        getattr(gguf.LlamaFileType, f"MOSTLY_{type_name.upper()}")
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
     hidden = int(config["hidden_size"])
@@ -138,7 +155,7 @@ def write_gguf(model, config: dict, tokenizer, base_dir: Path, path: Path, *, qu
     writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
     writer.add_vocab_size(len(vocab["tokens"]))
     writer.add_file_type(file_type)
-    if quantize:
+    if type_name.startswith("q"):
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
     writer.add_tokenizer_model("gpt2")
@@ -179,8 +196,12 @@ def write_gguf(model, config: dict, tokenizer, base_dir: Path, path: Path, *, qu
             data = permute(data, n_kv)
         if data.ndim == 1:
             writer.add_tensor(gguf_name(key), data.astype(np.float32))
-        elif kind == gguf.GGMLQuantizationType.F16 or data.shape[-1] % 32:
+        elif type_name == "f32":
+            writer.add_tensor(gguf_name(key), data)
+        elif type_name == "f16" or data.shape[-1] % 32:
             writer.add_tensor(gguf_name(key), data.astype(np.float16))
+        elif type_name == "bf16":
+            writer.add_tensor(gguf_name(key), gguf.quants.quantize(data, kind), raw_dtype=kind)
         else:
             # the embeddings / output head stay q8_0 in a q4_0 file (see fused._quantize)
             tensor_kind = gguf.GGMLQuantizationType.Q8_0 if key.startswith(("model.embed_tokens", "lm_head")) \

@@ -212,7 +212,7 @@ def test_cancel_leaves_nothing(tiny_run, tmp_path):
     (dict(format="onnx"), "unknown export format"),
     (dict(format="peft", quantize=4), "does not apply to the peft format"),
     (dict(format="mlx", quantize=3), "it takes 4 or 8"),
-    (dict(format="gguf", quantize=2), "it takes 8 or 4"),
+    (dict(format="gguf", quantize=2), "it takes bf16 or 8 or q6_k or q5_k_m or q4_k_m or 4"),
 ])
 def test_bad_format_or_quantisation_is_a_user_error(tiny_run, tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):

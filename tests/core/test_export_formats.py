@@ -81,4 +81,4 @@ def test_quantisation_labels_are_those_the_app_showed():
     assert [FORMATS["mlx"].quantize_label(b) for b in FORMATS["mlx"].quantize] == \
         ["no (as trained)", "4-bit", "8-bit"]
     assert [FORMATS["gguf"].quantize_label(b) for b in FORMATS["gguf"].quantize] == \
-        ["no (as trained)", "q8_0 (8-bit)", "q4_0 (4-bit)"]
+        ["no (as trained)", "bf16", "q8_0 (8-bit)", "q6_k", "q5_k_m", "q4_k_m", "q4_0 (4-bit)"]

@@ -74,7 +74,7 @@ class ExportContext:
     reference_logits: Callable  # verify.reference_from_model(reference.model)
     folder: Path  # the temporary folder being written; renamed to out_dir once every check passed
     out_dir: Path  # where the export will be
-    quantize: int | None
+    quantize: int | str | None  # a value of the format's ``quantize``
     step: Callable[[str], None]  # announce the next stage (raises Cancelled when asked to stop)
     should_stop: Callable[[], bool]
     reporter: Any
@@ -137,10 +137,16 @@ class ExportFormat(abc.ABC):
     library: ClassVar[str]  # the model card's library_name
     order: ClassVar[int]  # its place in the CLI's choices and the app's combo
     fused: ClassVar[bool]  # the adapter merged into the base (True) or an adapter on its own
-    quantize: ClassVar[tuple[int | None, ...]] = (None,)  # --quantize values it takes; None: as trained
-    quantize_labels: ClassVar[dict[int, str]] = {}  # bits → the app's words, where "N-bit" is not enough
+    # --quantize values it takes: bits, or a type's name (GGUF: "q4_k_m"…); None: as trained
+    quantize: ClassVar[tuple[int | str | None, ...]] = (None,)
+    quantize_labels: ClassVar[dict[int | str, str]] = {}  # value → the app's words, where "N-bit" is not enough
 
-    def quantize_label(self, bits: int | None) -> str:
+    def requirement(self, quantize: int | str | None) -> str | None:
+        """Why this export cannot be made on this machine (a missing extra: what to install), or
+        None. Asked before anything loads."""
+        return None
+
+    def quantize_label(self, bits: int | str | None) -> str:
         if bits is None:
             return "no (as trained)"
         return self.quantize_labels.get(bits, f"{bits}-bit")
