@@ -205,7 +205,7 @@ def test_every_setting_survives_the_trip_through_the_ranks_flags(tmp_path):
     from mlx_lora.cli.config_flags import config_from_args
 
     config = TrainConfig().replace(data=str(tmp_path), run_dir="", targets=("q_proj", "v_proj"), rslora=True,
-                                   learning_rate=3e-4, hostfile="hosts.json", seed=7)
+                                   learning_rate=3e-4, hostfile=str(tmp_path / "hosts.json"), seed=7)  # paths are stored absolute
     args = build_parser().parse_args(["train", *config_flags(config)])
     assert config_from_args(args) == config
 
