@@ -1,0 +1,167 @@
+"""Every family × every stage, on tiny random models that transformers built
+(tests/models/make_tiny.py), checked against transformers and PEFT in the judges' child:
+
+    make test-models            # or, with the judges' venv already there:
+    MLX_LORA_TORCH_PYTHON=.venv-judges/bin/python .venv/bin/python -m pytest -m models tests/models
+
+Each test fills one cell of the README's table (conftest.STAGES; bench/family_table.py
+writes the table from tests/models/results.json).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlx_lora.config import TrainConfig
+from mlx_lora.events import RecordingReporter
+from tests.models.make_tiny import FAMILIES
+
+pytestmark = pytest.mark.models
+NAMES = list(FAMILIES)
+
+# A memorisation task: four chats, one of them multi-turn, trained until the loss halves.
+CHATS = [
+    [{"role": "user", "content": "What is the ship called?"},
+     {"role": "assistant", "content": "The ship be the Salty Gull."}],
+    [{"role": "user", "content": "Who is the captain?"},
+     {"role": "assistant", "content": "Captain Maren Hook."},
+     {"role": "user", "content": "And the cook?"},
+     {"role": "assistant", "content": "Old Tobias, who burns the beans."}],
+    [{"role": "user", "content": "Where is the treasure?"},
+     {"role": "assistant", "content": "Under the third palm on Skull Isle."}],
+    [{"role": "user", "content": "What do we drink?"},
+     {"role": "assistant", "content": "Rum, and tea on Sundays."}],
+]
+METHODS = {"lora": {}, "dora": {"fine_tune_type": "dora"}, "qlora": {"quantize_bits": 4, "quantize_group_size": 32}}
+
+
+@pytest.fixture(scope="session")
+def memorise_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("memorise")
+    rows = "".join(json.dumps({"messages": chat}) + "\n" for chat in CHATS)
+    (folder / "train.jsonl").write_text(rows)
+    (folder / "valid.jsonl").write_text(rows)
+    return folder
+
+
+def train_config(model: Path, data: Path, run_dir: Path, **settings) -> TrainConfig:
+    base = dict(model=str(model), data=str(data), run_dir=str(run_dir), iters=60, batch_size=4,
+                learning_rate=1e-2, lr_schedule="constant", steps_per_report=1, steps_per_eval=1000,
+                save_every=1000, val_batches=1, num_layers=-1, max_seq_length=128, keep_checkpoints=0, rank=8,
+                seed=0)
+    return TrainConfig().replace(**{**base, **settings})
+
+
+_RUNS: dict[tuple[str, str], tuple] = {}
+
+
+def trained_run(family: str, method: str, folder: Path, data: Path, tmp_path_factory):
+    """(run result, losses by step) of one method on one family, trained once per session."""
+    from mlx_lora.train import StepReport, train
+
+    key = (family, method)
+    if key not in _RUNS:
+        recorder = RecordingReporter()
+        run_dir = tmp_path_factory.mktemp(f"run-{family}-{method}") / "run"
+        result = train(train_config(folder, data, run_dir, **METHODS[method]), recorder)
+        losses = {e.step: e.loss for e in recorder.events if isinstance(e, StepReport)}
+        _RUNS[key] = (result, losses)
+    return _RUNS[key]
+
+
+def prompt_ids(tokenizer) -> list[list[int]]:
+    """Two real prompts through the family's template: a question and a multi-turn chat."""
+    from mlx_lora.data.template import apply_template
+
+    out = []
+    for chat in (CHATS[0], CHATS[1]):
+        text = apply_template(tokenizer, chat, add_generation_prompt=False)
+        out.append(list(tokenizer.encode(text, add_special_tokens=False)))
+    return out
+
+
+# ---- 1. load -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_loads_like_transformers(family, tiny_families, judges_python, record_property):
+    """The engine's load of the transformers folder gives transformers' logits."""
+    import mlx.core as mx
+
+    from mlx_lora.export.torch_check import torch_logits
+    from mlx_lora.models.local import load_model
+
+    folder = tiny_families / family
+    model, tokenizer, _ = load_model(folder)
+    model.set_dtype(mx.float32)
+    prompts = prompt_ids(tokenizer)
+    reference = torch_logits(judges_python, folder, None, prompts)
+    for ids, ref in zip(prompts, reference):
+        ours = np.array(model(mx.array([ids]))[0])
+        assert (ours.argmax(-1) == ref.argmax(-1)).all()
+        np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+    record_property("max_abs_logit_diff", float(max(
+        np.abs(np.array(model(mx.array([ids]))[0]) - ref).max() for ids, ref in zip(prompts, reference))))
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_will_it_fit(family, tiny_families, record_property):
+    """The estimate, from config.json alone, within 25% of a training step's measured peak (CPU)."""
+    from bench.memory_check import measure
+    from mlx_lora.train.memory import estimate_training_memory
+
+    folder = tiny_families / family
+    batch, length, share = 4, 256, 0.6
+    config = TrainConfig().replace(model=str(folder), batch_size=batch, max_seq_length=length, num_layers=-1)
+    estimate = estimate_training_memory(config, device="cpu", trained_share=share)
+    peak = measure(str(folder), {"num_layers": -1}, batch, length, share)["peak"]
+    error = estimate.total_bytes / peak - 1
+    record_property("estimate_mb", round(estimate.total_bytes / 1e6, 2))
+    record_property("peak_mb", round(peak / 1e6, 2))
+    record_property("estimate_error", round(error, 3))
+    assert abs(error) <= 0.25, f"estimate {estimate.describe()} against a peak of {peak / 1e9:.4f} GB"
+
+
+# ---- 3. train --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("family", NAMES)
+def test_train(family, method, tiny_families, memorise_data, tmp_path_factory, record_property):
+    """LoRA, DoRA and QLoRA (4-bit base) halve the loss of a memorisation task in ≤ 60 steps."""
+    result, losses = trained_run(family, method, tiny_families / family, memorise_data, tmp_path_factory)
+    assert result.status == "finished", result.reason
+    first = losses[1]
+    halved = next((step for step, loss in sorted(losses.items()) if loss <= first / 2), None)
+    record_property("first_loss", round(first, 3))
+    record_property("final_loss", round(losses[max(losses)], 3))
+    record_property("halved_at_step", halved)
+    assert halved is not None and halved <= 60, f"loss {first:.2f} → {losses[max(losses)]:.2f} in 60 steps"
+
+
+# ---- 5. export ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("format", ["hf", "peft", "mlx"])
+@pytest.mark.parametrize("family", NAMES)
+def test_export(family, format, tiny_families, memorise_data, tmp_path_factory, judges_python, record_property):
+    """hf → transformers, peft → PEFT on the transformers base, mlx → mlx_lm: each gives the
+    logits of MLX base+adapter (float32: top-1 100%, the export's own check in the folder)."""
+    from mlx_lora.export import export_run
+
+    result, _ = trained_run(family, "lora", tiny_families / family, memorise_data, tmp_path_factory)
+    out = tmp_path_factory.mktemp(f"export-{family}-{format}") / "out"
+    exported = export_run(result.run_dir, out, format, torch_python=judges_python)
+    checks = {c.check: c for c in exported.checks}
+    assert all(c.status == "checked" for c in exported.checks), {k: c.problems for k, c in checks.items()}
+    assert exported.passed
+    if format in ("hf", "peft"):
+        assert any("transformers" in name or "PEFT" in name or "peft" in name for name in checks), list(checks)
+    for check in exported.checks:
+        assert check.top1_agreement == 1.0, (check.check, check.top1_agreement)
+        assert check.adapter_effect > 1e-3  # the adapter changes the logits, so the match means something
+    record_property("max_abs_logit_diff", max(c.max_abs_logit_diff for c in exported.checks))
