@@ -83,7 +83,8 @@ FAMILIES: dict[str, dict] = {
         tokenizer="bpe"),
     "mistral": dict(model_type="mistral", config=dict(tie_word_embeddings=False, rope_theta=1000000.0,
                                                       sliding_window=None),
-                    template=MISTRAL, special=["[INST]", "[/INST]"], eos="</s>", bos="<s>", tokenizer="sentencepiece"),
+                    template=MISTRAL, special=["[INST]", "[/INST]"], eos="</s>", bos="<s>", tokenizer="sentencepiece",
+                    vocab_size=32768),
     "phi3": dict(model_type="phi3", config=dict(tie_word_embeddings=False, rope_theta=10000.0,
                                                 pad_token_id=None, original_max_position_embeddings=2048),
                  template=PHI3, special=["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], eos="<|end|>",
@@ -153,7 +154,9 @@ def build(name: str, out: Path, demo_tokenizer: Path, datasets: Path, seed: int 
     tokenizer.bos_token = spec["bos"]
     tokenizer.pad_token = spec["eos"]
     tokenizer.chat_template = spec["template"]
-    vocab = len(tokenizer)
+    # Mistral-7B-v0.3 has 32,768 tokens; a SentencePiece model trained on the sample text holds
+    # 1,000, so the embedding has the real model's rows and the tokenizer uses the first 1,000
+    vocab = max(len(tokenizer), spec.get("vocab_size", 0))
     ids = {key: tokenizer.convert_tokens_to_ids(spec[key]) if spec[key] else None for key in ("eos", "bos")}
     config = AutoConfig.for_model(spec["model_type"], **{**COMMON, **spec["config"], "vocab_size": vocab,
                                                         "eos_token_id": ids["eos"], "bos_token_id": ids["bos"],
