@@ -50,7 +50,7 @@ def memorise_data(tmp_path_factory) -> Path:
 
 def train_config(model: Path, data: Path, run_dir: Path, **settings) -> TrainConfig:
     base = dict(model=str(model), data=str(data), run_dir=str(run_dir), iters=60, batch_size=4,
-                learning_rate=5e-2, lr_schedule="constant", steps_per_report=1, steps_per_eval=1000,
+                learning_rate=1e-2, lr_schedule="constant", steps_per_report=1, steps_per_eval=1000,
                 save_every=1000, val_batches=1, num_layers=-1, max_seq_length=128, keep_checkpoints=0, rank=8,
                 seed=0)
     return TrainConfig().replace(**{**base, **settings})
