@@ -165,3 +165,51 @@ def test_export(family, format, tiny_families, memorise_data, tmp_path_factory, 
         assert check.top1_agreement == 1.0, (check.check, check.top1_agreement)
         assert check.adapter_effect > 1e-3  # the adapter changes the logits, so the match means something
     record_property("max_abs_logit_diff", max(c.max_abs_logit_diff for c in exported.checks))
+
+
+# ---- 4. chat ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_chat_stops_on_end_of_turn(family, tiny_families, memorise_data, tmp_path_factory, record_property):
+    """The memorised answer streams and ends on the family's end-of-turn token ("stop"), not at max_tokens."""
+    from mlx_lora.chat import ChatSession, ChatSettings, load_chat_model
+
+    result, _ = trained_run(family, "lora", tiny_families / family, memorise_data, tmp_path_factory)
+    chat = load_chat_model(adapter=result.run_dir, compute_dtype="float32")
+    session = ChatSession(chat.model, chat.tokenizer)
+    end_of_turn = session.tokenizer.convert_tokens_to_ids(FAMILIES[family]["eos"])
+    assert end_of_turn in session.stop_ids
+    question, answer = CHATS[0]
+    deltas = list(session.stream([question], ChatSettings(temperature=0.0, max_tokens=40, seed=0)))
+    text = "".join(d.text for d in deltas)
+    record_property("answer", text)
+    assert deltas[-1].finished and deltas[-1].finish_reason == "stop", text
+    assert text.strip() == answer["content"]
+    assert FAMILIES[family]["eos"] not in text
+
+
+# ---- 2. the data preview ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_preview_marks_assistant_turns(family, tiny_families):
+    """On a multi-turn chat through the family's template, every assistant turn (and the
+    end-of-turn token that closes it) is trained and everything else is masked."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from mlx_lora.data.render import encode_example, example_spans
+
+    tokenizer = load_tokenizer(tiny_families / family)
+    example = encode_example(tokenizer, {"messages": CHATS[1]})
+    spans = example_spans(tokenizer, example)
+    trained = [s.text for s in spans if s.trained]
+    masked = "".join(s.text for s in spans if not s.trained)
+    answers = [m["content"] for m in CHATS[1] if m["role"] == "assistant"]
+    assert len(trained) == len(answers)  # one trained run per assistant turn
+    for run, answer in zip(trained, answers):
+        assert answer in run and FAMILIES[family]["eos"] in run, (run, answer)
+    for message in CHATS[1]:
+        if message["role"] == "user":
+            assert message["content"] in masked
+    assert not example.appended_eos and example.missing_eos_turns == 0
