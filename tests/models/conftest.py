@@ -97,11 +97,10 @@ def pytest_runtest_logreport(report):
         previous = _outcomes.setdefault(family, {}).get(cell)
         if previous is None or previous["outcome"] == "passed":  # a teardown error overrides a pass
             _outcomes[family][cell] = entry
+            _write_results()  # after every cell: a run cut short keeps what it measured
 
 
-def pytest_sessionfinish(session):
-    if not _outcomes:
-        return
+def _write_results() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for family, cells in _outcomes.items():
         results.setdefault(family, {}).update(cells)
