@@ -213,3 +213,73 @@ def test_preview_marks_assistant_turns(family, tiny_families):
         if message["role"] == "user":
             assert message["content"] in masked
     assert not example.appended_eos and example.missing_eos_turns == 0
+
+
+# ---- 6. an adapter trained elsewhere ----------------------------------------------------------
+
+# Runs in the judges' interpreter: a PEFT LoRA on the transformers model, saved as PEFT saves it,
+# and PEFT's logits for the prompts. B is random (init_lora_weights=False), so the adapter matters.
+_PEFT_CHILD = r"""
+import json, sys
+import numpy as np, torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+args = json.load(open(sys.argv[1]))
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_pretrained(args["base"], dtype=torch.float32)
+config = LoraConfig(r=4, lora_alpha=8, target_modules=args["targets"], layers_to_transform=args["layers"],
+                    init_lora_weights=False, task_type="CAUSAL_LM")
+model = get_peft_model(model, config)
+with torch.no_grad():
+    for name, param in model.named_parameters():
+        if "lora_" in name:
+            param.normal_(0.0, 0.1)
+model.eval()
+model.save_pretrained(args["out"])
+with torch.no_grad():
+    np.savez(args["logits"], **{f"p{i}": model(torch.tensor([ids])).logits[0].numpy()
+                                for i, ids in enumerate(args["prompts"])})
+"""
+PEFT_TARGETS = {"phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+                "qwen3_moe": ["q_proj", "k_proj", "v_proj", "o_proj"]}  # transformers 5 fuses the experts
+
+
+@pytest.mark.parametrize("family", NAMES)
+def test_peft_adapter_from_elsewhere(family, tiny_families, judges_python, tmp_path, record_property):
+    """A PEFT adapter made by peft on the transformers model: chat takes it and gives PEFT's
+    logits; the fused mlx export of it passes its check."""
+    import os
+    import subprocess
+
+    import mlx.core as mx
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from mlx_lora.chat import load_chat_model
+    from mlx_lora.export import export_run
+
+    folder = tiny_families / family
+    prompts = prompt_ids(load_tokenizer(folder))
+    targets = PEFT_TARGETS.get(family, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                        "down_proj"])
+    # llama3: only the first layer, so the import must leave the second one alone
+    args = {"base": str(folder), "out": str(tmp_path / "peft"), "logits": str(tmp_path / "peft.npz"),
+            "prompts": prompts, "targets": targets, "layers": [0] if family == "llama3" else None}
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    (tmp_path / "child.py").write_text(_PEFT_CHILD)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([judges_python, str(tmp_path / "child.py"), str(tmp_path / "args.json")],
+                          capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(args["logits"]) as data:
+        reference = [data[f"p{i}"] for i in range(len(prompts))]
+
+    chat = load_chat_model(adapter=tmp_path / "peft", compute_dtype="float32")
+    worst = 0.0
+    for ids, ref in zip(prompts, reference):
+        ours = np.array(chat.model(mx.array([ids]))[0])
+        assert (ours.argmax(-1) == ref.argmax(-1)).all()
+        np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+        worst = max(worst, float(np.abs(ours - ref).max()))
+    record_property("max_abs_logit_diff", worst)
+    exported = export_run(tmp_path / "peft", tmp_path / "fused", "mlx", torch_python=None)
+    assert exported.passed and all(c.status == "checked" for c in exported.checks)
