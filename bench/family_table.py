@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 # the table's columns: (heading, cells that must all pass); the stage numbers
 COLUMNS = [
-    ("1 load", ["load"]), ("1 will it fit", ["fit"]), ("2 preview", ["preview"]),
+    ("1 load", ["load"]), ("1 will it fit", ["fit"]), ("1 past the sliding window", ["sliding-window"]), ("2 preview", ["preview"]),
     ("3 LoRA", ["train-lora"]), ("3 DoRA", ["train-dora"]), ("3 QLoRA", ["train-qlora"]),
     ("4 chat", ["chat"]), ("5 hf", ["export-hf"]), ("5 peft", ["export-peft"]), ("5 mlx", ["export-mlx"]),
     ("6 PEFT import", ["import-peft"]),

@@ -24,6 +24,7 @@ CACHE = Path(os.environ.get("MLX_LORA_TINY_FAMILIES", Path(tempfile.gettempdir()
 STAGES = {
     "test_loads_like_transformers": "load",
     "test_will_it_fit": "fit",
+    "test_loads_like_transformers_past_the_sliding_window": "sliding-window",
     "test_train": "train",
     "test_export": "export",
     "test_chat_stops_on_end_of_turn": "chat",
