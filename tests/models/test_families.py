@@ -36,6 +36,9 @@ CHATS = [
     [{"role": "user", "content": "What do we drink?"},
      {"role": "assistant", "content": "Rum, and tea on Sundays."}],
 ]
+# mlx-lm has no DoRA for the experts' switch layers (it raises; the engine says so): DoRA on the
+# MoE adapts the attention and the router, LoRA adapts the experts too.
+METHOD_OVERRIDES = {("qwen3_moe", "dora"): {"targets": ("attention",)}}
 METHODS = {"lora": {}, "dora": {"fine_tune_type": "dora"}, "qlora": {"quantize_bits": 4, "quantize_group_size": 32}}
 
 
@@ -67,7 +70,8 @@ def trained_run(family: str, method: str, folder: Path, data: Path, tmp_path_fac
     if key not in _RUNS:
         recorder = RecordingReporter()
         run_dir = tmp_path_factory.mktemp(f"run-{family}-{method}") / "run"
-        result = train(train_config(folder, data, run_dir, **METHODS[method]), recorder)
+        settings = {**METHODS[method], **METHOD_OVERRIDES.get(key, {})}
+        result = train(train_config(folder, data, run_dir, **settings), recorder)
         losses = {e.step: e.loss for e in recorder.events if isinstance(e, StepReport)}
         _RUNS[key] = (result, losses)
     return _RUNS[key]
