@@ -55,11 +55,11 @@ FAMILIES: dict[str, dict] = {
         rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                       "original_max_position_embeddings": 8192}),
         template=LLAMA3, special=["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-        eos="<|eot_id|>", bos="<|begin_of_text|>", tokenizer="bpe"),
+        eos="<|eot_id|>", bos="<|begin_of_text|>", tokenizer="bpe", pre_tokenizer="llama3"),
     "llama3_tied": dict(model_type="llama", config=dict(tie_word_embeddings=True, rope_theta=500000.0),
                         template=LLAMA3,
                         special=["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-                        eos="<|eot_id|>", bos="<|begin_of_text|>", tokenizer="bpe"),
+                        eos="<|eot_id|>", bos="<|begin_of_text|>", tokenizer="bpe", pre_tokenizer="llama3"),
     "qwen2": dict(model_type="qwen2", config=dict(tie_word_embeddings=True, rope_theta=1000000.0),
                   template=CHATML, special=["<|im_start|>", "<|im_end|>"], eos="<|im_end|>", bos=None,
                   tokenizer="bpe"),
@@ -129,11 +129,24 @@ def _sentencepiece_tokenizer(spec: dict, datasets: Path, work: Path):
     return AutoTokenizer.from_pretrained(str(work))
 
 
+# Llama 3's pre-tokenizer (its tokenizer.json): runs of newlines are one piece, so the "\n\n" that
+# ends the template's assistant header is the same token whether the answer follows (training)
+# or not (the chat prompt). GPT-2's regex, which SmolLM2's tokenizer uses, splits "\n\nThe" as
+# "\n", "\n", "The" but a final "\n\n" as one token: the model would be trained on one and
+# prompted with the other (measured: the tiny llama3 answered gibberish in chat).
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
 def _bpe_tokenizer(spec: dict, demo_tokenizer: Path):
-    from tokenizers import AddedToken
+    from tokenizers import AddedToken, Regex, pre_tokenizers
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(demo_tokenizer))
+    if spec.get("pre_tokenizer") == "llama3":
+        tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in spec["special"]],
                          special_tokens=True)
     return tokenizer

@@ -312,3 +312,14 @@ def test_peft_adapter_from_elsewhere(family, tiny_families, judges_python, tmp_p
     record_property("max_abs_logit_diff", worst)
     exported = export_run(tmp_path / "peft", tmp_path / "fused", "mlx", torch_python=None)
     assert exported.passed and all(c.status == "checked" for c in exported.checks)
+
+
+def test_a_target_phi3_does_not_have_is_refused_with_its_real_names(tiny_families, memorise_data, tmp_path):
+    """Phi-3 fuses q/k/v into qkv_proj and gate/up into gate_up_proj: q_proj names nothing there."""
+    from mlx_lora.errors import UserError
+    from mlx_lora.train import train
+
+    config = train_config(tiny_families / "phi3", memorise_data, tmp_path / "run", iters=1, targets=("q_proj",))
+    with pytest.raises(UserError, match=r"'q_proj' matches no linear layer of this model; its layers have "
+                                        r".*self_attn\.qkv_proj.*mlp\.gate_up_proj"):
+        train(config)
