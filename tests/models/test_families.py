@@ -175,8 +175,18 @@ def test_train(family, method, tiny_families, memorise_data, tmp_path_factory, r
 # ---- 5. export ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("format", ["hf", "peft", "mlx"])
-@pytest.mark.parametrize("family", NAMES)
+EXPORT_GAPS = {
+    ("qwen3_moe", "hf"): "the hf export does not yet write mlx-lm's switch_mlp experts in transformers' "
+                         "layout (the engine refuses: use --format mlx)",
+    ("qwen3_moe", "peft"): "LoRA on the experts' switch layers has no PEFT form (the engine refuses by name); "
+                           "train with --targets attention to export to PEFT",
+}
+EXPORT_CELLS = [pytest.param(family, format, marks=pytest.mark.xfail(strict=True, reason=EXPORT_GAPS[family, format]))
+                if (family, format) in EXPORT_GAPS else pytest.param(family, format)
+                for family in NAMES for format in ("hf", "peft", "mlx")]
+
+
+@pytest.mark.parametrize("family, format", EXPORT_CELLS)
 def test_export(family, format, tiny_families, memorise_data, tmp_path_factory, judges_python, record_property):
     """hf → transformers, peft → PEFT on the transformers base, mlx → mlx_lm: each gives the
     logits of MLX base+adapter (float32: top-1 100%, the export's own check in the folder)."""
