@@ -160,6 +160,10 @@ def check_config(config: dict, where: str | Path) -> None:
         for key, limit in CONFIG_POSITIVE.items():
             if part.get(key) is not None:
                 check_positive(where, key, part[key], limit)
+        rope = part.get("rope_parameters")  # transformers 5: read as rope_theta (config_compat)
+        for ropes in ([rope, *rope.values()] if isinstance(rope, dict) else []):
+            if isinstance(ropes, dict) and ropes.get("rope_theta") is not None:
+                check_positive(where, "rope_parameters.rope_theta", ropes["rope_theta"], CONFIG_POSITIVE["rope_theta"])
         hidden, heads = part.get("hidden_size"), part.get("num_attention_heads")
         kv = part.get("num_key_value_heads")
         if type(heads) is int and type(kv) is int and heads % kv:

@@ -47,6 +47,15 @@ def test_transformers_5_rope_parameters_become_mlx_lm_keys():
     assert kept["rope_theta"] == 7.0  # what the file says at the top level wins
 
 
+def test_a_rope_base_in_rope_parameters_is_bounded_like_rope_theta(tmp_path):
+    from mlx_lora.models.local import check_config
+
+    check_config({"rope_parameters": {"full_attention": {"rope_theta": 1e6}}}, "c.json")
+    for bad in ({"rope_theta": 0}, {"sliding_attention": {"rope_theta": float("nan")}}):
+        with pytest.raises(UserError, match="c.json: rope_parameters.rope_theta must be a number above 0"):
+            check_config({"rope_parameters": bad}, "c.json")
+
+
 BASE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 1000}
 
