@@ -331,5 +331,5 @@ def test_a_target_phi3_does_not_have_is_refused_with_its_real_names(tiny_familie
 
     config = train_config(tiny_families / "phi3", memorise_data, tmp_path / "run", iters=1, targets=("q_proj",))
     with pytest.raises(UserError, match=r"'q_proj' matches no linear layer of this model; its layers have "
-                                        r".*self_attn\.qkv_proj.*mlp\.gate_up_proj"):
+                                        r".*mlp\.gate_up_proj.*self_attn\.qkv_proj"):
         train(config)
