@@ -71,7 +71,12 @@ def trained_run(family: str, method: str, folder: Path, data: Path, tmp_path_fac
         recorder = RecordingReporter()
         run_dir = tmp_path_factory.mktemp(f"run-{family}-{method}") / "run"
         settings = {**METHODS[method], **METHOD_OVERRIDES.get(key, {})}
-        result = train(train_config(folder, data, run_dir, **settings), recorder)
+
+        def halved() -> bool:  # DoRA and QLoRA stop once they have shown it; LoRA's run is reused by chat/export
+            steps = [e.loss for e in recorder.events if isinstance(e, StepReport)]
+            return method != "lora" and len(steps) > 1 and steps[-1] <= steps[0] / 2
+
+        result = train(train_config(folder, data, run_dir, **settings), recorder, should_stop=halved)
         losses = {e.step: e.loss for e in recorder.events if isinstance(e, StepReport)}
         _RUNS[key] = (result, losses)
     return _RUNS[key]
@@ -163,7 +168,7 @@ def test_will_it_fit(family, tiny_families, record_property):
 def test_train(family, method, tiny_families, memorise_data, tmp_path_factory, record_property):
     """LoRA, DoRA and QLoRA (4-bit base) halve the loss of a memorisation task in ≤ 60 steps."""
     result, losses = trained_run(family, method, tiny_families / family, memorise_data, tmp_path_factory)
-    assert result.status == "finished", result.reason
+    assert result.status == ("finished" if method == "lora" else "stopped"), result.reason
     first = losses[1]
     halved = next((step for step, loss in sorted(losses.items()) if loss <= first / 2), None)
     record_property("first_loss", round(first, 3))
