@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup setup-gguf run test test-gpu demo clean-venv package package-test
+.PHONY: setup setup-gguf run test test-models test-gpu demo clean-venv package package-test
 
 setup: $(STAMP)
 
@@ -35,6 +35,20 @@ run: setup
 
 test: setup setup-gguf
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
+
+# The family matrix (tests/models): tiny models of every family, checked against transformers
+# and PEFT in a second venv (torch's CPU wheel, pinned: an unpinned torch pulls a multi-GB CUDA
+# build). Writes tests/models/results.json; bench/family_table.py turns it into the README's table.
+# Off a machine with local wheels, on Linux: JUDGES_PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cpu'
+JUDGES := .venv-judges
+JUDGES_PIP_ARGS ?=
+test-models: setup
+	@test -x $(JUDGES)/bin/python || $(PYTHON) -m venv $(JUDGES)
+	@$(JUDGES)/bin/python -c 'import torch, transformers, peft, safetensors, sentencepiece' 2>/dev/null || \
+	  $(JUDGES)/bin/python -m pip install -q $(JUDGES_PIP_ARGS) torch==2.13.0 transformers peft safetensors sentencepiece
+	MLX_LORA_TORCH_PYTHON=$(abspath $(JUDGES))/bin/python QT_QPA_PLATFORM=offscreen \
+	  $(BIN)/python -m pytest -q -m models tests/models
+	$(BIN)/python bench/family_table.py
 
 demo: setup
 	$(BIN)/mlx-lora demo

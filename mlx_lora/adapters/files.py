@@ -4,7 +4,8 @@ run it belongs to.
 :func:`resolve_adapter` turns what a person names — a run folder (its final adapter,
 else ``best/``, else the checkpoint its ``latest`` pointer names), its ``best/``, one
 of its ``checkpoints/step-N/``, a bare mlx-lm adapter folder, or an
-``…adapters.safetensors`` file — into an :class:`AdapterFiles`: the weights, the
+``…adapters.safetensors`` file, or a PEFT adapter folder (converted by
+:mod:`mlx_lora.adapters.peft_import`) — into an :class:`AdapterFiles`: the weights, the
 mlx-lm ``adapter_config.json`` (next to the weights, or at the top of the run: the
 trainer keeps one there), and the run folder (:class:`mlx_lora.run_folder.RunFolder`)
 whose config names the base the adapter was trained on. Nothing here imports MLX
@@ -119,6 +120,10 @@ def resolve_adapter(path: str | Path) -> AdapterFiles:
             raise UserError(f"{path}: not an adapter (expected a folder or an .safetensors file)")
         weights = path.resolve()
     elif path.is_dir():
+        from mlx_lora.adapters.peft_import import imported_peft, is_peft_folder
+
+        if is_peft_folder(path):  # trained elsewhere (PEFT, Unsloth): converted once, then as ours
+            path = imported_peft(path)
         weights = _weights_in(path.resolve())
     else:
         raise UserError(f"{path}: no such adapter folder or file")

@@ -160,6 +160,10 @@ def check_config(config: dict, where: str | Path) -> None:
         for key, limit in CONFIG_POSITIVE.items():
             if part.get(key) is not None:
                 check_positive(where, key, part[key], limit)
+        rope = part.get("rope_parameters")  # transformers 5: read as rope_theta (config_compat)
+        for ropes in ([rope, *rope.values()] if isinstance(rope, dict) else []):
+            if isinstance(ropes, dict) and ropes.get("rope_theta") is not None:
+                check_positive(where, "rope_parameters.rope_theta", ropes["rope_theta"], CONFIG_POSITIVE["rope_theta"])
         hidden, heads = part.get("hidden_size"), part.get("num_attention_heads")
         kv = part.get("num_key_value_heads")
         if type(heads) is int and type(kv) is int and heads % kv:
@@ -206,13 +210,99 @@ def check_model_folder(folder: Path) -> Path:
             )
         raise UserError(f"{folder}: no *.safetensors weights found")
     config = read_config(folder / "config.json")
+    check_supported(config, folder / "config.json")
     for weights in sorted(folder.glob("*.safetensors")):
         check_safetensors(weights)
+    install_config_compat()
     if "model_file" in config or config.get("auto_map"):
         # mlx-lm would need trust_remote_code for model_file; we never set it.
         if "model_file" in config:
             raise UserError(f"{folder}: this model needs custom code ({config['model_file']}), which is never run")
     return folder
+
+
+def _mlx_model_type(config: dict) -> str:
+    from mlx_lm.utils import MODEL_REMAPPING
+
+    model_type = str(config.get("model_type", ""))
+    return MODEL_REMAPPING.get(model_type, model_type)
+
+
+def check_supported(config: dict, where: str | Path) -> None:
+    """Refuse, before anything is built, a model whose architecture mlx-lm cannot run:
+    ``what: why, what to do``."""
+    import importlib.util
+
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise UserError(f"{where}: no model_type, so the architecture is unknown; this is not a Hugging Face "
+                        "or MLX model config — use the config.json that came with the weights")
+    if not model_type.replace("_", "").isalnum() or \
+            importlib.util.find_spec(f"mlx_lm.models.{_mlx_model_type(config)}") is None:
+        raise UserError(f"{where}: model_type {model_type[:40]!r} is not supported: mlx-lm has no model of this "
+                        "architecture; pick a model of a supported family (README: \"Model families\") or "
+                        "convert it with mlx_lm.convert first")
+
+
+def _rope_keys(rope: dict) -> dict:
+    """transformers 5's ``rope_parameters`` (one rope) as the keys mlx-lm reads."""
+    out: dict = {}
+    if "rope_theta" in rope:
+        out["rope_theta"] = rope["rope_theta"]
+    if "partial_rotary_factor" in rope:
+        out["partial_rotary_factor"] = rope["partial_rotary_factor"]
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind != "default":
+        scaling = {k: v for k, v in rope.items() if k not in ("rope_theta", "partial_rotary_factor")}
+        out["rope_scaling"] = {**scaling, "rope_type": kind, "type": kind}
+    return out
+
+
+def config_compat(config: dict) -> dict:
+    """config.json as mlx-lm 0.32 reads it: transformers 5 writes ``rope_parameters`` where
+    mlx-lm reads ``rope_theta``/``rope_scaling`` (per layer type for Gemma 3:
+    ``rope_local_base_freq``), and ``num_local_experts`` for Qwen3-MoE's ``num_experts``.
+    Without this, mlx-lm silently uses its default rope (measured on the tiny Llama 3 of
+    tests/models: 8% of top-1 tokens differ from transformers') and cannot build Qwen3-MoE.
+    Keys already present win."""
+    out = dict(config)
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict):
+        if isinstance(rope.get("full_attention"), dict):  # per layer type (gemma3)
+            added = _rope_keys(rope["full_attention"])
+            local = rope.get("sliding_attention")
+            if isinstance(local, dict) and "rope_theta" in local:
+                added["rope_local_base_freq"] = local["rope_theta"]
+        else:
+            added = _rope_keys(rope)
+        for key, value in added.items():
+            out.setdefault(key, value)
+    if out.get("model_type") in ("qwen3_moe", "qwen2_moe") and "num_experts" not in out \
+            and "num_local_experts" in out:
+        out["num_experts"] = out["num_local_experts"]
+    if "torch_dtype" not in out and isinstance(out.get("dtype"), str):
+        out["torch_dtype"] = out["dtype"]
+    return out
+
+
+_COMPAT_INSTALLED = False
+
+
+def install_config_compat() -> None:
+    """Make every mlx-lm load (ours, the trainer's, the exports') read config.json through
+    :func:`config_compat`: ``mlx_lm.utils.load_config`` is the one place it is read."""
+    global _COMPAT_INSTALLED
+    if _COMPAT_INSTALLED:
+        return
+    import mlx_lm.utils as mlx_utils
+
+    original = mlx_utils.load_config
+
+    def load_config(model_path):
+        return config_compat(original(model_path))
+
+    mlx_utils.load_config = load_config
+    _COMPAT_INSTALLED = True
 
 
 def imported_gguf_path(gguf: Path) -> Path:

@@ -54,6 +54,10 @@ QKV_PER_TOKEN = 1.0
 # one-hot difference and MLX's temporaries, but only for 256 positions.
 LOSS_ROWS_PER_POSITION = 4.5
 LOSS_ROWS_PER_CHUNK_POSITION = 8.0
+# Gemma 2's final soft-capping keeps ≈ 2 more vocabulary-wide rows per position (the capped
+# logits and tanh's output for its backward; tests/models, gemma2 at 4 × 256: 1.25 GB measured
+# against 0.95 GB estimated without them).
+SOFTCAP_ROWS_PER_POSITION = 2.0
 GPU_CHECKPOINT_SHARE = 0.6  # 0.53 of an eager step (session 2); the trainer's compiled step, 0.6
 # On a GPU the trainer's peaks (compiled step, LoRA products in bf16; bench/RESULTS.md,
 # "Training performance") are the counts above times 0.8–2.4: the host queues work ahead of
@@ -72,7 +76,8 @@ ATTENTION_BACKWARD_BUFFERS = 3.0
 
 @dataclasses.dataclass(frozen=True)
 class ModelShape:
-    """What the estimate needs to know about a decoder-only transformer (llama family)."""
+    """What the estimate needs to know about a decoder-only transformer: the llama family, and
+    the quirks of the others (tests/models measures each: bench/RESULTS.md, "Model families")."""
 
     hidden_size: int
     intermediate_size: int
@@ -85,18 +90,44 @@ class ModelShape:
     quantized_bits: int = 0  # 0: stored in floating point
     quantized_group_size: int = 64
     stored_dtype_bytes: int = 2  # float16/bfloat16 as stored; 4 for float32
+    attention_bias: bool = False  # qwen2: biases on q, k and v
+    qk_norm: bool = False  # qwen3, gemma3: an RMSNorm of head_dim on queries and keys
+    norms_per_layer: int = 2  # gemma2/gemma3: 4 (pre and post attention and MLP)
+    fused_projections: bool = False  # phi3: qkv_proj and gate_up_proj
+    num_experts: int = 0  # stored experts per layer (qwen3_moe); 0: a dense MLP
+    experts_per_token: int = 0  # active experts per token
+    expert_intermediate_size: int = 0
+    full_logits: bool = False  # the loss cannot run the head at trained positions only (gemma)
+    logit_softcapping: bool = False  # gemma2: tanh(logits / cap) · cap over the whole (B, L, V)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in, out) of each linear layer of one transformer layer."""
+        """(in, out) of each linear layer of one transformer layer (LoRA's targets; a mixture of
+        experts' switch layers are counted by :attr:`expert_parameters`, its router here)."""
         d, q, kv, i = self.hidden_size, self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim, \
             self.intermediate_size
-        return {"self_attn.q_proj": (d, q), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
-                "self_attn.o_proj": (q, d), "mlp.gate_proj": (d, i), "mlp.up_proj": (d, i),
-                "mlp.down_proj": (i, d)}
+        if self.fused_projections:
+            return {"self_attn.qkv_proj": (d, q + 2 * kv), "self_attn.o_proj": (q, d),
+                    "mlp.gate_up_proj": (d, 2 * i), "mlp.down_proj": (i, d)}
+        attention = {"self_attn.q_proj": (d, q), "self_attn.k_proj": (d, kv), "self_attn.v_proj": (d, kv),
+                     "self_attn.o_proj": (q, d)}
+        if self.num_experts:
+            return {**attention, "mlp.gate": (d, self.num_experts)}
+        return {**attention, "mlp.gate_proj": (d, i), "mlp.up_proj": (d, i), "mlp.down_proj": (i, d)}
+
+    @property
+    def expert_parameters(self) -> int:
+        """All stored experts of one layer: gate, up and down of each (they are all held in memory)."""
+        return self.num_experts * 3 * self.hidden_size * self.expert_intermediate_size
+
+    @property
+    def active_intermediate_size(self) -> int:
+        """The MLP width one token passes through: the active experts' together for a mixture."""
+        return self.experts_per_token * self.expert_intermediate_size if self.num_experts else \
+            self.intermediate_size
 
     @property
     def layer_linear_parameters(self) -> int:
-        return sum(a * b for a, b in self.linear_shapes().values())
+        return sum(a * b for a, b in self.linear_shapes().values()) + self.expert_parameters
 
     @property
     def embedding_parameters(self) -> int:
@@ -104,7 +135,9 @@ class ModelShape:
 
     @property
     def parameters(self) -> int:
-        norms = (2 * self.num_layers + 1) * self.hidden_size
+        per_layer = self.norms_per_layer * self.hidden_size + (2 * self.head_dim if self.qk_norm else 0) + \
+            ((self.num_heads + 2 * self.num_kv_heads) * self.head_dim if self.attention_bias else 0)
+        norms = self.num_layers * per_layer + self.hidden_size
         return self.num_layers * self.layer_linear_parameters + self.embedding_parameters + norms
 
 
@@ -118,14 +151,27 @@ def shape_from_config(config: dict) -> ModelShape:
         hidden = int(text["hidden_size"])
         heads = int(text["num_attention_heads"])
         quant = config.get("quantization") or config.get("quantization_config") or {}
+        kind = str(text.get("model_type", ""))
+        experts = int(text.get("num_experts") or text.get("num_local_experts") or 0) \
+            if text.get("moe_intermediate_size") else 0
+        dtype = config.get("torch_dtype") or config.get("dtype") or "bfloat16"  # transformers 5 writes dtype
         return ModelShape(
+            attention_bias=bool(text.get("attention_bias", kind in ("qwen2", "qwen2_moe"))),
+            qk_norm=kind.startswith(("qwen3", "gemma3", "olmo2")), norms_per_layer=4 if kind.startswith("gemma") and
+            kind not in ("gemma",) else 2, fused_projections=kind in ("phi3", "phimoe"),
+            num_experts=experts, experts_per_token=int(text.get("num_experts_per_tok") or 0) if experts else 0,
+            expert_intermediate_size=int(text.get("moe_intermediate_size") or 0) if experts else 0,
+            # mlx-lm's gemma models compute the head inside Model.__call__ (gemma3's tie flag lives on
+            # the Model, not its args), so the trained-positions loss cannot split them (evaluate._split_head)
+            full_logits=kind.startswith("gemma") or bool(text.get("final_logit_softcapping")),
+            logit_softcapping=bool(text.get("final_logit_softcapping", kind == "gemma2")),
             hidden_size=hidden, intermediate_size=int(text["intermediate_size"]),
             num_layers=int(text["num_hidden_layers"]), num_heads=heads,
             num_kv_heads=int(text.get("num_key_value_heads") or heads),
             head_dim=int(text.get("head_dim") or hidden // heads), vocab_size=int(text["vocab_size"]),
             tied_embeddings=bool(text.get("tie_word_embeddings", False)),
             quantized_bits=int(quant.get("bits", 0) or 0), quantized_group_size=int(quant.get("group_size", 64) or 64),
-            stored_dtype_bytes=_DTYPE_BYTES.get(str(config.get("torch_dtype", "bfloat16")), 2))
+            stored_dtype_bytes=_DTYPE_BYTES.get(str(dtype), 2))
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise UserError(f"config.json: cannot read the model's shape (missing or bad {exc})") from exc
 
@@ -295,7 +341,7 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     if grpo is None and batch_tokens is None and data.max_batch_tokens:  # train/batches.micro_batches cuts wider batches
         rows = min(rows, rows_per_pass(length, data.max_batch_tokens))
     tokens = rows * length
-    d, i = shape.hidden_size, shape.intermediate_size
+    d, i = shape.hidden_size, shape.active_intermediate_size
     qkv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
     per_token = HIDDEN_PER_TOKEN * d + INTERMEDIATE_PER_TOKEN * i + QKV_PER_TOKEN * qkv  # values, one layer
     per_token_bytes = per_token * compute
@@ -322,12 +368,14 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
         recompute = 0
 
     # -- the LM head and the loss -------------------------------------------
+    full_logits = full_logits or shape.full_logits
     positions = tokens if full_logits else math.ceil(tokens * trained_share)
     if loss_chunk is None:
         from mlx_lora.train.evaluate import DEFAULT_LOSS_CHUNK
 
         loss_chunk = 0 if full_logits else DEFAULT_LOSS_CHUNK
-    loss = LOSS_ROWS_PER_POSITION * positions * shape.vocab_size * 4
+    rows_per_position = LOSS_ROWS_PER_POSITION + (SOFTCAP_ROWS_PER_POSITION if shape.logit_softcapping else 0)
+    loss = rows_per_position * positions * shape.vocab_size * 4
     if loss_chunk and positions > loss_chunk:  # a few chunks cost no more than the whole (demo, 307 positions)
         loss = min(loss, LOSS_ROWS_PER_CHUNK_POSITION * loss_chunk * shape.vocab_size * 4)
     # with checkpointing the loss runs while only the layers' inputs are kept, before any
