@@ -25,7 +25,8 @@ def test_importing_every_engine_module_imports_no_qt_and_no_app():
     import json
 
     done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(result["modules"]) > 60 and "mlx_lora.methods.lora" in result["modules"]
@@ -37,11 +38,16 @@ def test_the_probe_sees_a_qt_import(tmp_path):
     package = tmp_path / "mlx_lora_probe"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "bad.py").write_text("import app.main_window\n")
+    # A stand-in PySide6 first on the path: the probe needs no Qt installed (the GPU machine has none)
+    (tmp_path / "PySide6").mkdir()
+    (tmp_path / "PySide6" / "__init__.py").write_text("")
+    (package / "bad.py").write_text("import PySide6\nimport app\n")
     probe = PROBE.replace("import mlx_lora\n", "import mlx_lora_probe as mlx_lora\n").replace(
         '"mlx_lora."', '"mlx_lora_probe."')
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}", "QT_QPA_PLATFORM": "offscreen"})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH")])),
+                               "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "app" in json_found(done.stdout) and "PySide6" in json_found(done.stdout)
 

@@ -205,7 +205,7 @@ def test_dpo_with_dora_gradient_checkpointing_and_a_quantised_base(tiny_model, p
     _, result, events = run(tiny_model, pairs_dataset, tmp_path / "run", objective="dpo", iters=2,
                             steps_per_eval=2, **settings)
     evals = [e for e in events if isinstance(e, EvalReport)]
-    assert result.status == "finished"
+    assert result.status == "finished", result.reason
     assert evals[0].val_loss == pytest.approx(math.log(2), abs=1e-5)  # the reference is exactly the base
     assert evals[-1].val_loss < evals[0].val_loss
 
