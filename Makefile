@@ -44,8 +44,8 @@ JUDGES := .venv-judges
 JUDGES_PIP_ARGS ?=
 test-models: setup
 	@test -x $(JUDGES)/bin/python || $(PYTHON) -m venv $(JUDGES)
-	@$(JUDGES)/bin/python -c 'import torch, transformers, peft, safetensors, sentencepiece' 2>/dev/null || \
-	  $(JUDGES)/bin/python -m pip install -q $(JUDGES_PIP_ARGS) torch==2.13.0 transformers peft safetensors sentencepiece
+	@$(JUDGES)/bin/python -c 'import torch, transformers, peft, safetensors, sentencepiece, google.protobuf' 2>/dev/null || \
+	  $(JUDGES)/bin/python -m pip install -q $(JUDGES_PIP_ARGS) torch==2.13.0 transformers peft safetensors sentencepiece protobuf
 	MLX_LORA_TORCH_PYTHON=$(abspath $(JUDGES))/bin/python QT_QPA_PLATFORM=offscreen \
 	  $(BIN)/python -m pytest -q -m models tests/models
 	$(BIN)/python bench/family_table.py
