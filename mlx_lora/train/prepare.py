@@ -69,6 +69,14 @@ def trainable_count(model: nn.Module) -> int:
     return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
 
 
+# Backends on which a quantised base's layers train through dequantise-then-matmul
+# (mlx_lora/methods/tensors/qmatmul.py) instead of MLX's quantised matmul: measured on CUDA
+# (bench/gpu_qlora.py, bench/RESULTS.md "QLoRA on the GPU"); Metal keeps mlx-lm's quantised
+# matmuls (not measured here); the CPU dequantises the whole base (above). The bench sets it
+# to () to measure the quantised kernels.
+DEQUANTIZED_MATMUL: tuple[str, ...] = ("cuda",)
+
+
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
     """(model, tokenizer, folder, compute dtype name, notes): the base, quantised and/or
     dequantised as the config and the device call for."""
@@ -78,9 +86,13 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
 
     folder = resolve_model(config.model.model, reporter)
     reporter.emit(Progress("train", f"loading {folder.name}"))
-    model, tokenizer, model_config = load(str(folder), return_config=True, trust_remote_code=False)
-    notes: list[str] = []
     settings = config.model
+    # Quantising at load: the weights stay lazy until they are quantised, then each layer is
+    # evaluated on its own, so the full-precision base never sits in memory whole (an 8B base
+    # in bf16 is 16 GB, in 4 bits ~4.5 GB; a 70B one 140 GB against ~40).
+    lazy = bool(settings.quantize_bits)
+    model, tokenizer, model_config = load(str(folder), return_config=True, lazy=lazy, trust_remote_code=False)
+    notes: list[str] = []
     method = method_for(config.adapter.fine_tune_type)
     if settings.quantize_bits:
         if _quantized_bits(model):
@@ -89,6 +101,10 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
         else:
             model, _ = quantize_model(model, model_config, settings.quantize_group_size, settings.quantize_bits)
             notes.append(f"quantised the base to {settings.quantize_bits}-bit (QLoRA)")
+    if lazy:
+        for layer in getattr(model, "layers", []):
+            mx.eval(layer.parameters())
+        mx.eval(model.parameters())
     on_cpu = backend.device_kind() == "cpu"
     if settings.compute_dtype == "auto":
         dtype = backend.compute_dtype(_float_dtype(model))
@@ -218,6 +234,12 @@ def prepare_model(config: TrainConfig, reporter: Reporter = NullReporter()) -> P
     method = method_for(config.adapter.fine_tune_type)
     if method.has_adapter:
         total += trainable
+    if DEQUANTIZED_MATMUL and backend.backend_name() in DEQUANTIZED_MATMUL:
+        from mlx_lora.methods.tensors.qmatmul import dequantized_matmul_layers
+
+        if dequantized_matmul_layers(model):
+            notes.append("the quantised base multiplies through dequantised weights, one layer at a time "
+                         "(faster than quantised matmuls for training on this backend)")
     if config.model.grad_checkpoint:
         enable_grad_checkpoint(model.layers)
     adapter_config["model"] = config.model.model
