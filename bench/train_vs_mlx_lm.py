@@ -171,8 +171,14 @@ for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json
 """
 
 
-def run(code: str, *args: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=REPO)
+def run(code: str, *args: str, python: str | None = None, timeout: float | None = None) -> dict:
+    try:
+        proc = subprocess.run([python or sys.executable, "-c", code, *args], capture_output=True, text=True,
+                              cwd=REPO, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout or ""
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
+        raise SystemExit(f"timed out after {timeout:.0f} s; its last output: {out[-1500:]}")
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-4000:])
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
