@@ -5,6 +5,7 @@ headline, progress events, and a cancel that leaves nothing written."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -13,7 +14,7 @@ from mlx_lora.evaluation import GenerationSettings, evaluate_generation, read_ge
 from mlx_lora.evaluation.job import eval_item
 from mlx_lora.evaluation.results import EvaluationProgress, GenerationEval, format_result
 from mlx_lora.events import RecordingReporter
-from mlx_lora.run_folder import GENERATION_EVAL_FILE
+from mlx_lora.run_folder import GENERATION_EVAL_FILE, RunFolder
 from mlx_lora.run_history import summarize_run
 from mlx_lora.train import train
 from tests.core.test_train_helpers import tiny_config, write_dataset
@@ -106,8 +107,14 @@ def test_cancel_leaves_nothing_written(demo_run, tmp_path):
     assert not [p.name for p in demo_run.iterdir() if p.name.startswith(".") and ".tmp" in p.name]
 
 
-def test_no_test_split_takes_a_sample_of_validation_and_says_so(demo_model, tmp_path):
-    run = tiny_demo_run(demo_model, tmp_path, test=0)
+def test_no_test_split_takes_a_sample_of_validation_and_says_so(demo_run, tmp_path):
+    # the same run, its config pointing at the data without test.jsonl (no second training)
+    data = write_dataset(tmp_path / "data", train=8, valid=2, test=0)
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)
+    folder = RunFolder(run)
+    folder.write_config(folder.config().replace(data=str(data)))
+    (run / GENERATION_EVAL_FILE).unlink()
     with pytest.raises(UserError, match="no test split"):
         evaluate_generation(run, GenerationSettings(split="test", limit=1, max_tokens=2))
     result = evaluate_generation(run, GenerationSettings(limit=1, max_tokens=2), save=False)
