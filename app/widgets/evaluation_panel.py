@@ -8,6 +8,8 @@ from the controller, the settings' defaults and bounds from the engine's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSpinBox,
@@ -111,8 +113,8 @@ class EvaluationPanel(QWidget):
             _fill(self.examples, [])
             return
         tuned, base = result.tuned.rouge_l, result.base.rouge_l
-        self.status.setText(f"ROUGE-L {base:.3f} → {tuned:.3f} with the adapter ({result.adapter}), over "
-                            f"{len(result.examples)} examples.")
+        self.status.setText(f"{Path(result.run_dir).name}: ROUGE-L {base:.3f} → {tuned:.3f} with the adapter "
+                            f"({result.adapter}), over {len(result.examples)} examples.")
         self.note.setText(f"{result.split_note}; greedy, at most {result.settings.max_tokens} new tokens. "
                           "Reference loss: the reference answer's cross-entropy per token (lower is better).")
         _fill(self.summary, evaluation_rows.summary_rows(result))

@@ -13,7 +13,9 @@ tokens, greedy decoding — so they are the answers a person gets on the Chat pa
 temperature 0. The examples and their problems are checked before the model is loaded.
 ``should_stop`` is asked between every two generated tokens; a stop raises
 :class:`~mlx_lora.errors.Cancelled` and nothing is written. The result is written once,
-whole, at the end (``generation_eval.json`` in the run folder).
+whole, at the end (``generation_eval.json`` in the run folder). With
+``settings.judge`` a judge model (the base, or another local model) then rates each
+tuned answer against the base's (:mod:`mlx_lora.evaluation.judge`).
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def evaluate_generation(run_dir: str | Path, settings: GenerationSettings = Gene
     n = len(items)
 
     def emit(phase: str, message: str, done: int = 0, side: str = "") -> None:
-        reporter.emit(EvaluationProgress(JOB, message, done, n if phase in ("generating", "scoring") else 0,
+        reporter.emit(EvaluationProgress(JOB, message, done, n if phase in ("generating", "scoring", "judging") else 0,
                                          phase=phase, side=side))
 
     emit("loading", "loading the model")
@@ -175,8 +177,10 @@ def evaluate_generation(run_dir: str | Path, settings: GenerationSettings = Gene
                                  rouge_l(a.text, item.reference), loss, tokens, a.token_count, a.finish_reason)
                      for a, item, (loss, tokens) in zip(answers[side], items, losses[side])]
               for side in answers}
-    examples = tuple(ExampleResult(item.index, _last_user(item.messages), item.reference, base, tuned)
-                     for item, base, tuned in zip(items, scored["base"], scored["tuned"]))
+    verdicts = _judge(chat, session, items, answers, settings, should_stop, emit, reporter) if settings.judge \
+        else [(None, ())] * n
+    examples = tuple(ExampleResult(item.index, _last_user(item.messages), item.reference, base, tuned, *verdict)
+                     for item, base, tuned, verdict in zip(items, scored["base"], scored["tuned"], verdicts))
     result = GenerationEval(str(run.path), settings.adapter, split, note, split_size, settings,
                             ModelSummary.of(scored["base"]), ModelSummary.of(scored["tuned"]), examples, skipped,
                             time.monotonic() - started, time.time())
@@ -186,6 +190,27 @@ def evaluate_generation(run_dir: str | Path, settings: GenerationSettings = Gene
         emit("saving", "saving the results")
         run.write_generation_eval(result.to_dict())
     return result
+
+
+def _judge(chat, session, items, answers, settings: GenerationSettings, should_stop, emit, reporter) -> list:
+    """(verdict, replies) per item from the judge: the base (this model, adapter off) or another model."""
+    from mlx_lora.chat import ChatSession, load_chat_model
+    from mlx_lora.evaluation.judge import judge_pair, session_asker
+
+    if settings.judge == "base":
+        ask = session_asker(session, should_stop, use_adapter=False)
+    else:
+        emit("loading", f"loading the judge {settings.judge}")
+        judge = load_chat_model(model=settings.judge, reporter=reporter)
+        ask = session_asker(ChatSession(judge.model, judge.tokenizer), should_stop, use_adapter=True)
+    out = []
+    for i, item in enumerate(items):
+        if should_stop():
+            raise Cancelled()
+        emit("judging", f"judging {i + 1}/{len(items)}", i)
+        out.append(judge_pair(ask, settings.judge_template, _last_user(item.messages), item.reference,
+                              answers["tuned"][i].text, answers["base"][i].text))
+    return out
 
 
 def _last_user(messages: tuple[dict[str, Any], ...]) -> str:

@@ -26,7 +26,7 @@ METRIC_LABELS = {"exact_match": "exact match", "token_f1": "token F1", "rouge_l"
 
 @dataclasses.dataclass(frozen=True)
 class EvaluationProgress(Progress):
-    """What the evaluation is doing now: ``phase`` loading | generating | scoring | saving,
+    """What the evaluation is doing now: ``phase`` loading | generating | scoring | judging | saving,
     ``side`` base | tuned (or ""), ``done`` of ``total`` examples; ``message`` says it in words
     ("generating 3/20 (tuned)")."""
 
@@ -45,6 +45,8 @@ class GenerationSettings:
     max_tokens: int = 64  # new tokens per answer at most
     adapter: str = "final"  # final, best, latest or step-N
     seed: int = 0  # which examples the sample takes
+    judge: str | None = None  # None: no judge; "base": the run's base rates tuned vs base; else a local model
+    judge_prompt: str | None = None  # None: mlx_lora.evaluation.judge.DEFAULT_PROMPT
 
     def __post_init__(self) -> None:
         if self.split not in (None, "test", "valid", "train"):
@@ -53,6 +55,16 @@ class GenerationSettings:
             raise UserError("limit must be 0 (every example) or more")
         if self.max_tokens < 1:
             raise UserError("max_tokens must be at least 1")
+        if self.judge_prompt is not None:
+            from mlx_lora.evaluation.judge import check_prompt
+
+            check_prompt(self.judge_prompt)
+
+    @property
+    def judge_template(self) -> str:
+        from mlx_lora.evaluation.judge import DEFAULT_PROMPT
+
+        return self.judge_prompt if self.judge_prompt is not None else DEFAULT_PROMPT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +88,8 @@ class ExampleResult:
     reference: str
     base: AnswerScore
     tuned: AnswerScore
+    judge: str | None = None  # the judge's verdict: tuned | base | tie (None: not judged)
+    judge_replies: tuple[str, ...] = ()  # its replies, tuned as answer A then as answer B
 
     @property
     def delta(self) -> tuple[float, float, float]:
@@ -118,6 +132,14 @@ class GenerationEval:
     elapsed_s: float = 0.0
     created: float = 0.0  # seconds since the epoch
 
+    @property
+    def judge_counts(self) -> dict[str, int] | None:
+        """{"tuned": wins, "base": wins, "tie": n} when a judge rated the pairs."""
+        verdicts = [e.judge for e in self.examples if e.judge is not None]
+        if not verdicts:
+            return None
+        return {side: verdicts.count(side) for side in ("tuned", "base", "tie")}
+
     def ranked(self) -> list[ExampleResult]:
         """Best first: by tuned-minus-base ROUGE-L, then token F1, then the drop in loss."""
         return sorted(self.examples, key=lambda e: e.delta, reverse=True)
@@ -136,7 +158,8 @@ class GenerationEval:
         def answer(d):
             return AnswerScore(**d)
 
-        examples = tuple(ExampleResult(e["index"], e["prompt"], e["reference"], answer(e["base"]), answer(e["tuned"]))
+        examples = tuple(ExampleResult(e["index"], e["prompt"], e["reference"], answer(e["base"]), answer(e["tuned"]),
+                                       e.get("judge"), tuple(e.get("judge_replies") or ()))
                          for e in data["examples"])
         fields = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}}
         return cls(**{**fields, "settings": GenerationSettings(**data["settings"]),
@@ -166,6 +189,9 @@ def summary_rows(result: GenerationEval) -> list[tuple[str, str, str, str]]:
         base, tuned = getattr(result.base, name), getattr(result.tuned, name)
         change = None if base is None or tuned is None else tuned - base
         rows.append((label, _number(base), _number(tuned), "—" if change is None else f"{change:+.3f}"))
+    counts = result.judge_counts
+    if counts is not None:
+        rows.append(("judge: preferred", str(counts["base"]), str(counts["tuned"]), f"{counts['tie']} ties"))
     return rows
 
 
@@ -176,9 +202,11 @@ def _clip(text: str, width: int) -> str:
 
 def format_result(result: GenerationEval, k: int = 3, width: int = 60) -> str:
     """The summary table and the best and worst examples, as the CLI prints them."""
+    judge = (f"\njudge: {result.settings.judge} (prompt: {'default' if result.settings.judge_prompt is None else 'own'}"
+             "; each pair asked in both orders)") if result.settings.judge else ""
     lines = [f"{result.split_note}; greedy answers of at most {result.settings.max_tokens} new tokens; "
              f"adapter {result.adapter}" + (f"; {result.skipped} without a text answer skipped" if result.skipped
-                                            else ""),
+                                            else "") + judge,
              "", f"{'metric':<22}{'base':>8}{'tuned':>8}{'change':>9}"]
     lines += [f"{label:<22}{base:>8}{tuned:>8}{change:>9}" for label, base, tuned, change in summary_rows(result)]
     for title, rows in (("best (tuned − base ROUGE-L)", result.best(k)), ("worst", result.worst(k))):
@@ -190,4 +218,7 @@ def format_result(result: GenerationEval, k: int = 3, width: int = 60) -> str:
                       f"     reference: {_clip(e.reference, width)}",
                       f"     base:      {_clip(e.base.text, width)}",
                       f"     tuned:     {_clip(e.tuned.text, width)}"]
+            if e.judge is not None:
+                lines.append(f"     judge:     {e.judge} (replies {e.judge_replies[0].strip()!r} / "
+                             f"{e.judge_replies[1].strip()!r})")
     return "\n".join(lines)

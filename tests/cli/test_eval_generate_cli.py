@@ -48,3 +48,19 @@ def test_json_and_the_validation_split(run_dir, capsys):
 def test_bad_settings_are_refused(run_dir, capsys):
     assert main(["eval", "--run", str(run_dir), "--generate", "--max-tokens", "0"]) == 2
     assert "max_tokens must be at least 1" in capsys.readouterr().err
+
+
+def test_a_judge_with_its_own_prompt_and_a_bad_prompt_refused(run_dir, tmp_path, capsys):
+    assert main(["eval", "--print-judge-prompt"]) == 0
+    default = capsys.readouterr().out
+    assert "{answer_a}" in default and "{reference}" in default
+    own = tmp_path / "judge.txt"
+    own.write_text("Question: {prompt}\nA: {answer_a}\nB: {answer_b}\nBetter (A or B)?")
+    assert main(["eval", "--run", str(run_dir), "--generate", "--limit", "1", "--max-tokens", "2", "--judge",
+                 "--judge-prompt", str(own), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["settings"]["judge"] == "base" and result["settings"]["judge_prompt"] == own.read_text()
+    assert result["examples"][0]["judge"] in ("tuned", "base", "tie")
+    own.write_text("no answers here: {question}")
+    assert main(["eval", "--run", str(run_dir), "--generate", "--judge", "--judge-prompt", str(own)]) == 2
+    assert "unknown placeholder(s) {question}" in capsys.readouterr().err

@@ -117,9 +117,15 @@ def test_no_test_split_takes_a_sample_of_validation_and_says_so(demo_run, tmp_pa
     (run / GENERATION_EVAL_FILE).unlink()
     with pytest.raises(UserError, match="no test split"):
         evaluate_generation(run, GenerationSettings(split="test", limit=1, max_tokens=2))
-    result = evaluate_generation(run, GenerationSettings(limit=1, max_tokens=2), save=False)
+    # …with the base as a judge of tuned vs base, asked in both orders
+    result = evaluate_generation(run, GenerationSettings(limit=1, max_tokens=2, judge="base"), save=False)
     assert result.split == "valid" and "1 of 2 validation examples" in result.split_note
     assert "no test split" in result.split_note
+    example = result.examples[0]
+    assert example.judge in ("tuned", "base", "tie") and len(example.judge_replies) == 2
+    assert sum(result.judge_counts.values()) == 1
+    assert GenerationEval.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    assert "judge: preferred" in format_result(result) and "judge:     " in format_result(result)
     assert not (run / GENERATION_EVAL_FILE).exists()
 
 

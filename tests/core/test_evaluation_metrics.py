@@ -39,3 +39,24 @@ def test_rouge_l_counts_order_where_token_f1_does_not():
     # "police killed the gunman" vs "police kill the gunman": LCS 3 (police the gunman), P=R=3/4
     assert rouge_l("police killed the gunman", "police kill the gunman") == pytest.approx(0.75)
     assert rouge_l("", "") == 1.0 and rouge_l("x", "") == 0.0
+
+
+def test_the_judge_prompt_is_checked_and_verdicts_are_read_in_both_orders():
+    from mlx_lora.errors import UserError
+    from mlx_lora.evaluation.judge import DEFAULT_PROMPT, check_prompt, combine, judge_pair, parse_verdict
+
+    check_prompt(DEFAULT_PROMPT)
+    with pytest.raises(UserError, match="unknown placeholder"):
+        check_prompt("{answer_a} {answer_b} {question}")
+    with pytest.raises(UserError, match="answer_b"):
+        check_prompt("only {answer_a}")
+    assert parse_verdict(" B.") == "B" and parse_verdict("Answer A is closer") == "A"
+    assert parse_verdict("It's a tie") == "T" and parse_verdict("neither") is None
+    # tuned as A then as B: agreeing verdicts win, a tie and a win win, a split is a tie
+    assert combine("A", "B") == "tuned" and combine("B", "A") == "base"
+    assert combine("A", "T") == "tuned" and combine("A", "A") == "tie" and combine(None, None) == "tie"
+    asked = []
+    verdict, replies = judge_pair(lambda text: asked.append(text) or "A", "Q {prompt} A {answer_a} B {answer_b}",
+                                  "hi", "ref", "tuned answer", "base answer")
+    assert asked == ["Q hi A tuned answer B base answer", "Q hi A base answer B tuned answer"]
+    assert verdict == "tie" and replies == ("A", "A")  # position bias: always "A" decides nothing
