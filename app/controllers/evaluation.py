@@ -38,17 +38,23 @@ def summary_rows(result) -> list[tuple[str, str, str, str]]:
     return rows(result)
 
 
-def example_rows(result, k: int = 3) -> list[tuple[str, str, str, str, str, str, str]]:
+def default_judge_prompt() -> str:
+    from mlx_lora.evaluation.judge import DEFAULT_PROMPT
+
+    return DEFAULT_PROMPT
+
+
+def example_rows(result, k: int = 3) -> list[tuple[str, ...]]:
     """The best ``k`` and worst ``k`` examples by tuned-minus-base ROUGE-L (every example, ranked,
     when there are no more than 2k): (better | worse | same, #index, ROUGE-L base → tuned,
-    prompt, reference, base answer, tuned answer)."""
+    the judge's verdict, prompt, reference, base answer, tuned answer)."""
     ranked = result.ranked()
     shown = ranked if len(ranked) <= 2 * k else ranked[:k] + ranked[-k:]
     rows = []
     for e in shown:
         verdict = "better" if e.delta > (0, 0, 0) else "worse" if e.delta < (0, 0, 0) else "same"
         rows.append((verdict, f"#{e.index}", f"{e.base.rouge_l:.2f} → {e.tuned.rouge_l:.2f} ({e.delta[0]:+.2f})",
-                     e.prompt, e.reference, e.base.text, e.tuned.text))
+                     e.judge or "—", e.prompt, e.reference, e.base.text, e.tuned.text))
     return rows
 
 
@@ -69,14 +75,18 @@ class EvaluationController(QObject):
     def is_busy(self) -> bool:
         return self._job is not None
 
-    def evaluate(self, run_dir: str, limit: int, max_tokens: int, adapter: str = "final") -> None:
+    def evaluate(self, run_dir: str, limit: int, max_tokens: int, adapter: str = "final",
+                 judge_prompt: str | None = None) -> None:
+        """Start evaluating; ``judge_prompt`` given: the run's base also judges tuned vs base with it."""
         if self._job is not None:
             return
         from mlx_lora.errors import UserError
         from mlx_lora.evaluation import GenerationSettings
 
         try:
-            settings = GenerationSettings(limit=limit, max_tokens=max_tokens, adapter=adapter)
+            settings = GenerationSettings(limit=limit, max_tokens=max_tokens, adapter=adapter,
+                                          judge="base" if judge_prompt is not None else None,
+                                          judge_prompt=judge_prompt)
         except UserError as exc:
             self.failed.emit(str(exc))
             return

@@ -242,7 +242,8 @@ class RunsPage(QWidget):
             return
         self.tabs.setCurrentWidget(self.evaluation)
         self.controller.evaluation.evaluate(str(runs[0].path), self.evaluation.limit.value(),
-                                            self.evaluation.max_tokens.value())
+                                            self.evaluation.max_tokens.value(),
+                                            judge_prompt=self.evaluation.judge_prompt_text())
 
     def _on_curves_loaded(self, curves: dict) -> None:
         names = {str(run.path): run.name for run in self._runs}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSpinBox,
-    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QCheckBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar,
+    QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from app.controllers import evaluation as evaluation_rows
@@ -21,7 +21,9 @@ from app.controllers.evaluation import EvaluationController
 from app.widgets.common import muted
 
 SUMMARY_COLUMNS = ("Metric", "Base", "Tuned", "Change")
-EXAMPLE_COLUMNS = ("Tuned vs base", "Example", "ROUGE-L", "Prompt", "Reference", "Base answer", "Tuned answer")
+EXAMPLE_COLUMNS = ("Tuned vs base", "Example", "ROUGE-L", "Judge", "Prompt", "Reference", "Base answer",
+                   "Tuned answer")
+FIRST_TEXT_COLUMN = EXAMPLE_COLUMNS.index("Prompt")
 NOT_EVALUATED = "Not evaluated yet. Evaluate generates answers with the base and the tuned model and scores them."
 
 
@@ -39,7 +41,7 @@ def _fill(table: QTableWidget, rows: list[tuple[str, ...]]) -> None:
     table.setRowCount(len(rows))
     for r, row in enumerate(rows):
         for c, text in enumerate(row):
-            item = QTableWidgetItem(" ".join(text.split()) if c >= 3 else text)
+            item = QTableWidgetItem(" ".join(text.split()))
             item.setToolTip(text)
             table.setItem(r, c, item)
     table.resizeRowsToContents()
@@ -59,6 +61,13 @@ class EvaluationPanel(QWidget):
         self.max_tokens.setRange(1, 4096)
         self.max_tokens.setValue(defaults.max_tokens)
         self.max_tokens.setToolTip("New tokens per answer at most (answers are greedy)")
+        self.judge = QCheckBox("Judge: the base rates tuned vs base")
+        self.judge.setToolTip("After generating, the run's base model compares each tuned answer with the base's "
+                              "(asked in both orders). A small judge is close to chance: read its replies.")
+        self.judge_prompt = QPlainTextEdit(evaluation_rows.default_judge_prompt())
+        self.judge_prompt.setToolTip("The judge's prompt: {prompt}, {reference}, {answer_a} and {answer_b} are "
+                                     "filled in; it should answer A, B or T")
+        self.judge_prompt.setVisible(False)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.status = QLabel(NOT_EVALUATED)
@@ -74,12 +83,13 @@ class EvaluationPanel(QWidget):
         self.examples = _table(EXAMPLE_COLUMNS)
         header = self.examples.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        for column in range(3, len(EXAMPLE_COLUMNS)):
+        for column in range(FIRST_TEXT_COLUMN, len(EXAMPLE_COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
 
         settings = QFormLayout()
         settings.addRow("Examples", self.limit)
         settings.addRow("Max new tokens", self.max_tokens)
+        settings.addRow(self.judge)
         top = QHBoxLayout()
         top.addLayout(settings)
         top.addWidget(self.cancel_button, 0, Qt.AlignmentFlag.AlignBottom)
@@ -94,14 +104,20 @@ class EvaluationPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addLayout(top)
+        layout.addWidget(self.judge_prompt)
         layout.addLayout(tables, 1)
 
         self.cancel_button.clicked.connect(controller.cancel)
+        self.judge.toggled.connect(self.judge_prompt.setVisible)
         controller.progressed.connect(self._on_progressed)
         controller.evaluation_finished.connect(self.show_result)
         controller.failed.connect(lambda message: self._on_ended(f"Evaluation failed: {message}"))
         controller.cancelled.connect(lambda: self._on_ended("Evaluation cancelled; nothing was saved."))
         controller.busy_changed.connect(self._on_busy_changed)
+
+    def judge_prompt_text(self) -> str | None:
+        """The judge's prompt when judging is on, else None."""
+        return self.judge_prompt.toPlainText() if self.judge.isChecked() else None
 
     def show_result(self, result) -> None:
         """Show an evaluation (None: the run has none yet)."""
@@ -130,8 +146,8 @@ class EvaluationPanel(QWidget):
 
     def _on_busy_changed(self, busy: bool) -> None:
         self.cancel_button.setEnabled(busy)
-        self.limit.setEnabled(not busy)
-        self.max_tokens.setEnabled(not busy)
+        for widget in (self.limit, self.max_tokens, self.judge, self.judge_prompt):
+            widget.setEnabled(not busy)
         self.progress.setVisible(busy)
         if busy:
             self.status.setText("Starting…")

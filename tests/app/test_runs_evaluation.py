@@ -48,6 +48,9 @@ def test_evaluate_shows_base_vs_tuned_and_the_history_column(qtbot, page):
     assert page.evaluate_button.isEnabled()
     panel.limit.setValue(2)
     panel.max_tokens.setValue(3)
+    assert not panel.judge_prompt.isVisibleTo(panel)
+    panel.judge.setChecked(True)  # the base judges too, with the prompt shown and editable
+    assert panel.judge_prompt.isVisibleTo(panel) and "{answer_a}" in panel.judge_prompt.toPlainText()
     controller = page.controller
     messages = []
     controller.evaluation.progressed.connect(lambda message, done, total: messages.append(message))
@@ -56,8 +59,11 @@ def test_evaluate_shows_base_vs_tuned_and_the_history_column(qtbot, page):
             page.evaluate_button.click()
             assert page.tabs.currentWidget() is panel and not page.evaluate_button.isEnabled()
     assert "generating 1/2 (base)" in messages and "generating 2/2 (tuned)" in messages
-    assert [panel.summary.item(r, 0).text() for r in range(4)] == [
-        "exact match", "token F1", "ROUGE-L", "reference loss/token"]
+    assert [panel.summary.item(r, 0).text() for r in range(5)] == [
+        "exact match", "token F1", "ROUGE-L", "reference loss/token", "judge: preferred"]
+    assert "judging 2/2" in messages
+    judged = [panel.examples.item(r, EXAMPLE_COLUMNS.index("Judge")).text() for r in range(2)]
+    assert set(judged) <= {"tuned", "base", "tie"}
     assert panel.summary.item(3, 1).text() != "—"
     assert panel.examples.rowCount() == 2
     reference = panel.examples.item(0, EXAMPLE_COLUMNS.index("Reference")).text()
@@ -85,3 +91,13 @@ def test_cancel_stops_the_evaluation_and_saves_nothing(qtbot, page):
     assert panel.status.text() == "Evaluation cancelled; nothing was saved."
     assert not panel.cancel_button.isEnabled() and page.evaluate_button.isEnabled()
     assert not (paths.runs_dir() / "tiny-run" / GENERATION_EVAL_FILE).exists()
+
+
+def test_a_bad_judge_prompt_is_refused_before_anything_runs(qtbot, page):
+    panel = page.evaluation
+    panel.judge.setChecked(True)
+    panel.judge_prompt.setPlainText("Which is better? {answer}")
+    with qtbot.waitSignal(page.controller.evaluation.failed, timeout=5000):
+        page.evaluate_button.click()
+    assert "unknown placeholder(s) {answer}" in panel.status.text()
+    assert not page.controller.evaluation.is_busy() and page.evaluate_button.isEnabled()
