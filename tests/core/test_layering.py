@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("run_folder", "data", "models", "rewards"),
     ("adapters", "run_history"),
     ("chat",),
-    ("train", "export"),
+    ("train", "export", "evaluation"),
     ("demo_training", "cli"),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
