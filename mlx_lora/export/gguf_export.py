@@ -158,6 +158,8 @@ def write_gguf(model, config: dict, tokenizer, base_dir: Path, path: Path, *, qu
     n_kv = int(config.get("num_key_value_heads") or n_head)
     weights = dict(tree_flatten(model.parameters()))
     vocab = read_vocabulary(base_dir, int(weights["model.embed_tokens.weight"].shape[0]))
+    if "add_space_prefix" in vocab and family.space_prefix is not None:
+        vocab["add_space_prefix"] = family.space_prefix
 
     writer = gguf.GGUFWriter(str(path), family.arch)
     _common_keys(writer, config, len(vocab["tokens"]))

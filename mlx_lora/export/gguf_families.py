@@ -13,6 +13,8 @@ The reference is llama.cpp's own converter (``convert_hf_to_gguf.py`` and its
   x·(1 + w), llama.cpp's x·w (``GemmaModel.modify_tensors``: ``data_torch + 1``).
 - ``keys``: the architecture's own metadata beyond the common keys.
 - ``tensors``: tensors llama.cpp needs that the model does not hold (llama 3's rope_freqs).
+- ``space_prefix``: ``tokenizer.ggml.add_space_prefix`` where the family fixes it
+  (Gemma's SentencePiece: off, as ``Gemma2Model.set_vocab`` writes it).
 - ``checks``: what llama.cpp hard-codes for the architecture; a model that differs would
   load and compute something else, so it is refused, by name, before anything is written.
 """
@@ -87,7 +89,7 @@ def _phi3_keys(writer, config: Config) -> None:
 
 
 def _moe_keys(writer, config: Config) -> None:
-    writer.add_expert_count(int(config["num_experts"]))
+    writer.add_expert_count(int(config.get("num_local_experts") or config["num_experts"]))
     writer.add_expert_used_count(int(config["num_experts_per_tok"]))
     writer.add_expert_feed_forward_length(int(config["moe_intermediate_size"]))
 
@@ -173,6 +175,7 @@ class Family:
     keys: tuple[Callable[[Any, Config], None], ...] = ()
     tensors: Callable[[Config], dict[str, np.ndarray]] = lambda config: {}
     checks: tuple[Callable[[Config], str | None], ...] = ()
+    space_prefix: bool | None = None  # a SentencePiece vocabulary's add_space_prefix, when the family fixes it
 
 
 # mlx-lm model_type → how it is written. Mistral is llama.cpp's llama (convert_hf_to_gguf:
@@ -184,8 +187,10 @@ FAMILIES: dict[str, Family] = {
     "qwen2": Family("qwen2"),
     "qwen3": Family("qwen3"),
     "qwen3_moe": Family("qwen3moe", keys=(_moe_keys,), checks=(_qwen3_moe_layout,)),
-    "gemma2": Family("gemma2", norm_shift=1.0, keys=(_gemma2_keys,), checks=(_gemma_attention_scale,)),
-    "gemma3_text": Family("gemma3", norm_shift=1.0, keys=(_gemma3_keys,), checks=(_gemma_attention_scale,)),
+    "gemma2": Family("gemma2", norm_shift=1.0, keys=(_gemma2_keys,), checks=(_gemma_attention_scale,),
+                     space_prefix=False),
+    "gemma3_text": Family("gemma3", norm_shift=1.0, keys=(_gemma3_keys,),
+                          checks=(_gemma_attention_scale,), space_prefix=False),
     "phi3": Family("phi3", keys=(_phi3_keys,), tensors=_phi3_rope_factors),
     "smollm3": Family("smollm3", permute_qk=True, checks=(_smollm3_no_rope,)),
 }

@@ -73,14 +73,14 @@ def sentencepiece_vocabulary(base_dir: Path, n_vocab: int) -> dict[str, Any]:
         tokens[i], scores[i] = processor.IdToPiece(i), processor.GetScore(i)
         types[i] = (UNKNOWN if processor.IsUnknown(i) else CONTROL if processor.IsControl(i)
                     else UNUSED if processor.IsUnused(i) else BYTE if processor.IsByte(i) else NORMAL)
-    config_path, json_path = base_dir / "tokenizer_config.json", base_dir / "tokenizer.json"
+    config_path = base_dir / "tokenizer_config.json"
     decoder = json.loads(config_path.read_text()).get("added_tokens_decoder", {}) if config_path.is_file() else {}
-    added = [{"id": int(i), **t} for i, t in decoder.items()]
-    added += json.loads(json_path.read_text(encoding="utf-8")).get("added_tokens") or [] if json_path.is_file() else []
-    for token in added:
-        if token["id"] < size:
-            tokens[token["id"]], scores[token["id"]] = token["content"], -1000.0
-            types[token["id"]] = CONTROL if token.get("special") else USER_DEFINED
+    for key, added in decoder.items():
+        i = int(key)
+        if i < size:
+            special = added.get("special")
+            tokens[i] = added["content"] if special else added["content"].replace("\u2581", " ")
+            scores[i], types[i] = -1000.0, CONTROL if special else USER_DEFINED
     # SentencePiece's add_dummy_prefix (normalizer_spec): "a" is "▁a" when it is on
     add_space_prefix = processor.EncodeAsPieces("a")[:1] == ["\u2581a"]
     return {"model": "llama", "tokens": tokens, "types": types, "scores": scores, "pre": "default",
