@@ -96,11 +96,12 @@ class GgufFile(ExportFormat):
 
         type_name = gguf_type(ctx.quantize)
         model, config, _ = ctx.fused_model()
-        name = f"{ctx.base_model_name.split('/')[-1]}-{ctx.files.label.replace('/', '-')}"
+        basename, finetune = ctx.base_model_name.split('/')[-1], ctx.files.label.replace('/', '-')
+        name = f"{basename}-{finetune}"
         gguf_path = ctx.folder / f"{name}-{type_name}.gguf"
         write = lambda path, kind: ctx.notes.extend(write_gguf(  # noqa: E731
             model, config, ctx.reference.tokenizer, ctx.base_dir, path, quantize=kind,
-            eos_ids=ctx.session.stop_ids, name=name))
+            eos_ids=ctx.session.stop_ids, name=name, basename=basename, finetune=finetune))
         if type_name in LLAMA_CPP_TYPES:
             with ctx.scratch(".gguf-f32-") as scratch:
                 ctx.step("writing an f32 GGUF for llama.cpp's quantiser")
