@@ -279,9 +279,11 @@ def compare_logits(
         lost = mean_diff > thresholds.max_error_share_of_effect * effect
         cannot_tell = lost and effect <= 2 * thresholds.rounding
     else:
-        lost = kept is None or kept < thresholds.min_effect_kept
-        # "lost" only when the shortfall is clear of the estimate's own noise
-        cannot_tell = lost and (kept_se is None or kept + 2 * kept_se >= thresholds.min_effect_kept)
+        # two standard errors either side: "lost" only when clearly below the minimum, a pass only
+        # when clearly above it; in between the check cannot tell (too small to verify)
+        margin = 2 * (kept_se or 0.0)
+        lost = kept is None or kept + margin < thresholds.min_effect_kept
+        cannot_tell = not lost and kept - margin < thresholds.min_effect_kept
     if effect < thresholds.min_adapter_effect or cannot_tell:
         status = TOO_SMALL
         noise = (f"within the export's own rounding (up to {thresholds.rounding:g} for this kind of export"
