@@ -11,10 +11,16 @@ base+adapter's and a greedy continuation compared token by token. Without the ex
 that check is recorded as not run, and the K-quants are refused (llama.cpp makes them).
 
 The pass rule for the quantised types, q8_0, the K-quants and q4_0 (README, "GGUF"), which
-replaces verify.py's top-1 minimums for GGUF files: the adapter must still be
-in there (verify.py's rule 3: mean error ≤ ½ × the adapter's mean effect), with no
-minimum top-1 agreement — a 4-bit file of a small model disagrees with its float
-original on many near-ties, which is a warning in the notes, not a refusal.
+replaces verify.py's top-1 minimums and mean-error rule for GGUF files: refused only when
+the adapter's effect is lost — when, two standard errors included, less than
+:data:`MIN_EFFECT_KEPT` of the fine-tune's shift of the logits survives in the file
+(verify.py, "the adapter's effect kept"); a top-1 agreement under 90 % or less than 80 %
+of the effect kept is a warning in the notes. Every llama.cpp check also carries the
+quality report: mean KL against base+adapter (MLX, float32), the adapter's effect kept, its
+top-1 changes kept, and the run's validation loss through llama.cpp next to base+adapter's
+and the base's (:mod:`mlx_lora.export.val_loss`). With ``imatrix``, the K-quants are
+quantised with an importance matrix from the run's training data
+(:mod:`mlx_lora.export.imatrix`).
 """
 
 from __future__ import annotations
