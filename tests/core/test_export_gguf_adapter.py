@@ -26,12 +26,17 @@ def adapter_export(tiny_run, tmp_path_factory):
     return out, export_run(tiny_run, out, "gguf-adapter")
 
 
-def test_adapter_gguf_has_llama_cpps_metadata_names_and_orientation(adapter_export, tiny_run, tiny_model):
+def test_adapter_gguf_has_llama_cpps_metadata_names_and_orientation(tiny_run, tiny_model, tmp_path):
     import gguf
     from safetensors.numpy import load_file
 
-    out, _ = adapter_export
-    reader = gguf.GGUFReader(str(out / ADAPTER_FILE))
+    from mlx_lora.adapters import resolve_adapter
+    from mlx_lora.export.formats.gguf_adapter import adapter_tensors, write_adapter_gguf
+
+    base = json.loads((tiny_model / "config.json").read_text())
+    tensors, alpha = adapter_tensors(resolve_adapter(tiny_run), base)
+    write_adapter_gguf(tmp_path / ADAPTER_FILE, tensors, alpha, base, "tuned", "org/base")
+    reader = gguf.GGUFReader(str(tmp_path / ADAPTER_FILE))
     field = lambda key: reader.fields[key].contents()  # noqa: E731
     assert field("general.type") == "adapter" and field("adapter.type") == "lora"
     assert field("general.architecture") == "llama"
@@ -41,7 +46,6 @@ def test_adapter_gguf_has_llama_cpps_metadata_names_and_orientation(adapter_expo
     tensors = {t.name: np.array(t.data) for t in reader.tensors}
     assert sorted(tensors) == [f"blk.{i}.{m}.weight.lora_{ab}" for i in (0, 1) for m in ("attn_q", "attn_v")
                                for ab in "ab"]
-    base = json.loads((tiny_model / "config.json").read_text())
     mlx = load_file(str(tiny_run / "adapters.safetensors"))
     a, b = mlx["model.layers.1.self_attn.q_proj.lora_a"], mlx["model.layers.1.self_attn.q_proj.lora_b"]  # (in, r), (r, out)
     assert tensors["blk.1.attn_q.weight.lora_a"].shape == (rank, a.shape[0])  # numpy (r, in): ne [in, r]
@@ -50,7 +54,8 @@ def test_adapter_gguf_has_llama_cpps_metadata_names_and_orientation(adapter_expo
     delta = field("adapter.lora.alpha") / rank * tensors["blk.1.attn_q.weight.lora_b"] @ tensors["blk.1.attn_q.weight.lora_a"]
     expected = permute((scale * a.astype(np.float32) @ b.astype(np.float32)).T, base["num_attention_heads"])
     np.testing.assert_allclose(delta, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(tensors["blk.1.attn_v.weight.lora_b"], b.astype(np.float32).T, rtol=0, atol=0)
+    v = mlx["model.layers.1.self_attn.v_proj.lora_b"].astype(np.float32)  # v is not rotated: no permutation
+    np.testing.assert_array_equal(tensors["blk.1.attn_v.weight.lora_b"], v.T)
 
 
 def test_llama_cpp_runs_base_plus_adapter_gguf_as_the_fused_gguf(adapter_export):
