@@ -10,7 +10,7 @@ be quantised, from the run's training examples (the rendered chats, every token 
 model will read and write), and hand it to ``llama_model_quantize`` through llama.h's
 ``llama_model_imatrix_data`` array (:func:`mlx_lora.export.llama_cpp_check.quantize_gguf`).
 
-Names are llama.cpp's (:func:`mlx_lora.export.gguf_export.gguf_name`); the rotary row
+Names are llama.cpp's (:mod:`mlx_lora.export.gguf_naming`); the rotary row
 permutation of attn_q / attn_k reorders output rows only, so the per-input-column values
 need none. The token embedding is a lookup, not a matmul: it gets no entry (llama.cpp's
 tool gives it none either).
@@ -76,13 +76,16 @@ def _recorder(layer, stats: _Stats, name: str):
     return Recorder()
 
 
-def importance_matrix(model, examples: list[list[int]]) -> dict[str, Any]:
-    """{llama.cpp weight name: (in,) float32 numpy} for every linear layer of ``model``."""
+def importance_matrix(model, config: dict, examples: list[list[int]]) -> dict[str, Any]:
+    """{llama.cpp weight name: (in,) float32 numpy} for every linear layer of ``model``
+    (``config``: its config.json, for llama.cpp's names)."""
     import mlx.core as mx
     import mlx.nn as nn
     import numpy as np
 
-    from mlx_lora.export.gguf_export import gguf_name
+    from mlx_lora.export.gguf_naming import naming
+
+    gguf_name = naming(config)[2]
 
     stats = _Stats()
     modules = dict(model.named_modules())

@@ -88,9 +88,9 @@ def test_the_importance_matrix_is_the_mean_square_of_each_layers_input(tiny_mode
 
     from mlx_lora.export.imatrix import importance_matrix
 
-    model, _ = load_model(tiny_model)
+    model, config = load_model(tiny_model)
     tokens = [[1, 5, 9, 200, 7], [3, 4]]
-    matrix = importance_matrix(model, tokens)
+    matrix = importance_matrix(model, config, tokens)
     assert "blk.0.attn_q.weight" in matrix and "blk.1.ffn_down.weight" in matrix and "token_embd.weight" not in matrix
     layer = model.model.layers[0]
     x = mx.concatenate([layer.input_layernorm(model.model.embed_tokens(mx.array(t))) for t in tokens])  # (7, D)

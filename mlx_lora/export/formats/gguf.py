@@ -127,7 +127,7 @@ class GgufFile(ExportFormat):
             with ctx.scratch(".gguf-f32-") as scratch:
                 ctx.step("writing an f32 GGUF for llama.cpp's quantiser")
                 write(scratch / "model-f32.gguf", "f32")
-                matrix = self._imatrix(ctx, model, scratch / "imatrix.npz") if ctx.imatrix else None
+                matrix = self._imatrix(ctx, model, config, scratch / "imatrix.npz") if ctx.imatrix else None
                 del model
                 gc.collect()
                 ctx.step(f"quantising to {type_name} with llama.cpp")
@@ -145,14 +145,14 @@ class GgufFile(ExportFormat):
         write_modelfile(ctx.folder, gguf_path.name, ctx.reference.tokenizer, ctx.session.stop_ids,
                         _chat_template(ctx.base_dir), num_ctx=min(4096, int(config.get("max_position_embeddings", 4096))))
 
-    def _imatrix(self, ctx: ExportContext, model, path):
+    def _imatrix(self, ctx: ExportContext, model, config: dict, path):
         from mlx_lora.errors import UserError
         from mlx_lora.export import imatrix
 
         examples, why = imatrix.training_tokens(ctx.files, ctx.reference.tokenizer)
         if why:
             raise UserError(f"--imatrix: {why}")
-        matrix = imatrix.importance_matrix(model, examples)
+        matrix = imatrix.importance_matrix(model, config, examples)
         ctx.notes.append(f"quantised with an importance matrix of {len(matrix)} weights from the run's training data "
                          f"({len(examples)} examples, {sum(map(len, examples))} tokens)")
         return imatrix.save(matrix, path)

@@ -19,8 +19,9 @@ The format (llama.cpp ``convert_lora_to_gguf.py`` and ``src/llama-adapter.cpp``)
   (:func:`~mlx_lora.export.gguf_export.permute`), as the LoraTorchTensor of
   ``convert_lora_to_gguf.py`` does; ``lora_a`` (the input side) is unchanged.
 
-Names and the permutation come from :mod:`mlx_lora.export.gguf_export`, the fused GGUF's
-writer, so both files always agree. DoRA is refused (llama.cpp has no DoRA).
+Names and the permutation come from the fused GGUF's writer
+(:mod:`mlx_lora.export.gguf_naming`), so both files always agree. DoRA is refused
+(llama.cpp has no DoRA).
 
 The check (with the ``gguf`` extra): the base as the run trained on it and the fused
 model are written as f16 GGUFs in a scratch folder; llama.cpp loads the base with this
@@ -47,17 +48,15 @@ CHECK = "GGUF adapter on the f16 base (loaded by llama.cpp)"
 
 def adapter_tensors(files, config: dict) -> tuple[dict[str, Any], float]:
     """({llama.cpp tensor name: float32 numpy}, alpha) of an mlx-lm LoRA adapter."""
-    from mlx_lora.export.gguf_export import GGUF_ARCHS, gguf_name, permute
+    from mlx_lora.export.gguf_export import permute
+    from mlx_lora.export.gguf_naming import naming
     from mlx_lora.export.peft_export import PREFIX, peft_state_dict
 
     tensors, peft_config = peft_state_dict(files)
     if peft_config.get("use_dora"):
         raise UserError("llama.cpp's adapters are LoRA only: a DoRA adapter cannot be a GGUF adapter — export it "
                         "fused (--format gguf) instead")
-    arch = GGUF_ARCHS.get(config.get("model_type"))
-    if arch is None:
-        raise UserError(f"GGUF adapters are written for {', '.join(sorted(GGUF_ARCHS))} bases, not "
-                        f"{config.get('model_type')!r}: export --format peft or adapter instead")
+    _, permuted, gguf_name = naming(config)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
     out: dict[str, Any] = {}
@@ -70,9 +69,9 @@ def adapter_tensors(files, config: dict) -> tuple[dict[str, Any], float]:
                             "GGUF adapter here; export it fused (--format gguf)")
         name = gguf_name(f"{module}.weight")
         b = tensors[f"{PREFIX}{module}.lora_B.weight"]  # (out, r)
-        if arch == "llama" and module.endswith("self_attn.q_proj"):
+        if permuted and module.endswith("self_attn.q_proj"):
             b = permute(b, n_head)
-        elif arch == "llama" and module.endswith("self_attn.k_proj"):
+        elif permuted and module.endswith("self_attn.k_proj"):
             b = permute(b, n_kv)
         out[f"{name}.lora_a"], out[f"{name}.lora_b"] = a, b
     if not out:
@@ -85,9 +84,9 @@ def write_adapter_gguf(path: Path, tensors: dict[str, Any], alpha: float, config
     import gguf
     import numpy as np
 
-    from mlx_lora.export.gguf_export import GGUF_ARCHS
+    from mlx_lora.export.gguf_naming import naming
 
-    writer = gguf.GGUFWriter(str(path), GGUF_ARCHS[config["model_type"]])
+    writer = gguf.GGUFWriter(str(path), naming(config)[0])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
