@@ -45,6 +45,9 @@ def register(sub) -> None:
                    help="hand the GGUF export on (--format gguf): lmstudio copies it into LM Studio's models "
                         "folder (<models>/mlx-lora-studio/<name>/); ollama runs `ollama create <name> -f Modelfile` "
                         "(or prints that command when ollama is not on PATH)")
+    p.add_argument("--imatrix", action="store_true",
+                   help="quantise the K-quants (--format gguf --quantize q6_k|q5_k_m|q4_k_m) with an importance matrix "
+                        "computed from the run's own training data")
     p.add_argument("--name", help="the model's name in LM Studio or Ollama (default: the --out folder's name)")
     p.add_argument("--push", metavar="ORG/NAME", help="upload the folder to this Hugging Face Hub repo")
     p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
@@ -96,7 +99,7 @@ def _export(args) -> int:
     from mlx_lora.export import export_run
 
     result = export_run(args.run, args.out, args.format, args.quantize, args.push, reporter=_Printer(args.json_events),
-                        private=not args.public)
+                        private=not args.public, imatrix=args.imatrix)
     if not args.json_events:
         print(result.out_dir)
         for note in result.notes:

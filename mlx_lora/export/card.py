@@ -77,6 +77,32 @@ def _verification(checks: list[dict[str, Any]]) -> list[str]:
         result = "passed" if c["passed"] else c["status"] if c.get("status") not in (None, "checked") else "FAILED"
         lines.append(f"| {c['check']} | {result} | {c['top1_agreement']:.2%} | "
                      f"{c['max_abs_logit_diff']:.4g} | {c['mean_abs_logit_diff']:.4g} | {c['adapter_effect']:.4g} |")
+    return lines + _quality(checks)
+
+
+def _figure(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _quality(checks: list[dict[str, Any]]) -> list[str]:
+    """What the export kept of the fine-tune (verify.py's quality figures; README, "GGUF")."""
+    rows = [c for c in checks if c.get("status") != "not run" and c.get("adapter_effect_kept") is not None]
+    if not rows:
+        return []
+    lines = ["", "What each check measured of the fine-tune: KL(tuned ‖ export) and KL(tuned ‖ base) in nats per "
+             "position; the share of the fine-tune's shift of the (centred) logits the export keeps (± its standard "
+             "error over the prompts); of the positions where the fine-tune changes the most likely token, the "
+             "share where the export makes the same change; the run's validation loss through the export, "
+             "base+adapter and the base.", "",
+             "| check | mean KL | adapter KL | effect kept | top-1 changes kept | validation loss (export / tuned / base) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for c in rows:
+        kept = f"{c['adapter_effect_kept']:.1%}" + (f" ± {c['adapter_effect_kept_se']:.1%}"
+                                                   if c.get("adapter_effect_kept_se") is not None else "")
+        loss = (f"{c['val_loss']:.4f} / {c['val_loss_tuned']:.4f} / {c['val_loss_base']:.4f}"
+                if c.get("val_loss") is not None else "")
+        lines.append(f"| {c['check']} | {_figure(c.get('mean_kl'), '.4g')} | {_figure(c.get('adapter_kl'), '.4g')} | "
+                     f"{kept} | {_figure(c.get('adapter_top1_changes_kept'), '.1%')} | {loss} |")
     return lines
 
 

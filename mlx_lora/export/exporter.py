@@ -199,10 +199,12 @@ def _export_run(
     prompts: tuple[str, ...] = PROMPTS,
     torch_python: str | None = "auto",
     hub_api=None,
+    imatrix: bool = False,
 ) -> ExportResult:
     """:func:`export_run`'s work. ``fuse`` merges the adapter layers in place (tests pass a broken one to see the check
     fail); ``torch_python``: "auto" finds a Python with torch+transformers+peft for the
-    real PEFT/transformers check (see :mod:`mlx_lora.export.torch_check`), None skips it.
+    real PEFT/transformers check (see :mod:`mlx_lora.export.torch_check`), None skips it;
+    ``imatrix``: quantise with an importance matrix from the run's training data (GGUF K-quants).
     """
     from mlx_lora.chat.model import load_chat_model
     from mlx_lora.chat.session import ChatSession
@@ -211,6 +213,9 @@ def _export_run(
 
     fmt = format_for(format)
     _check_quantize(fmt, quantize)
+    if imatrix and not fmt.takes_imatrix(quantize):
+        raise UserError(f"--imatrix applies to llama.cpp's K-quants (--format gguf --quantize q6_k, q5_k_m or "
+                        f"q4_k_m), not to --format {fmt.name}" + (f" --quantize {quantize}" if quantize else ""))
     files = resolve_adapter(run_dir)
     out_dir = check_destination(out_dir, files)  # before anything is loaded or written
     clean_stale_temporaries(out_dir.parent, reporter)  # where this export's own temporaries will be
@@ -242,7 +247,7 @@ def _export_run(
                 files=files, base_spec=base_spec, base_dir=base_dir, reference=reference, session=session,
                 prompt_ids=prompt_ids, reference_logits=reference_logits, folder=tmp, out_dir=out_dir,
                 quantize=quantize, step=step, should_stop=should_stop, reporter=reporter, fuse=fuse,
-                torch_python=python, notes=notes)
+                torch_python=python, notes=notes, imatrix=imatrix)
             fmt.write(ctx)
             checks = ctx.checks
 

@@ -80,8 +80,22 @@ class ExportContext:
     reporter: Any
     fuse: Callable[[Any], None]  # merges the adapter layers in place (tests pass a broken one)
     torch_python: str | None  # a Python with torch+transformers+peft, or None
+    imatrix: bool = False  # quantise with an importance matrix from the run's training data (GGUF K-quants)
     notes: list[str] = dataclasses.field(default_factory=list)  # for the result and the model card
     checks: list[ExportVerified] = dataclasses.field(default_factory=list)
+    _validation: Any = None
+
+    def validation(self) -> tuple[list, str | None, tuple[float, float, int] | None]:
+        """The run's validation examples (:mod:`mlx_lora.export.val_loss`), why there are none,
+        and (base+adapter's loss, the base's loss, trained targets) in float32; computed once."""
+        if self._validation is None:
+            from mlx_lora.export.val_loss import mlx_losses, validation_examples
+
+            examples, why = validation_examples(self.files, self.reference.tokenizer)
+            if why:
+                self.notes.append(f"validation loss not measured: {why}")
+            self._validation = (examples, why, mlx_losses(self.reference.model, examples) if examples else None)
+        return self._validation
 
     @property
     def base_model_name(self) -> str:
@@ -91,10 +105,15 @@ class ExportContext:
         self.checks.append(check)
         self.reporter.emit(check)
 
-    def compare(self, check: str, export_fn, thresholds: verify.Thresholds, batch_size: int = 4) -> None:
-        """Logits of ``export_fn`` (token-id batches → logits) against the reference, recorded."""
-        self.record(verify.compare_logits(self.reference_logits, export_fn, self.prompt_ids, check, thresholds,
-                                          self.should_stop, batch_size))
+    def compare(self, check: str, export_fn, thresholds: verify.Thresholds, batch_size: int = 4,
+                **figures: Any) -> ExportVerified:
+        """Logits of ``export_fn`` (token-id batches → logits) against the reference, recorded;
+        ``figures``: more fields of the check (its validation loss…)."""
+        result = verify.compare_logits(self.reference_logits, export_fn, self.prompt_ids, check, thresholds,
+                                       self.should_stop, batch_size)
+        result = dataclasses.replace(result, **figures)
+        self.record(result)
+        return result
 
     def torch_compare(self, check: str, base: Path, peft: Path | None, thresholds: verify.Thresholds) -> None:
         """The export loaded with transformers (and peft) on torch, in a child process; recorded
@@ -145,6 +164,10 @@ class ExportFormat(abc.ABC):
         """Why this export cannot be made on this machine (a missing extra: what to install), or
         None. Asked before anything loads."""
         return None
+
+    def takes_imatrix(self, quantize: int | str | None) -> bool:
+        """Whether ``quantize`` can use an importance matrix (llama.cpp's K-quants)."""
+        return False
 
     def quantize_label(self, bits: int | str | None) -> str:
         if bits is None:
