@@ -316,6 +316,16 @@ def build_tokenizer_files(metadata: dict, where: str | Path = "the GGUF file") -
     }
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def import_gguf(
     gguf_path: str | Path,
     out_dir: str | Path,
@@ -364,6 +374,7 @@ def import_gguf(
         "gguf": str(gguf_path.resolve()),
         "name": str(metadata.get("general.name", gguf_path.stem)),
         "license": str(metadata.get("general.license", "")),
+        "sha256": _sha256(gguf_path),  # so an export can name the exact file its base came from
         "gguf_types": plan.types,
         "quantization": "dequantized to " + dequantize if dequantize else (
             f"{config['quantization']['bits']}-bit (group 32), as in the GGUF" if quant else "none"),
