@@ -68,7 +68,9 @@ _MLX_NAMES = frozenset({"F32", "F16", "Q4_0", "Q4_1", "Q8_0"})
 
 
 def _human(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 def _elements(dims: tuple[int, ...]) -> int:
