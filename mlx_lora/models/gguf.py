@@ -2,9 +2,9 @@
 
 ``mlx.core.load(path, return_metadata=True)`` reads the tensors and metadata:
 Q4_0/Q4_1/Q8_0 tensors arrive as MLX affine-quantised weight/scales/biases
-(group 32), other types as float16/float32. We keep that quantisation (the
-folder is a QLoRA-ready base that ``mlx_lm.load`` opens) or dequantise it on
-request (float16/float32, for LoRA on a full-precision base and for CPU).
+(group 32), F16/F32 as they are. We keep that quantisation (the folder is a
+QLoRA-ready base that ``mlx_lm.load`` opens) or dequantise it on request
+(float16/bfloat16/float32, for LoRA on a full-precision base and for CPU).
 
 Two llama.cpp conventions are undone here:
 - llama-family attn_q / attn_k rows are permuted for llama.cpp's rotary layout
@@ -21,8 +21,14 @@ header (MLX's C reader trusts every length in it) and checks that it describes
 a model this importer can build (head counts, token list, shapes).
 
 Supported: the llama architecture family with byte-level BPE vocabularies
-(llama 3, SmolLM, Qwen2, Mistral-Nemo-style); SentencePiece ("llama" model)
-vocabularies are refused with a clear error for now.
+(llama 3, SmolLM, Qwen2, Mistral-Nemo-style) and SentencePiece ("llama" model:
+Llama 2, Mistral) vocabularies, rebuilt to tokenise as llama.cpp does
+(:mod:`mlx_lora.models.gguf_spm`).
+
+Tensors: see :mod:`mlx_lora.models.gguf_tensors`. Q4_0/Q4_1/Q8_0 stay quantised (or
+are dequantised exactly, in float32: :mod:`mlx_lora.models.dequant`); a file with
+types MLX cannot hold (K-quants, Q5_*, BF16) is read by gguf-py and dequantised whole,
+with the memory it will take said first (:func:`import_plan`).
 """
 
 from __future__ import annotations
@@ -248,10 +254,14 @@ def build_tokenizer_files(metadata: dict, where: str | Path = "the GGUF file") -
     """The tokenizer files (name -> text) for a byte-level BPE GGUF vocabulary.
     (Types and lengths were checked with the header; the values are checked here.)"""
     model = str(metadata.get("tokenizer.ggml.model", ""))
+    if model == "llama":  # SentencePiece (Llama 2, Mistral, Gemma…)
+        from mlx_lora.models.gguf_spm import spm_tokenizer_files
+
+        return spm_tokenizer_files(metadata, where)
     if model != "gpt2":
         raise UserError(
-            f"GGUF tokenizer type {model!r} is not supported yet: only byte-level BPE ('gpt2') "
-            "vocabularies (Llama 3, SmolLM, Qwen2…) can be imported"
+            f"GGUF tokenizer type {model!r} is not supported yet: byte-level BPE ('gpt2': Llama 3, SmolLM, "
+            "Qwen2…) and SentencePiece ('llama': Llama 2, Mistral, Gemma…) vocabularies can be imported"
         )
     pre = str(metadata.get("tokenizer.ggml.pre", "default"))
     if pre not in _PRE_TOKENIZERS:
