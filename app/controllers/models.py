@@ -83,6 +83,14 @@ def _open_folder(reporter, should_stop, folder: str) -> ModelEntry:
     return ModelEntry(path.name, str(path), "folder", _folder_size(path), str(path))
 
 
+def _plan_import(reporter, should_stop, gguf: str):
+    """(path, ImportPlan): how the GGUF will be imported and the memory it will take
+    (header only; a K-quant file is dequantised)."""
+    from mlx_lora.models.gguf import import_plan
+
+    return gguf, import_plan(gguf)
+
+
 def _import_gguf(reporter, should_stop, gguf: str) -> ModelEntry:
     from mlx_lora.models.local import resolve_model
 
@@ -162,6 +170,7 @@ def _delete_cached(reporter, should_stop, repo_id: str):
 class ModelsController(QObject):
     models_listed = Signal(list)  # [ModelEntry]
     model_opened = Signal(object)  # ModelEntry
+    import_planned = Signal(str, object)  # GGUF path, ImportPlan (mlx_lora.models.gguf_tensors)
     progressed = Signal(str, float, float)  # message, done, total (total 0 = unknown)
     search_finished = Signal(str, list)  # query, [ModelSummary]
     search_offline = Signal(str, str)  # query, why (the Hub cannot be reached)
@@ -221,6 +230,10 @@ class ModelsController(QObject):
 
     def open_folder(self, folder: str) -> None:
         self._run("open", _open_folder, folder, on_finished=self._on_model_opened)
+
+    def plan_import(self, gguf: str) -> None:
+        """Read the GGUF's header: ``import_planned`` says what importing it will cost, first."""
+        self._run("plan", _plan_import, gguf, on_finished=lambda result: self.import_planned.emit(*result))
 
     def import_gguf(self, gguf: str) -> None:
         self._run("import", _import_gguf, gguf, on_finished=self._on_model_opened)

@@ -16,7 +16,7 @@ import html
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
+    QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -162,6 +162,7 @@ class ModelsPage(QWidget):
         c = controller
         c.models_listed.connect(self._on_models_listed)
         c.progressed.connect(self._on_progressed)
+        c.import_planned.connect(self._on_import_planned)
         c.search_finished.connect(self._on_search_finished)
         c.search_offline.connect(self._on_search_offline)
         self.retry_button.clicked.connect(self._on_search_due)
@@ -257,8 +258,18 @@ class ModelsPage(QWidget):
     def _on_import_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF models (*.gguf)")
         if path:
-            self.progress_label.setText("Importing…")
-            self.controller.import_gguf(path)
+            self.progress_label.setText("Reading the GGUF's header…")
+            self.controller.plan_import(path)
+
+    def _on_import_planned(self, path: str, plan) -> None:
+        """A file MLX cannot hold (K-quants…) is dequantised: say how much memory first, and ask."""
+        self.progress_label.setText(plan.summary)
+        if plan.must_dequantize:
+            answer = QMessageBox.question(self, "Import a GGUF model", f"{plan.summary}.\n\nImport it?")
+            if answer != QMessageBox.StandardButton.Yes:
+                self.progress_label.setText("Import cancelled.")
+                return
+        self.controller.import_gguf(path)
 
     def _on_use_clicked(self) -> None:
         entry = self._selected_entry()

@@ -108,20 +108,25 @@ def _quality(checks: list[dict[str, Any]]) -> list[str]:
 
 def model_card(*, fmt: ExportFormat, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
                checks: list[dict[str, Any]], files: list[str], quantize: int | str | None, repo: str | None,
-               notes: list[str]) -> str:
+               notes: list[str], trained_base: dict | None = None) -> str:
+    """``trained_base``: what the adapter was trained on (:mod:`mlx_lora.export.provenance`);
+    ``base_model`` stays the Hub id (the card's ``base_model`` field must be a repo id)."""
+    from mlx_lora.export import provenance
+
     events = RunFolder(run_dir).metrics() if run_dir is not None else []
     front: dict[str, Any] = {}
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):  # the Hub refuses a card whose base_model is no repo id
         front["base_model"] = base_model
     front.update({"library_name": fmt.library, "tags": ["mlx-lora-studio", *fmt.tags],
                   "pipeline_tag": "text-generation"})
-    usage = fmt.usage(repo=repo or "path/to/this/folder", base=base_model, files=files)
+    usage = fmt.usage(repo=repo or "path/to/this/folder", base=base_model, files=files, trained_base=trained_base)
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         f"# {repo.split('/')[-1] if repo else base_model.split('/')[-1] + ' (fine-tuned)'}", "",
         f"This is {fmt.description}{_quantised(quantize)}, made with MLX LoRA Studio "
         f"{__version__}.", "",
         f"- base model: `{base_model}`", f"- files: {', '.join(f'`{f}`' for f in files)}", "",
+        *(["## Base model", "", *provenance.describe(trained_base), ""] if trained_base else []),
         "## Usage", "", usage, "",
         "## Training data", "", *_dataset(run_config, events), "",
         "## Training settings", "", *_config_rows(adapter_config, run_config), "",

@@ -189,6 +189,11 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
     check_gguf_model(header, path, SUPPORTED_ARCHS)  # sizes in bounds before they are multiplied
     metadata, tensors = header.metadata, header.tensor_types
     config = gguf_to_hf_config(metadata, has_output="output.weight" in tensors)
+    from mlx_lora.models.gguf_tensors import import_plan
+
+    plan = import_plan(path, header=header)
+    if plan.must_dequantize:  # K-quants…: imported dequantised (float16 by default), not quantised
+        return shape_from_config({**config, "quantization": {}, "torch_dtype": plan.dequantize})
     bits = 0
     for name, kind in tensors.items():
         if name.endswith("attn_q.weight"):

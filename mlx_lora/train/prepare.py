@@ -80,7 +80,9 @@ DEQUANTIZED_MATMUL: tuple[str, ...] = ("cuda",)
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
     """(model, tokenizer, folder, compute dtype name, notes): the base, quantised and/or
     dequantised as the config and the device call for."""
-    from mlx_lm.utils import dequantize_model, load, quantize_model
+    from mlx_lm.utils import load, quantize_model
+
+    from mlx_lora.models.dequant import dequantize_model
 
     from mlx_lora.models.local import resolve_model
 
@@ -113,7 +115,7 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
     bits = _quantized_bits(model)
     relora = config.schedule.relora_every > 0
     if bits and (on_cpu or method.dequantize_reason or relora):
-        model = dequantize_model(model)
+        model = dequantize_model(model, dtype)  # exact in float32, rounded once to dtype
         why = ("for CPU (quantised matmuls on CPU do not use BLAS)" if on_cpu else method.dequantize_reason
                or "for ReLoRA (its merges need full-precision base weights)")
         notes.append(f"dequantised the {'/'.join(map(str, bits))}-bit base to {_dtype_name(dtype)} {why}; "

@@ -99,3 +99,25 @@ def test_every_column_is_named_and_the_selected_model_is_highlighted_at_start(qt
         assert all(headers), headers
     rows = page.local_table.selectionModel().selectedRows()
     assert len(rows) == 1 and page._entries[rows[0].row()].spec == page.controller.state.model == "demo"
+
+
+def test_a_k_quant_gguf_says_the_memory_it_will_take_and_asks_first(qtbot, page, tmp_path, monkeypatch):
+    """The header is read first; a file MLX cannot hold is dequantised on import, so the page
+    asks, with the memory named, before anything is loaded; No imports nothing."""
+    import numpy as np
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.core.test_gguf_dequant import _raw_tensor, _write
+
+    path = tmp_path / "k.gguf"
+    _write(path, {"a.weight": _raw_tensor("Q4_K", 16, 256, np.random.default_rng(0))})
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda parent, title, text: asked.append(text) or QMessageBox.StandardButton.No)
+    monkeypatch.setattr(page.controller, "import_gguf", lambda gguf: pytest.fail("imported without asking"))
+    monkeypatch.setattr("app.pages.models_page.QFileDialog.getOpenFileName", lambda *a, **k: (str(path), ""))
+    with qtbot.waitSignal(page.controller.import_planned, timeout=30_000):
+        page.import_button.click()
+    assert len(asked) == 1 and "Q4_K" in asked[0] and "dequantised to float16" in asked[0] and "8 kB" in asked[0]
+    qtbot.waitUntil(lambda: not page.controller.is_busy("plan"), timeout=5_000)
+    assert not page.controller.is_busy("import")  # No: nothing is loaded

@@ -212,7 +212,7 @@ def test_cli_hands_off_to_lmstudio_and_refuses_it_for_a_non_gguf_format(f16_expo
 
     assert main(["export", "--run", str(tiny_run), "--out", str(tmp_path / "peft"), "--format", "peft",
                  "--to", "lmstudio"]) == 2
-    assert "--to lmstudio hands on a GGUF file: add --format gguf" in capsys.readouterr().err
+    assert "--to lmstudio hands on a GGUF file or an MLX folder: add --format gguf (or mlx)" in capsys.readouterr().err
     assert not (tmp_path / "peft").exists()
 
     monkeypatch.setenv(handoff.LMSTUDIO_HOME_ENV, str(tmp_path / "lms"))

@@ -36,6 +36,16 @@ def base_model_name(spec: str) -> str:
     return spec
 
 
+def hub_id(spec: str) -> str | None:
+    """The Hub model ``spec`` is (or, for the demo, was made from); None for a local path."""
+    import re
+
+    name = base_model_name(spec)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).expanduser().exists():
+        return name
+    return None
+
+
 def thresholds(dtype, quantize: int | None) -> verify.Thresholds:
     """The check's tolerances for an export stored as ``dtype`` (an mx dtype or its name),
     quantised to ``quantize`` bits or not."""
@@ -83,6 +93,7 @@ class ExportContext:
     imatrix: bool = False  # quantise with an importance matrix from the run's training data (GGUF K-quants)
     notes: list[str] = dataclasses.field(default_factory=list)  # for the result and the model card
     checks: list[ExportVerified] = dataclasses.field(default_factory=list)
+    trained_base: dict | None = None  # what the adapter was trained on (mlx_lora.export.provenance)
     _validation: Any = None
 
     def validation(self) -> tuple[list, str | None, tuple[float, float, int] | None]:
@@ -197,5 +208,5 @@ class ExportFormat(abc.ABC):
         """Write the export into ``ctx.folder`` and check it against ``ctx``'s reference."""
 
     @abc.abstractmethod
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         """The model card's usage snippet (markdown) for the export at ``repo`` of ``base``."""

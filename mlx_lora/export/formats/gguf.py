@@ -210,7 +210,7 @@ class GgufFile(ExportFormat):
                          f"{info['text']!r} — the same as base+adapter's for its first {same} of "
                          f"{max(len(ours), len(theirs))} tokens")
 
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         file = next((f for f in files if f.endswith(".gguf")), "model.gguf")
         return (f"```sh\nllama-cli -m {file} -cnv\nollama create {repo.split('/')[-1].lower()} -f Modelfile\n```")
 
