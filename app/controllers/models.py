@@ -86,7 +86,7 @@ def _open_folder(reporter, should_stop, folder: str) -> ModelEntry:
 def _import_gguf(reporter, should_stop, gguf: str) -> ModelEntry:
     from mlx_lora.models.local import resolve_model
 
-    folder = resolve_model(gguf, reporter=reporter)
+    folder = resolve_model(gguf, reporter=reporter, should_stop=should_stop)
     return ModelEntry(folder.name, str(folder), "imported", _folder_size(folder), str(folder))
 
 
@@ -170,6 +170,7 @@ class ModelsController(QObject):
     fit_estimated = Signal(object)  # FitEstimate, for the latest request only
     busy_changed = Signal(bool)
     failed = Signal(str)
+    cancelled = Signal(str)  # the kind of job ("import", "download") that stopped on Cancel; nothing was written
 
     def __init__(self, state: AppState) -> None:
         super().__init__()
@@ -193,6 +194,7 @@ class ModelsController(QObject):
         if on_finished is not None:
             job.finished.connect(on_finished)
         job.failed.connect(self.failed)
+        job.cancelled.connect(lambda: self.cancelled.emit(kind))
         job.done.connect(lambda: self._on_job_done(kind, job))
         self._jobs[kind] = job
         self.busy_changed.emit(True)

@@ -32,6 +32,10 @@ SEARCH_DEBOUNCE_MS = 300
 # first paint, even on a busy machine.
 FIT_DEBOUNCE_MS = 300
 FIRST_FIT_DELAY_MS = 1500
+CANCELLED_WORDS = {
+    "import": "Import cancelled; nothing was written.",
+    "download": "Download cancelled.",
+}
 FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
     "fits": ("series_4", "fits", ""),
     "tight": ("series_2", "over the limit", "raise the memory limit (Train page, advanced), or lower max batch "
@@ -120,6 +124,7 @@ class ModelsPage(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self._offline_note = ""
+        self._job_note = ""  # what the last long job's Cancel left ("Import cancelled…")
         self.retry_button = QPushButton("Retry")
         self.retry_button.setToolTip("Search the Hub again")
         self.retry_button.setVisible(False)
@@ -167,6 +172,7 @@ class ModelsPage(QWidget):
         self.retry_button.clicked.connect(self._on_search_due)
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
+        c.cancelled.connect(self._on_cancelled)
         c.fit_estimated.connect(self._on_fit_estimated)
         c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._highlight_selected(),
                                                       self._fit_timer.start()))
@@ -343,7 +349,13 @@ class ModelsPage(QWidget):
         for kind in ("download", "import"):
             self.controller.cancel(kind)
 
+    def _on_cancelled(self, kind: str) -> None:
+        if kind in CANCELLED_WORDS:
+            self._job_note = CANCELLED_WORDS[kind]
+            self.progress_label.setText(self._job_note)
+
     def _on_progressed(self, message: str, done: float, total: float) -> None:
+        self._job_note = ""
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
         self.progress_label.setText(message)
@@ -379,4 +391,5 @@ class ModelsPage(QWidget):
         self.progress.setVisible(long_job)
         self.cancel_button.setVisible(long_job)
         if not busy:
-            self.progress_label.setText(self._offline_note)  # being offline outlasts the job that found it
+            # a cancel's note, or being offline, outlasts the job that found it
+            self.progress_label.setText(self._job_note or self._offline_note)
