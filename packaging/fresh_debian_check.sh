@@ -89,7 +89,7 @@ setup_done=""
 while kill -0 "$make_pid" 2>/dev/null; do
   if [ -z "$setup_done" ] && [ -n "$(app_pid)" ]; then
     setup_done=1
-    log "make setup done, the app started (pip cache $(du -sm "$root/root/.cache/pip" 2>/dev/null | cut -f1) MB downloaded, .venv $(du -sm "$root$work/.venv" | cut -f1) MB)"
+    log "make setup done, the app started (.venv: $(du -sm "$root$work/.venv" | cut -f1) MB installed from PyPI)"
   fi
   if [ -n "$setup_done" ] && [ -e "$root/tmp/fb/Xvfb_screen0" ]; then
     share=$(python3 "$repo/packaging/xwd_to_png.py" "$root/tmp/fb/Xvfb_screen0" "$out/window.png")

@@ -131,7 +131,7 @@ class ExportPage(QWidget):
         controller.check_reported.connect(self._on_check_reported)
         controller.export_finished.connect(self._on_export_finished)
         controller.failed.connect(self._on_failed)
-        controller.cancelled.connect(lambda: self.stage_label.setText("Export cancelled; nothing was written."))
+        controller.cancelled.connect(self._on_cancelled)
         controller.busy_changed.connect(lambda _busy: self._update_buttons())
         runs.runs_listed.connect(self._on_runs_listed)
         self._on_format_chosen()
@@ -248,6 +248,11 @@ class ExportPage(QWidget):
         self._show_verdict(False, "The export failed its check, so nothing was written." if failed_check
                            else "The export failed.")
         self.stage_label.setText(message)
+
+    def _on_cancelled(self) -> None:
+        self.progress.setRange(0, 1)  # not left spinning, nor at the stage it stopped in
+        self.progress.setValue(0)
+        self.stage_label.setText("Export cancelled; nothing was written.")
 
     def _on_reveal_clicked(self) -> None:
         if self.out_dir:
