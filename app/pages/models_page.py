@@ -174,6 +174,7 @@ class ModelsPage(QWidget):
         c.busy_changed.connect(self._on_busy_changed)
         c.cancelled.connect(self._on_cancelled)
         c.fit_estimated.connect(self._on_fit_estimated)
+        c.state.data_lengths_changed.connect(self._fit_timer.start)
         c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._highlight_selected(),
                                                       self._fit_timer.start()))
 
@@ -378,8 +379,9 @@ class ModelsPage(QWidget):
             return
         color, verdict, advice = FIT_WORDS[estimate.verdict]
         rows, length = estimate.batch
+        where = "the widest pass of this dataset" if estimate.from_data else "the Train page's batch × max length"
         text = (f"<b>Will it fit?</b> Training needs about <b>{memory_text(estimate.needed_bytes)}</b> "
-                f"({rows} × {length:,} tokens per pass, the Train page's settings) of "
+                f"({rows} × {length:,} tokens per pass: {where}) of "
                 f"the run's memory limit of {memory_text(estimate.available_bytes)} "
                 f"({html.escape(estimate.limit_source or 'this computer')}): "
                 f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")

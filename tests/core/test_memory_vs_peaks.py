@@ -13,6 +13,7 @@ import pytest
 
 from mlx_lora import backend, paths
 from mlx_lora.config import TrainConfig
+from mlx_lora.models.demo import DEMO_NAME
 from mlx_lora.events import RecordingReporter
 from mlx_lora.train import StepReport, train
 from mlx_lora.train.memory import estimate_training_memory, largest_pass, read_model_shape
@@ -58,7 +59,7 @@ def test_the_estimate_is_within_25_percent_of_the_trainers_peak(longest_pirate, 
     assert train(config, recorder).status == "finished"
     peak = max(report.peak_memory_gb for report in recorder.of(StepReport)) * 1e9
     batch, share = largest_pass(stats.lengths, config, stats.trained_tokens)
-    estimate = estimate_training_memory(config, shape=read_model_shape(paths.models_dir() / "demo"),
+    estimate = estimate_training_memory(config, shape=read_model_shape(str(paths.models_dir() / DEMO_NAME)),
                                         device=backend.device_kind(), batch_tokens=batch, trained_share=share)
     ratio = estimate.total_bytes / peak
     assert 0.75 <= ratio <= 1.25, (settings, batch, f"{ratio:.2f}", estimate.describe(), f"peak {peak / 1e9:.2f} GB")
