@@ -31,6 +31,7 @@ $(GGUF_STAMP): $(STAMP)
 	@touch $(GGUF_STAMP)
 
 run: setup
+	@bash packaging/ensure_qt_libs.sh $(BIN)/python --required
 	$(BIN)/mlx-lora-studio --demo
 
 test: setup setup-gguf

@@ -169,7 +169,11 @@ class DataController(QObject):
             return
         self._with_tokenizer(lambda tok: self._run(
             "stats", _stats, tok, records, self.max_seq_length, self.mask_prompt,
-            on_finished=self.stats_computed.emit))
+            on_finished=self._on_stats_computed))
+
+    def _on_stats_computed(self, stats) -> None:
+        self.state.set_data_lengths(self.state.dataset, stats.lengths, stats.trained_tokens)  # for "Will it fit?"
+        self.stats_computed.emit(stats)
 
     def render_preview(self, index: int) -> None:
         self._preview_index = index

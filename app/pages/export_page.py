@@ -162,7 +162,7 @@ class ExportPage(QWidget):
         controller.check_reported.connect(self._on_check_reported)
         controller.export_finished.connect(self._on_export_finished)
         controller.failed.connect(self._on_failed)
-        controller.cancelled.connect(lambda: self.stage_label.setText("Export cancelled; nothing was written."))
+        controller.cancelled.connect(self._on_cancelled)
         controller.busy_changed.connect(lambda _busy: self._update_buttons())
         runs.runs_listed.connect(self._on_runs_listed)
         self._on_format_chosen()
@@ -318,6 +318,11 @@ class ExportPage(QWidget):
         c = ThemeManager.colors()
         self.handoff_command.setVisible(False)
         self.handoff_label.setText(f"<span style='color:{c['danger']}'>✗ {html.escape(message)}</span>")
+
+    def _on_cancelled(self) -> None:
+        self.progress.setRange(0, 1)  # not left spinning, nor at the stage it stopped in
+        self.progress.setValue(0)
+        self.stage_label.setText("Export cancelled; nothing was written.")
 
     def _on_reveal_clicked(self) -> None:
         if self.out_dir:

@@ -32,6 +32,10 @@ SEARCH_DEBOUNCE_MS = 300
 # first paint, even on a busy machine.
 FIT_DEBOUNCE_MS = 300
 FIRST_FIT_DELAY_MS = 1500
+CANCELLED_WORDS = {
+    "import": "Import cancelled; nothing was written.",
+    "download": "Download cancelled.",
+}
 FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
     "fits": ("series_4", "fits", ""),
     "tight": ("series_2", "over the limit", "raise the memory limit (Train page, advanced), or lower max batch "
@@ -120,6 +124,7 @@ class ModelsPage(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self._offline_note = ""
+        self._job_note = ""  # what the last long job's Cancel left ("Import cancelled…")
         self.retry_button = QPushButton("Retry")
         self.retry_button.setToolTip("Search the Hub again")
         self.retry_button.setVisible(False)
@@ -168,7 +173,9 @@ class ModelsPage(QWidget):
         self.retry_button.clicked.connect(self._on_search_due)
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
+        c.cancelled.connect(self._on_cancelled)
         c.fit_estimated.connect(self._on_fit_estimated)
+        c.state.data_lengths_changed.connect(self._fit_timer.start)
         c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._highlight_selected(),
                                                       self._fit_timer.start()))
 
@@ -354,7 +361,13 @@ class ModelsPage(QWidget):
         for kind in ("download", "import"):
             self.controller.cancel(kind)
 
+    def _on_cancelled(self, kind: str) -> None:
+        if kind in CANCELLED_WORDS:
+            self._job_note = CANCELLED_WORDS[kind]
+            self.progress_label.setText(self._job_note)
+
     def _on_progressed(self, message: str, done: float, total: float) -> None:
+        self._job_note = ""
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
         self.progress_label.setText(message)
@@ -377,8 +390,9 @@ class ModelsPage(QWidget):
             return
         color, verdict, advice = FIT_WORDS[estimate.verdict]
         rows, length = estimate.batch
+        where = "the widest pass of this dataset" if estimate.from_data else "the Train page's batch × max length"
         text = (f"<b>Will it fit?</b> Training needs about <b>{memory_text(estimate.needed_bytes)}</b> "
-                f"({rows} × {length:,} tokens per pass, the Train page's settings) of "
+                f"({rows} × {length:,} tokens per pass: {where}) of "
                 f"the run's memory limit of {memory_text(estimate.available_bytes)} "
                 f"({html.escape(estimate.limit_source or 'this computer')}): "
                 f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")
@@ -390,4 +404,5 @@ class ModelsPage(QWidget):
         self.progress.setVisible(long_job)
         self.cancel_button.setVisible(long_job)
         if not busy:
-            self.progress_label.setText(self._offline_note)  # being offline outlasts the job that found it
+            # a cancel's note, or being offline, outlasts the job that found it
+            self.progress_label.setText(self._job_note or self._offline_note)

@@ -36,11 +36,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlx_lora import atomic
-from mlx_lora.errors import UserError
-from mlx_lora.events import NullReporter, Progress, Reporter
+from mlx_lora.errors import Cancelled, UserError
+from mlx_lora.events import NullReporter, Progress, Reporter, never_stop
 from mlx_lora.models.dequant import dequantize_exact
 from mlx_lora.models.gguf_header import GGUFHeader, check_gguf, check_gguf_model, read_gguf_header
 from mlx_lora.models.gguf_tensors import import_plan, read_dequantized
@@ -341,18 +341,26 @@ def import_gguf(
     out_dir: str | Path,
     dequantize: str | None = None,
     reporter: Reporter = NullReporter(),
+    should_stop: Callable[[], bool] = never_stop,
 ) -> Path:
     """Convert ``gguf_path`` into an MLX model folder at ``out_dir`` (written atomically).
 
     ``dequantize``: None keeps the file's quantisation; "float16", "bfloat16" or
-    "float32" writes full-precision weights.
+    "float32" writes full-precision weights. ``should_stop`` is asked between the stages
+    and before the folder is published: a cancelled import raises :class:`Cancelled` and
+    leaves nothing at ``out_dir`` (nor a temporary beside it).
     """
     import mlx.core as mx
+
+    def stage(message: str, done: int) -> None:
+        if should_stop():
+            raise Cancelled(f"import of {gguf_path.name} cancelled")
+        reporter.emit(Progress("import-gguf", message, done, 3))
 
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     header = _checked_header(gguf_path, check_model=True)
     plan = import_plan(gguf_path, dequantize, header)
-    reporter.emit(Progress("import-gguf", plan.summary, 0, 3))  # the memory it will take, first
+    stage(plan.summary, 0)  # the memory it will take, first
     if plan.must_dequantize:  # K-quants, Q5_*, BF16…: read and dequantised by gguf-py, exactly
         metadata = read_gguf_header(gguf_path, values=True).metadata
         config = gguf_to_hf_config(metadata, has_output="output.weight" in header.tensors)
@@ -362,7 +370,7 @@ def import_gguf(
         weights, metadata = read_gguf(gguf_path)
         config = gguf_to_hf_config(metadata, has_output="output.weight" in weights)
         tokenizer_files = build_tokenizer_files(metadata, gguf_path)
-    reporter.emit(Progress("import-gguf", "converting tensors", 1, 3))
+    stage("converting tensors", 1)
     weights, quant = convert_weights(weights, config)
     dequantize = plan.dequantize
     if dequantize:
@@ -389,7 +397,7 @@ def import_gguf(
         "quantization": "dequantized to " + dequantize if dequantize else (
             f"{config['quantization']['bits']}-bit (group 32), as in the GGUF" if quant else "none"),
     }
-    reporter.emit(Progress("import-gguf", "writing the MLX folder", 2, 3))
+    stage("writing the MLX folder", 2)
     with atomic.atomic_dir(out_dir) as tmp:
         # through a file object: given a path, mx.save_safetensors ignores write errors (a full
         # disk gives a short file and no error), and the folder would be published broken
@@ -400,5 +408,7 @@ def import_gguf(
         for name, text in tokenizer_files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "mlx_lora_source.json").write_text(json.dumps(source, indent=2))
+        if should_stop():  # the last moment a cancel keeps the folder from appearing
+            raise Cancelled(f"import of {gguf_path.name} cancelled")
     reporter.emit(Progress("import-gguf", "done", 3, 3))
     return out_dir

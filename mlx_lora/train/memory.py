@@ -280,6 +280,34 @@ def grpo_kv_cache_bytes(shape: ModelShape, group_size: int, length: int, compute
     return kv + group_size * shape.vocab_size * 4
 
 
+def largest_pass(lengths: Sequence[int], config, trained_tokens: int | None = None) -> tuple[tuple[int, int], float]:
+    """((rows, tokens), trained share) of the widest forward pass training ``config`` makes
+    on examples of these token ``lengths`` (the training split's, untruncated, as
+    :class:`mlx_lora.data.stats.DatasetStats` has them), for :func:`estimate_training_memory`'s
+    ``batch_tokens`` and ``trained_share``.
+
+    Batches are padded to their longest example and examples are sorted by length inside
+    windows of batches (train/batches.py), so the widest batch holds the longest examples:
+    its width is the longest example cut to ``max_seq_length`` ("drop" leaves the longer
+    ones out), its rows the batch size, or fewer where ``max_batch_tokens`` cuts it into
+    micro-batches. The trained share is the data's own (``trained_tokens`` / all tokens;
+    1.0 when unknown), diluted by the padding of that pass. The estimate for 4 × 2048 of
+    the pirate sample (examples of ≤ 120 tokens) is then the real 4 × 120, not 4 × 2048."""
+    data = config.data
+    limit = data.max_seq_length
+    kept = [n for n in lengths if data.too_long != "drop" or n <= limit]
+    if not kept:
+        return (data.batch_size, limit), 1.0
+    longest_first = sorted((min(n, limit) for n in kept), reverse=True)
+    width = longest_first[0]
+    rows = min(data.batch_size, len(longest_first))
+    if data.max_batch_tokens:
+        rows = min(rows, rows_per_pass(width, data.max_batch_tokens))
+    real = sum(longest_first[:rows])
+    share = trained_tokens / max(sum(lengths), 1) if trained_tokens is not None else 1.0
+    return (rows, width), min(1.0, share * real / (rows * width))
+
+
 def estimate_training_memory(config, *, shape: ModelShape | None = None, device: str | None = None,
                              batch_tokens: tuple[int, int] | None = None, trained_share: float = 1.0,
                              loss_chunk: int | None = None, full_logits: bool = False) -> MemoryEstimate:

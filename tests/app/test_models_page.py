@@ -59,6 +59,35 @@ def test_gguf_import_reports_progress_and_lists_the_model(qtbot, page, demo_mode
     qtbot.waitUntil(lambda: any(n.startswith("SmolLM2-135M-Instruct.Q4_1") for n in names(page)), timeout=30_000)
 
 
+def test_a_gguf_import_shows_its_stage_and_cancel_leaves_nothing(qtbot, page, demo_model, tmp_path):
+    import shutil
+
+    from mlx_lora import paths
+    from mlx_lora.models.demo import demo_gguf_path
+    from mlx_lora.models.local import imported_gguf_path
+
+    gguf = tmp_path / "cancel-me.gguf"  # a file of its own: never imported before in this session
+    shutil.copyfile(demo_gguf_path(), gguf)
+    before = sorted(p.name for p in paths.models_dir().iterdir())
+    seen = []
+
+    def on_progressed(message, done, total):  # Cancel as soon as the first stage shows
+        seen.append((message, page.progress_label.text(), page.cancel_button.isVisible()))
+        if len(seen) == 1:
+            page.cancel_button.click()
+
+    page.controller.progressed.connect(on_progressed)
+    with qtbot.waitSignal(page.controller.cancelled, timeout=120_000) as cancelled:
+        page.controller.import_gguf(str(gguf))
+    assert cancelled.args == ["import"]
+    assert seen[0] == ("reading cancel-me.gguf", "reading cancel-me.gguf", True)  # what it is doing now
+    qtbot.waitUntil(lambda: not page.controller.is_busy("import"), timeout=5000)
+    assert page.progress_label.text() == "Import cancelled; nothing was written."
+    assert not page.cancel_button.isVisible()
+    assert not imported_gguf_path(gguf).exists()
+    assert sorted(p.name for p in paths.models_dir().iterdir()) == before  # no temporary left either
+
+
 def test_search_as_you_type_details_and_download(qtbot, page, hub):
     assert page.search_box.isEnabled() and not page.hub_note.isVisible()
     with qtbot.waitSignal(page.controller.search_finished, timeout=30_000) as searched:
