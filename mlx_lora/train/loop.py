@@ -23,7 +23,8 @@ nothing NaN is ever saved, and the latest checkpoint stays the last good one.
 
 Collaborators (keywords of :func:`train`, for tests and bench/ to swap without patching
 modules): ``batch_plan`` builds the epochs' batches (``BatchPlan(lengths, batch_size,
-seed)``), ``micro_batches`` cuts a batch at ``max_batch_tokens``
+seed)``; with ``data.pack`` a :class:`~mlx_lora.train.packing.PackedPlan`, also given
+``row_length=max_seq_length``), ``micro_batches`` cuts a batch at ``max_batch_tokens``
 (:func:`~mlx_lora.train.batches.micro_batches`), ``compiled`` turns the compiled step on
 or off (None: the device's choice, :mod:`mlx_lora.train.step`).
 """
@@ -224,14 +225,15 @@ class _Trainer:
         self.valid_set = self.objective.encode(tokenizer, splits.valid, data)
         self.test_count = len(splits.test)
         lengths = [len(e.tokens) for e in self.train_set.examples]
-        if data.pack:  # rows of several examples (train/packing.py), attention within each
+        if data.pack:  # batch_size rows of several examples (train/packing.py), attention within each
             from mlx_lora.train.packed_attention import check_supported
             from mlx_lora.train.packing import PackedPlan
 
             check_supported(self.prepared.model)
-            if self.batch_plan is BatchPlan:
-                self.batch_plan = lambda lengths_, rows, seed: PackedPlan(lengths_, rows, seed, data.max_seq_length)
-        self.plan = self.batch_plan(lengths, data.batch_size, config.run.seed)
+            plan = PackedPlan if self.batch_plan is BatchPlan else self.batch_plan
+            self.plan = plan(lengths, data.batch_size, config.run.seed, row_length=data.max_seq_length)
+        else:
+            self.plan = self.batch_plan(lengths, data.batch_size, config.run.seed)
         accumulation = config.optimizer.grad_accumulation_steps
         self.steps_per_epoch = len(self.plan) / accumulation
         epochs = config.schedule.epochs

@@ -254,3 +254,16 @@ def test_a_packed_run_trains_and_resumes_exactly(tiny_model, tmp_path):
     b = mx.load(str(Path(resumed.run_dir) / "adapters.safetensors"))
     for name in a:
         assert mx.allclose(a[name], b[name], atol=1e-5).item(), name
+
+
+def test_the_estimate_counts_the_packed_mask():
+    from mlx_lora.train.memory import ModelShape, estimate_training_memory
+
+    shape = ModelShape(hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
+                       head_dim=16, vocab_size=1000)
+    config = TrainConfig().replace(batch_size=4, max_seq_length=256, max_batch_tokens=0)
+    plain = estimate_training_memory(config, shape=shape, device="cpu")
+    packed = estimate_training_memory(config.replace(pack=True), shape=shape, device="cpu")
+    # the same (rows, length) as the padded worst case, plus the (rows, 1, L, L) bool mask
+    assert packed.batch == plain.batch == (4, 256)
+    assert packed.parts["attention"] - plain.parts["attention"] == 4 * 256 * 256
