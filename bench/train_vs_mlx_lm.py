@@ -44,23 +44,25 @@ import numpy as np
 from mlx_lora.config import TrainConfig
 from mlx_lora.events import RecordingReporter
 from mlx_lora.train import RunStarted, StepReport, train
-from mlx_lora.train.batches import BatchPlan, micro_batches
+from mlx_lora.train.batches import BatchPlan, micro_batches, padded_tokens
+from mlx_lora.train.packing import PackedPlan
 model, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
 from mlx_lora.train import evaluate
 from mlx_lora.methods import lora
 from mlx_lora.train import prepare
 rows = []  # per step: (examples, real tokens)
 def counting_micro_batches(indices, lengths, cap):  # the loop's one call per step (no accumulation here)
-    rows.append((len(indices), int(lengths[indices].sum())))
+    flat = indices[indices >= 0] if indices.ndim == 2 else indices  # a packed batch: rows of examples
+    rows.append((len(flat), int(lengths[flat].sum())))
     return micro_batches(indices, lengths, cap)
 for name, value in s.get("module", {}).items():  # e.g. {"lora.CAST_LORA": false}: module settings to measure
     module, attr = name.split(".")
     setattr({"evaluate": evaluate, "lora": lora, "prepare": prepare}[module], attr, value)
-class WorstFirst(BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
+class WorstFirst(PackedPlan if s.get("ours", {}).get("pack") else BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
     def epoch(self, epoch):
         batches = list(super().epoch(epoch))
         if epoch == 0:
-            worst = max(range(len(batches)), key=lambda i: len(batches[i]) * self.lengths[batches[i]].max())
+            worst = max(range(len(batches)), key=lambda i: padded_tokens(batches[i], self.lengths))
             batches.insert(0, batches.pop(worst))
             self._cache = {0: batches}
         return batches

@@ -318,7 +318,8 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     machine's). ``batch_tokens``: the (rows, length) of the largest forward pass (default:
     batch size × max_seq_length, or fewer rows where ``max_batch_tokens`` cuts a batch
     into micro-batches — batches are padded to their longest example, and with a long
-    tail the longest batch is that wide). ``trained_share``: the share of positions that
+    tail the longest batch is that wide; packed batches, ``data.pack``, are that wide in every
+    pass). ``trained_share``: the share of positions that
     carry the loss (1.0, the worst case, by default; ~0.5–0.9 for chats with the prompt
     masked). ``loss_chunk``: positions per chunk of a chunked loss (None: our trainer's
     default; 0: unchunked). ``full_logits``: the (B, L, V) logits are formed (mlx-lm's
@@ -399,6 +400,12 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
         activations = layers * per_token_bytes * tokens
         attention = layers * probs + attention_backward
         recompute = 0
+
+    if data.pack and grpo is None:
+        # packed rows (train/packing.py) are as wide as max_seq_length in every pass, the same
+        # (rows, length) as the padded worst case above; their block-diagonal mask adds one
+        # (rows, 1, L, L) bool array per window size, held through the backward
+        attention += rows * length * length
 
     # -- the LM head and the loss -------------------------------------------
     full_logits = full_logits or shape.full_logits

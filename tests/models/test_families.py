@@ -143,6 +143,44 @@ def test_loads_like_transformers_past_the_sliding_window(family, tiny_families, 
 
 
 @pytest.mark.parametrize("family", NAMES)
+def test_packing_keeps_each_example_apart(family, tiny_families):
+    """Sequence packing (data.pack) on the real configs: three examples packed in one row get each
+    its own unpacked per-token losses (the second and third start at an offset: RoPE is relative),
+    the third example past gemma3's sliding window, so the window must hold inside it."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from mlx_lora.models.local import load_model
+    from mlx_lora.train.batches import Example
+    from mlx_lora.train.packed_attention import check_supported, packed_attention
+    from mlx_lora.train.packing import make_packed_batch
+
+    folder = tiny_families / family
+    config = json.loads((folder / "config.json").read_text())
+    window = config.get("sliding_window") or 0
+    lengths = [40, 25, window + 40 if window and window < 1024 else 70]
+    rng = np.random.default_rng(0)
+    chosen = [Example(tuple(int(t) for t in rng.integers(10, 1000, n)), (True,) * n) for n in lengths]
+    model, _, _ = load_model(folder)
+    model.set_dtype(mx.float32)
+    check_supported(model)
+
+    def losses(inputs, targets):
+        return np.array(nn.losses.cross_entropy(model(mx.array(inputs)), mx.array(targets)))
+
+    inputs, targets, _, _, segments = make_packed_batch(chosen, np.array([[0, 1, 2]]))
+    with packed_attention(model, mx.array(segments)):
+        packed = losses(inputs, targets)[0]
+    start = 0
+    for example in chosen:
+        tokens = np.array([example.tokens])
+        n = len(example.tokens) - 1
+        np.testing.assert_allclose(packed[start:start + n], losses(tokens[:, :-1], tokens[:, 1:])[0],
+                                   rtol=2e-4, atol=2e-4)
+        start += n
+
+
+@pytest.mark.parametrize("family", NAMES)
 def test_will_it_fit(family, tiny_families, record_property):
     """The estimate, from config.json alone, within 25% of a training step's measured peak (CPU)."""
     from bench.memory_check import measure
