@@ -125,15 +125,26 @@ def _check_messages(messages: list[dict[str, Any]]) -> None:
 class ChatSession:
     """Chat with ``model`` (an mlx-lm model, adapters on it or not) and its tokenizer."""
 
-    def __init__(self, model, tokenizer) -> None:
+    def __init__(self, model, tokenizer, chat_template: str = "model") -> None:
         from mlx_lm.tokenizer_utils import TokenizerWrapper
 
         self.model = model
         self.tokenizer = tokenizer if isinstance(tokenizer, TokenizerWrapper) else TokenizerWrapper(tokenizer)
+        # the tokenizer's own EOS ids, before any session added end-of-turn tokens to them
+        self._own_eos = self.tokenizer.__dict__.setdefault("_mlx_lora_own_eos", set(self.tokenizer.eos_token_ids))
+        self._busy = threading.Lock()
+        self.set_chat_template(chat_template)
+
+    def set_chat_template(self, name: str) -> None:
+        """Render with ``name`` (``model``: the model's own; or a family of
+        :mod:`mlx_lora.chat_templates`), and stop at that template's end-of-turn token."""
+        from mlx_lora.data.template import use_chat_template
+
+        use_chat_template(self.tokenizer, name)
+        self.chat_template = name
         self.stop_ids = end_of_turn_ids(self.tokenizer)
         # stream_generate stops at tokenizer.eos_token_ids: add the end-of-turn tokens there
-        self.tokenizer.eos_token_ids = set(self.tokenizer.eos_token_ids) | self.stop_ids
-        self._busy = threading.Lock()
+        self.tokenizer.eos_token_ids = set(self._own_eos) | self.stop_ids
 
     # ---- the prompt --------------------------------------------------------------
 
@@ -143,20 +154,23 @@ class ChatSession:
             return [{"role": "system", "content": settings.system_prompt}, *messages]
         return list(messages)
 
-    def encode(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings()) -> list[int]:
-        """The prompt's token ids: the chat through the template (as the training data is
-        rendered), or — for a model without one — the turns' text with the tokenizer's BOS."""
-        from mlx_lm.tokenizer_utils import TokenizerWrapper
-
+    def prompt_text(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings()) -> str:
+        """The prompt as the model reads it: the chat through the template (as the training
+        data is rendered), or — for a model without one — the turns' text, one per line."""
         from mlx_lora.data.template import apply_template, has_chat_template
 
         conversation = self.conversation(messages, settings)
         if has_chat_template(self.tokenizer):
-            text = apply_template(self.tokenizer, conversation, add_generation_prompt=True)
-            return list(self.tokenizer.encode(text, add_special_tokens=False))
-        text = "\n".join(m["content"] for m in conversation)
-        assert isinstance(self.tokenizer, TokenizerWrapper)
-        return list(self.tokenizer.encode(text, add_special_tokens=True))
+            return apply_template(self.tokenizer, conversation, add_generation_prompt=True)
+        return "\n".join(m["content"] for m in conversation)
+
+    def encode(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings()) -> list[int]:
+        """The prompt's token ids: :meth:`prompt_text` tokenised without adding special tokens
+        (the template writes them), or with the tokenizer's BOS for a model without a template."""
+        from mlx_lora.data.template import has_chat_template
+
+        text = self.prompt_text(messages, settings)
+        return list(self.tokenizer.encode(text, add_special_tokens=not has_chat_template(self.tokenizer)))
 
     # ---- answering ---------------------------------------------------------------
 
