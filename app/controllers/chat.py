@@ -5,9 +5,10 @@ Everything MLX does here runs in :class:`Job` workers: loading the base, switchi
 adapters (no reload when the base is the same) and generating. Each token comes
 back as a ``delta_received`` signal queued to the GUI thread, so the window never
 waits on the model; ``stop`` sets the job's flag, which
-:meth:`ChatSession.stream` checks between every two tokens (a cancel costs at most
-one token). Base and tuned answer the same prompt with the same model: the
-adapter is switched off for the base's answer (``use_adapter=False``).
+:meth:`ChatSession.stream_sides` checks between every two tokens (a cancel costs at most
+one token per side). Base and tuned answer at once with the same model, a token of each
+in turn: the adapter is switched off for the base's steps. The chat template is the one
+config's ``data.chat_template`` (:attr:`ChatController.chat_template`).
 """
 
 from __future__ import annotations
@@ -71,13 +72,13 @@ def _vocab_built_once():
         PreTrainedTokenizerFast.get_vocab = original
 
 
-def _load(reporter, should_stop, current, base_spec: str | None, adapter: str | None):
+def _load(reporter, should_stop, current, base_spec: str | None, adapter: str | None, chat_template: str = "model"):
     """(chat model, session, LoadedModel): reuses ``current`` when its base is the one needed."""
     with _vocab_built_once():
-        return _load_model(reporter, current, base_spec, adapter)
+        return _load_model(reporter, current, base_spec, adapter, chat_template)
 
 
-def _load_model(reporter, current, base_spec: str | None, adapter: str | None):
+def _load_model(reporter, current, base_spec: str | None, adapter: str | None, chat_template: str = "model"):
     from mlx_lora.adapters import resolve_adapter
     from mlx_lora.chat import ChatSession, load_chat_model
 
@@ -93,24 +94,29 @@ def _load_model(reporter, current, base_spec: str | None, adapter: str | None):
     else:
         chat_model = load_chat_model(wanted_base, files, reporter=reporter)
         notes = tuple(chat_model.notes)
-    session = ChatSession(chat_model.model, chat_model.tokenizer)
+    session = ChatSession(chat_model.model, chat_model.tokenizer, chat_template)
     label = files.label if files is not None else "no adapter"
     return chat_model, session, LoadedModel(wanted_base, adapter, label, notes)
 
 
-def _answer(reporter, should_stop, session, plan, settings):
-    """Stream each (side, messages, use_adapter) of ``plan`` in turn; every delta goes to the
-    reporter as (side, delta). Returns {side: (text, last delta)}."""
-    answers = {}
-    for side, messages, use_adapter in plan:
-        parts, last = [], None
-        for last in session.stream(messages, settings, should_stop, use_adapter=use_adapter):
-            parts.append(last.text)
-            reporter.emit((side, last))
-        answers[side] = ("".join(parts), last)
-        if last is not None and last.finish_reason == "cancelled":
-            break
-    return answers
+def _answer(reporter, should_stop, session, plan, settings, chat_template: str = "model"):
+    """Stream every (side, messages, use_adapter) of ``plan`` at once, a token of each in turn
+    (:meth:`ChatSession.stream_sides`), rendered with ``chat_template``. The reporter hears the
+    tuned side's prompt (a ChatPrompt) and every ChatDelta. Returns {side: (text, last delta)}."""
+    from mlx_lora.chat import ChatPrompt, ChatRequest
+
+    if session.chat_template != chat_template:
+        session.set_chat_template(chat_template)
+    side, messages, _ = plan[-1]
+    reporter.emit(ChatPrompt(side, session.prompt_text(messages, settings), chat_template))
+    parts: dict[str, list[str]] = {}
+    last: dict = {}
+    requests = [ChatRequest(side, messages, use_adapter) for side, messages, use_adapter in plan]
+    for delta in session.stream_sides(requests, settings, should_stop):
+        parts.setdefault(delta.side, []).append(delta.text)
+        last[delta.side] = delta
+        reporter.emit(delta)
+    return {side: ("".join(parts[side]), last[side]) for side in last}
 
 
 class ChatController(QObject):
@@ -119,6 +125,7 @@ class ChatController(QObject):
     model_loaded = Signal(object)  # LoadedModel
     answer_started = Signal(str)  # side
     delta_received = Signal(str, object)  # side, ChatDelta
+    prompt_rendered = Signal(object)  # ChatPrompt: the tuned side's prompt as the model reads it
     answer_finished = Signal(dict)  # {side: (text, last ChatDelta)}
     busy_changed = Signal(bool)
     failed = Signal(str)
@@ -140,6 +147,14 @@ class ChatController(QObject):
         self._pool.setExpiryTimeout(-1)
 
     # -- state -----------------------------------------------------------------------
+    @property
+    def chat_template(self) -> str:
+        """The one config's ``data.chat_template`` (the Chat page's picker edits it there)."""
+        return self.state.config.data.chat_template
+
+    def set_chat_template(self, name: str) -> None:
+        self.state.update_config(chat_template=name)
+
     def is_busy(self) -> bool:
         return self._job is not None
 
@@ -165,7 +180,7 @@ class ChatController(QObject):
         adapter = str(adapter) if adapter else None
         base = None if adapter else self.state.model
         self.loading.emit(Path(adapter).name if adapter else self.state.model_label)
-        self._start(Job(_load, self._model, base, adapter, name="load"), self._on_loaded)
+        self._start(Job(_load, self._model, base, adapter, self.chat_template, name="load"), self._on_loaded)
 
     def send(self, text: str, settings, compare: bool) -> None:
         """Ask the tuned model (and the base, when ``compare``) to answer ``text``. Each side
@@ -180,7 +195,7 @@ class ChatController(QObject):
             self.conversations[side].append({"role": "user", "content": text})
             plan.append((side, list(self.conversations[side]), side == TUNED))
         self._pending_sides = sides
-        job = Job(_answer, self._model[1], plan, settings, name="answer")
+        job = Job(_answer, self._model[1], plan, settings, self.chat_template, name="answer")
         job.event_emitted.connect(self._on_delta)
         self._start(job, self._on_answered)
         for side in sides:
@@ -221,8 +236,12 @@ class ChatController(QObject):
         self.model_loaded.emit(loaded)
 
     def _on_delta(self, event) -> None:
-        side, delta = event
-        self.delta_received.emit(side, delta)
+        from mlx_lora.chat import ChatPrompt
+
+        if isinstance(event, ChatPrompt):
+            self.prompt_rendered.emit(event)
+        else:
+            self.delta_received.emit(event.side, event)
 
     def _on_answered(self, answers: dict) -> None:
         for side in self._pending_sides:

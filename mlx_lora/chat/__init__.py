@@ -16,9 +16,9 @@ model in memory, adapter switching and weighted combination. No Qt.
 """
 
 from mlx_lora.chat.model import ChatModel, load_chat_model, prepare_base
-from mlx_lora.chat.session import ChatAnswer, ChatDelta, ChatRequest, ChatSession, ChatSettings, end_of_turn_ids
+from mlx_lora.chat.session import ChatAnswer, ChatDelta, ChatPrompt, ChatRequest, ChatSession, ChatSettings, end_of_turn_ids
 
 __all__ = [
-    "ChatAnswer", "ChatDelta", "ChatModel", "ChatRequest", "ChatSession", "ChatSettings", "end_of_turn_ids", "load_chat_model",
+    "ChatAnswer", "ChatDelta", "ChatModel", "ChatPrompt", "ChatRequest", "ChatSession", "ChatSettings", "end_of_turn_ids", "load_chat_model",
     "prepare_base",
 ]

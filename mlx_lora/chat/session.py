@@ -80,6 +80,15 @@ class ChatDelta(Event):
 
 
 @dataclasses.dataclass(frozen=True)
+class ChatPrompt(Event):
+    """The prompt of one side as the model reads it (the chat through ``chat_template``)."""
+
+    side: str
+    text: str
+    chat_template: str = "model"
+
+
+@dataclasses.dataclass(frozen=True)
 class ChatRequest:
     """One answer to stream: its ``side`` name, the conversation, and whether the adapter is on."""
 
