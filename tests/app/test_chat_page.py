@@ -1,4 +1,5 @@
-"""The Chat page with a stand-in model session (the real one is in test_whole_flow):
+"""The Chat page with a stand-in model session in a thread (the real one, in its child process, is in
+test_chat_engine and test_whole_flow):
 runs and adapters listed, tokens appended as they stream, base beside tuned with the
 adapter off/on, Stop within one token, Clear, Copy, the sampling settings passed on."""
 
@@ -9,9 +10,10 @@ import threading
 import pytest
 from PySide6.QtGui import QGuiApplication
 
-from app.controllers import chat as chat_module
 from app.controllers.app_state import AppState
-from app.controllers.chat import BASE, TUNED, ChatController, LoadedModel
+from app.controllers.chat import BASE, TUNED, ChatController
+from app.jobs.chat_process import ChatThread
+from mlx_lora.chat.server import ChatLoaded, ChatServer
 from app.pages.chat_page import ChatPage
 from mlx_lora.chat.session import ChatDelta
 from tests.core.test_runs import EVENTS, make_run
@@ -62,12 +64,11 @@ def page(qtbot, tmp_path, monkeypatch):
     session = FakeSession()
     loads = []
 
-    def fake_load(reporter, should_stop, current, base, adapter, chat_template="model"):
+    def fake_load(reporter, current, base, adapter, chat_template="model"):
         loads.append(adapter)
-        return object(), session, LoadedModel("demo", adapter, "run-a", ("a note",))
+        return object(), session, ChatLoaded("demo", adapter, "run-a", ("a note",))
 
-    monkeypatch.setattr(chat_module, "_load", fake_load)
-    controller = ChatController(AppState())
+    controller = ChatController(AppState(), worker=ChatThread(ChatServer(loader=fake_load)))
     page = ChatPage(controller)
     qtbot.addWidget(page)
     page.resize(1100, 700)
