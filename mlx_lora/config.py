@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from mlx_lora.chat_templates import CHAT_TEMPLATE_LABELS, CHAT_TEMPLATE_NAMES
 from mlx_lora.config_fields import Section, field_type, setting
 from mlx_lora.errors import UserError
 from mlx_lora.methods import DEFAULT_METHOD, METHODS, method_for
@@ -86,6 +87,11 @@ class DataConfig(Section):
                                 "batch_size then counts rows, not examples (a step holds as many examples as fill "
                                 "them). sft only; bench/RESULTS.md (\"Sequence packing\") has when it pays.",
                          advanced=True)
+    chat_template: str = setting("model", "The chat template chat records are rendered with, in training, the "
+                                          "data preview and chat: the model's own, or a named family's for a "
+                                          "model whose template is missing or wrong (chatml, llama3, gemma, "
+                                          "mistral, phi3).", choices=CHAT_TEMPLATE_NAMES,
+                                 choice_labels=CHAT_TEMPLATE_LABELS, label="chat template", advanced=True)
     mask_prompt: bool = setting(True, "Take the loss on the assistant's turns only (every one of them, with "
                                       "its end-of-turn token), not on the system and user text.")
 

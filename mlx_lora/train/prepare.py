@@ -95,6 +95,11 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
     lazy = bool(settings.quantize_bits)
     model, tokenizer, model_config = load(str(folder), return_config=True, lazy=lazy, trust_remote_code=False)
     notes: list[str] = []
+    if config.data.chat_template != "model":
+        from mlx_lora.data.template import use_chat_template
+
+        use_chat_template(tokenizer, config.data.chat_template)
+        notes.append(f"chat records rendered with the {config.data.chat_template} chat template, not the model's")
     method = method_for(config.adapter.fine_tune_type)
     if settings.quantize_bits:
         if _quantized_bits(model):

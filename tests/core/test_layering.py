@@ -20,7 +20,7 @@ ENGINE = ROOT / "mlx_lora"
 # named by its first component (``train`` for mlx_lora/train/…, ``config`` for config.py).
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "events", "atomic", "paths", "backend", "presets", "tree_paths", "config_fields",
-     "registry"),
+     "registry", "chat_templates"),
     ("run_events", "methods"),
     ("config",),
     ("run_folder", "data", "models", "rewards"),
