@@ -31,7 +31,7 @@ for name in ("torch", "transformers", "peft", "triton", "liger_kernel", "cut_cro
 EOF
 # PACK: after merging branch `pack`, set this to "--variants pack" (our trainer with sequence packing
 # joins the long-tailed table, same run):
-ours_variants=""
+ours_variants="--variants pack"
 run() { echo "\$ $*"; "$@"; echo; }
 bench="python bench/gpu_train_vs_mlx_lm.py --tokenizer $tokenizer --timeout 200"
 run $bench --data fixed --batch-size 4 --iters 30 --only ours,peft,peft-strong --json "$out/issue21-fixed.json"

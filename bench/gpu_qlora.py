@@ -4,7 +4,7 @@ at a time (mlx_lora/methods/tensors/qmatmul.py), on Llama 3 8B's shape; then a 7
 model (Llama 3 70B's layer shape) with a few of its 80 layers, to extrapolate its peak.
 
     PYTHONPATH=/tmp/site:. python bench/gpu_qlora.py --tokenizer DIR [--iters 12] [--window 4]
-        [--only bf16,4bit,4bit-kernels,8bit,70b] [--smoke]
+        [--only bf16,4bit,8bit,70b,4bit-kernels] [--smoke]
 
 All runs: fixed-length chats of 1,024 tokens (bench/long_tailed.py's fixed set), batch 4,
 LoRA rank 16 on every linear layer, max_batch_tokens 1024 (one row a pass, as the 8B row of
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--tokenizer", required=True, type=Path)
     parser.add_argument("--iters", type=int, default=12)
     parser.add_argument("--window", type=int, default=4)
-    parser.add_argument("--only", default="bf16,4bit,4bit-kernels,8bit,70b")
+    parser.add_argument("--only", default="bf16,4bit,8bit,70b,4bit-kernels")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, to try the script on a CPU")
@@ -82,33 +82,37 @@ def main() -> None:
     settings = {**SETTINGS, "batch_size": 4, "ours": {"max_batch_tokens": 1024}}
     results = {}
     model = None
+
+    def save():  # after every run: a call cut short keeps what it measured
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+
     for key in only:
-        if key not in RUNS:
-            continue
-        model = model or make_model(args.work / ("smoke-8b" if args.smoke else "llama8b"), args.tokenizer, shape)
-        label, extra = RUNS[key]
-        merged = {**settings, **{k: ({**settings.get(k, {}), **v} if isinstance(v, dict) else v)
-                                 for k, v in extra.items()}}
-        result = run_one(label, model, data, args.work, args.iters, args.window, merged)
-        if result:
-            results[label] = result
-    if "70b" in only:
-        big = {**LLAMA_70B, **small} if args.smoke else LLAMA_70B
-        for layers in (2, 4):
-            folder = make_model(args.work / f"llama70b-{layers}{'-smoke' if args.smoke else ''}", args.tokenizer,
-                                {**big, "num_hidden_layers": layers})
-            merged = {**settings, "batch_size": 1, "num_layers": layers,
-                      "ours": {"max_batch_tokens": 1024, "quantize_bits": 4, "grad_checkpoint": True}}
-            result = run_one(f"70B shape, {layers} layers, QLoRA 4-bit, checkpointed, 1 x 1024", folder, data,
-                             args.work, max(args.iters // 2, 2 * args.window // 2 + 2), max(args.window // 2, 1), merged)
+        if key in RUNS:
+            model = model or make_model(args.work / ("smoke-8b" if args.smoke else "llama8b"), args.tokenizer, shape)
+            label, extra = RUNS[key]
+            merged = {**settings, **{k: ({**settings.get(k, {}), **v} if isinstance(v, dict) else v)
+                                     for k, v in extra.items()}}
+            result = run_one(label, model, data, args.work, args.iters, args.window, merged)
             if result:
-                results[f"70b-{layers}"] = result
-        if "70b-2" in results and "70b-4" in results:
-            a, b = results["70b-2"]["peak_gb"], results["70b-4"]["peak_gb"]
-            slope = (b - a) / 2
-            results["70b-80 extrapolated"] = {"peak_gb": a + slope * 78, "per_layer_gb": slope}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+                results[label] = result
+        elif key == "70b":
+            big = {**LLAMA_70B, **small} if args.smoke else LLAMA_70B
+            for layers in (2, 4):
+                folder = make_model(args.work / f"llama70b-{layers}{'-smoke' if args.smoke else ''}", args.tokenizer,
+                                    {**big, "num_hidden_layers": layers})
+                merged = {**settings, "batch_size": 1, "num_layers": layers,
+                          "ours": {"max_batch_tokens": 1024, "quantize_bits": 4, "grad_checkpoint": True}}
+                result = run_one(f"70B shape, {layers} layers, QLoRA 4-bit, checkpointed, 1 x 1024", folder, data,
+                                 args.work, 3 * args.window, args.window, merged)
+                if result:
+                    results[f"70b-{layers}"] = result
+                save()
+            if "70b-2" in results and "70b-4" in results:
+                a, b = results["70b-2"]["peak_gb"], results["70b-4"]["peak_gb"]
+                slope = (b - a) / 2
+                results["70b-80 extrapolated"] = {"peak_gb": a + slope * 78, "per_layer_gb": slope}
+        save()
 
     flops = 4 * matmul_parameters(shape)
     print(f"\n{'smoke' if args.smoke else '8B'} Llama-shape, random bf16, fixed 4 x 1024, LoRA r16 all linear layers, "
