@@ -76,7 +76,7 @@ test-gpu:
 ifdef SITE
 	PYTHONPATH=$(SITE):. MLX_LORA_EXPECT_BACKEND=gpu python3 -m pytest -q -p no:cacheprovider \
 	  $$(PYTHONPATH=$(SITE) python3 -c 'import xdist' 2>/dev/null && printf -- '-n 12') tests/core \
-	  --ignore=tests/core/test_export_gguf_llama.py
+	  -m 'not llama_cpp and not models'
 else
 	$(MAKE) setup setup-gguf
 	$(BIN)/python -m pip install -q -e '.[test,cuda]'

@@ -33,12 +33,18 @@ LLAMA_70B = dict(hidden_size=8192, intermediate_size=28672, num_attention_heads=
                  head_dim=128, tie_word_embeddings=False)
 RUNS = {  # key: (label, settings for our trainer)
     "bf16": ("LoRA, bf16 base", {}),
-    "4bit": ("QLoRA 4-bit, dequantised matmul", {"ours": {"quantize_bits": 4}}),
-    "4bit-kernels": ("QLoRA 4-bit, MLX quantised matmul", {"ours": {"quantize_bits": 4},
-                                                            "module": {"prepare.DEQUANTIZED_MATMUL": []}}),
-    "8bit": ("QLoRA 8-bit, dequantised matmul", {"ours": {"quantize_bits": 8}}),
-    "8bit-kernels": ("QLoRA 8-bit, MLX quantised matmul", {"ours": {"quantize_bits": 8},
-                                                            "module": {"prepare.DEQUANTIZED_MATMUL": []}}),
+    "4bit": ("QLoRA 4-bit, dequantised matmul", {"ours": {"quantize_bits": 4},
+                                                  "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}}),
+    "4bit-kernels": ("QLoRA 4-bit, MLX quantised matmul (the default)", {"ours": {"quantize_bits": 4}}),
+    "8bit": ("QLoRA 8-bit, dequantised matmul", {"ours": {"quantize_bits": 8},
+                                                  "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}}),
+    "8bit-kernels": ("QLoRA 8-bit, MLX quantised matmul (the default)", {"ours": {"quantize_bits": 8}}),
+    # MLX's memory limit bounds the queue of dequantised weights (past it MLX waits for queued
+    # work before allocating); the guard stops a run whose step passes it
+    "4bit-limit14": ("QLoRA 4-bit, dequantised matmul, memory limit 14 GB", {
+        "ours": {"quantize_bits": 4, "memory_limit_gb": 14}, "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}}),
+    "4bit-limit16": ("QLoRA 4-bit, dequantised matmul, memory limit 16 GB", {
+        "ours": {"quantize_bits": 4, "memory_limit_gb": 16}, "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}}),
 }
 
 
@@ -65,6 +71,8 @@ def main() -> None:
     parser.add_argument("--only", default="bf16,4bit,8bit,70b,4bit-kernels")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--70b-dequantised", dest="dequantised_70b", action="store_true",
+                        help="the 70B shape through dequantised matmuls (default: MLX's quantised ones)")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, to try the script on a CPU")
     args = parser.parse_args()
     only = args.only.split(",")
@@ -103,6 +111,8 @@ def main() -> None:
                                     {**big, "num_hidden_layers": layers})
                 merged = {**settings, "batch_size": 1, "num_layers": layers,
                           "ours": {"max_batch_tokens": 1024, "quantize_bits": 4, "grad_checkpoint": True}}
+                if args.dequantised_70b:
+                    merged["module"] = {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}
                 result = run_one(f"70B shape, {layers} layers, QLoRA 4-bit, checkpointed, 1 x 1024", folder, data,
                                  args.work, 3 * args.window, args.window, merged)
                 if result:

@@ -92,7 +92,8 @@ for k, r in enumerate(reports):
     examples.append(window_rows[-1] / seconds[-1])
 print("RESULT " + json.dumps({
     "windows": [r.tokens_per_second for r in reports], "examples": examples, "rows": window_rows,
-    "peak_gb": max(r.peak_memory_gb for r in reports),
+    "peak_gb": max((r.peak_memory_gb for r in reports), default=None),
+    "status": result.status, "reason": result.reason,
     "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
     "final_loss": result.final_loss, "load_peak_gb": recorder.load_peak_gb,
     "load_s": recorder.loaded_at - started, "first_window_s": seconds[0] if seconds else None}))

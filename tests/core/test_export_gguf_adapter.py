@@ -58,6 +58,7 @@ def test_adapter_gguf_has_llama_cpps_metadata_names_and_orientation(tiny_run, ti
     np.testing.assert_array_equal(tensors["blk.1.attn_v.weight.lora_b"], v.T)
 
 
+@pytest.mark.llama_cpp
 def test_llama_cpp_runs_base_plus_adapter_gguf_as_the_fused_gguf(adapter_export):
     out, result = adapter_export
     assert result.passed and [c.check for c in result.checks] == [CHECK, FUSED_CHECK]

@@ -27,6 +27,8 @@ from tests.core.test_chat_helpers import make_run, tiny_run  # noqa: F401
 LLAMA_CHECK = "(loaded by llama.cpp)"
 
 
+pytestmark = pytest.mark.llama_cpp  # every test here is judged by llama.cpp
+
 @pytest.fixture(scope="module")
 def llama_cpp():
     if not llama_cpp_check.available():

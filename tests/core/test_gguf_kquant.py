@@ -51,6 +51,7 @@ def _logits(folder, prompts):
     return [np.array(model(mx.array([ids]))[0].astype(mx.float32)) for ids in prompts]
 
 
+@pytest.mark.llama_cpp
 def test_a_q4_k_m_file_imports_and_matches_llama_cpp(q4_k_m, demo_model, tmp_path):
     from mlx_lm.tokenizer_utils import load as load_tokenizer
 

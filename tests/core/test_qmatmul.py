@@ -37,27 +37,34 @@ def test_dequantised_matmul_gives_the_quantised_layers_output_and_input_gradient
 
 
 def test_a_lora_step_on_a_quantised_base_is_the_same_through_dequantised_matmuls(tiny_model):
-    """One LoRA gradient on a 4-bit base: the same through MLX's quantised kernels and
-    through dequantised matmuls (on the CPU the whole base is dequantised for the run; here
-    the layers are kept quantised to compare the two paths)."""
+    """One LoRA gradient on a 4-bit base through dequantised matmuls equals the same step on
+    the dense dequantised weights (the reference: on CUDA MLX's quantised kernels round
+    differently, 0.2% in this loss, so they are not the reference)."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
-    from mlx_lm.utils import load, quantize_model
+    from mlx_lm.utils import dequantize_model, load, quantize_model
 
-    model, _, config = load(str(tiny_model), return_config=True)
-    model, _ = quantize_model(model, config, 64, 4)
-    model.freeze()
-    linear_to_lora_layers(model, 2, {"rank": 4, "scale": 2.0, "dropout": 0.0})
-    mx.random.seed(1)
-    model.update(_random_lora_b(model))  # B starts at 0, which would hide a wrong path through it
+    def lora_model(dense: bool):
+        model, _, config = load(str(tiny_model), return_config=True)
+        model, _ = quantize_model(model, config, 64, 4)
+        if dense:
+            model = dequantize_model(model)
+        model.freeze()
+        mx.random.seed(1)
+        linear_to_lora_layers(model, 2, {"rank": 4, "scale": 2.0, "dropout": 0.0})
+        model.update(_random_lora_b(model))  # B starts at 0, which would hide a wrong path through it
+        if not dense:
+            assert dequantized_matmul_layers(model) > 0
+        return model
+
     tokens = mx.array([[1, 5, 9, 200, 33, 7, 2, 8]])
 
     def loss(m):
         logits = m(tokens[:, :-1]).astype(mx.float32)
         return nn.losses.cross_entropy(logits, tokens[:, 1:]).mean()
 
-    value_a, grads_a = nn.value_and_grad(model, loss)(model)
-    assert dequantized_matmul_layers(model) > 0
-    value_b, grads_b = nn.value_and_grad(model, loss)(model)
+    dense, swapped = lora_model(dense=True), lora_model(dense=False)
+    value_a, grads_a = nn.value_and_grad(dense, loss)(dense)
+    value_b, grads_b = nn.value_and_grad(swapped, loss)(swapped)
     assert value_a.item() == pytest.approx(value_b.item(), rel=1e-5)
     for (name, a), (_, b) in zip(tree_flatten(grads_a), tree_flatten(grads_b)):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5, err_msg=name)
