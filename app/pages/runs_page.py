@@ -25,7 +25,7 @@ from app.widgets.evaluation_panel import EvaluationPanel
 
 TITLE = "Runs"
 SUBTITLE = "Every training run, its settings and its loss curves. Select several to compare them."
-COLUMNS = ("Run", "Model", "Dataset", "Method", "Status", "Steps", "Best val loss", "ROUGE-L base → tuned",
+COLUMNS = ("Run", "Model", "Dataset", "Method", "Status", "Steps", "Best val loss", "ROUGE-L",
            "Duration", "Tokens", "Started")
 
 
@@ -78,6 +78,8 @@ class RunsPage(QWidget):
         card.body.addLayout(buttons)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(COLUMNS.index("ROUGE-L")).setToolTip(
+            "The latest evaluation's ROUGE-L against the references, base → tuned (Evaluate)")
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -98,7 +100,7 @@ class RunsPage(QWidget):
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(card)
         split.addWidget(self.tabs)
-        split.setSizes([330, 330])
+        split.setSizes([260, 400])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)

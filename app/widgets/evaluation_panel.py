@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar,
+    QAbstractItemView, QAbstractScrollArea, QCheckBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QProgressBar,
     QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -21,8 +21,7 @@ from app.controllers.evaluation import EvaluationController
 from app.widgets.common import muted
 
 SUMMARY_COLUMNS = ("Metric", "Base", "Tuned", "Change")
-EXAMPLE_COLUMNS = ("Tuned vs base", "Example", "ROUGE-L", "Judge", "Prompt", "Reference", "Base answer",
-                   "Tuned answer")
+EXAMPLE_COLUMNS = ("Tuned", "#", "ROUGE-L", "Judge", "Prompt", "Reference", "Base answer", "Tuned answer")
 FIRST_TEXT_COLUMN = EXAMPLE_COLUMNS.index("Prompt")
 NOT_EVALUATED = "Not evaluated yet. Evaluate generates answers with the base and the tuned model and scores them."
 
@@ -33,7 +32,8 @@ def _table(columns: tuple[str, ...]) -> QTableWidget:
     table.verticalHeader().setVisible(False)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setWordWrap(True)
+    table.setWordWrap(False)  # one line per example; the whole texts in the tooltip and below the table
+    table.setTextElideMode(Qt.TextElideMode.ElideRight)
     return table
 
 
@@ -43,8 +43,8 @@ def _fill(table: QTableWidget, rows: list[tuple[str, ...]]) -> None:
         for c, text in enumerate(row):
             item = QTableWidgetItem(" ".join(text.split()))
             item.setToolTip(text)
+            item.setData(Qt.ItemDataRole.UserRole, text)
             table.setItem(r, c, item)
-    table.resizeRowsToContents()
 
 
 class EvaluationPanel(QWidget):
@@ -79,7 +79,11 @@ class EvaluationPanel(QWidget):
         self.note = muted()
         self.summary = _table(SUMMARY_COLUMNS)
         self.summary.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.summary.setMaximumWidth(420)
+        self.summary.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+        self.summary.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.detail = QLabel()  # the selected example's whole texts
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.examples = _table(EXAMPLE_COLUMNS)
         header = self.examples.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
@@ -99,8 +103,11 @@ class EvaluationPanel(QWidget):
         status.addWidget(self.note)
         top.addLayout(status, 1)
         tables = QHBoxLayout()
-        tables.addWidget(self.summary)
-        tables.addWidget(self.examples, 1)
+        tables.addWidget(self.summary, 0, Qt.AlignmentFlag.AlignTop)
+        examples = QVBoxLayout()
+        examples.addWidget(self.examples, 1)
+        examples.addWidget(self.detail)
+        tables.addLayout(examples, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addLayout(top)
@@ -109,6 +116,7 @@ class EvaluationPanel(QWidget):
 
         self.cancel_button.clicked.connect(controller.cancel)
         self.judge.toggled.connect(self.judge_prompt.setVisible)
+        self.examples.currentCellChanged.connect(self._on_example_selected)
         controller.progressed.connect(self._on_progressed)
         controller.evaluation_finished.connect(self.show_result)
         controller.failed.connect(lambda message: self._on_ended(f"Evaluation failed: {message}"))
@@ -127,6 +135,7 @@ class EvaluationPanel(QWidget):
             self.note.setText("")
             _fill(self.summary, [])
             _fill(self.examples, [])
+            self.detail.setText("")
             return
         tuned, base = result.tuned.rouge_l, result.base.rouge_l
         self.status.setText(f"{Path(result.run_dir).name}: ROUGE-L {base:.3f} → {tuned:.3f} with the adapter "
@@ -135,6 +144,17 @@ class EvaluationPanel(QWidget):
                           "Reference loss: the reference answer's cross-entropy per token (lower is better).")
         _fill(self.summary, evaluation_rows.summary_rows(result))
         _fill(self.examples, evaluation_rows.example_rows(result))
+        if self.examples.rowCount():
+            self.examples.setCurrentCell(0, FIRST_TEXT_COLUMN)
+
+    def _on_example_selected(self, row: int, *_ignored) -> None:
+        if row < 0 or self.examples.item(row, FIRST_TEXT_COLUMN) is None:
+            self.detail.setText("")
+            return
+        texts = [self.examples.item(row, c).data(Qt.ItemDataRole.UserRole)
+                 for c in range(FIRST_TEXT_COLUMN, len(EXAMPLE_COLUMNS))]
+        labels = EXAMPLE_COLUMNS[FIRST_TEXT_COLUMN:]
+        self.detail.setText("\n".join(f"{label}: {' '.join(text.split())}" for label, text in zip(labels, texts)))
 
     def _on_progressed(self, message: str, done: int, total: int) -> None:
         self.status.setText(f"{message[0].upper()}{message[1:]}…")

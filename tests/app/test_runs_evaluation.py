@@ -43,7 +43,7 @@ def test_evaluate_shows_base_vs_tuned_and_the_history_column(qtbot, page):
     from mlx_lora import paths
 
     panel = page.evaluation
-    assert page.table.item(0, COLUMNS.index("ROUGE-L base → tuned")).text() == "—"
+    assert page.table.item(0, COLUMNS.index("ROUGE-L")).text() == "—"
     assert panel.status.text() == NOT_EVALUATED and panel.summary.rowCount() == 0
     assert page.evaluate_button.isEnabled()
     panel.limit.setValue(2)
@@ -68,9 +68,10 @@ def test_evaluate_shows_base_vs_tuned_and_the_history_column(qtbot, page):
     assert panel.examples.rowCount() == 2
     reference = panel.examples.item(0, EXAMPLE_COLUMNS.index("Reference")).text()
     assert reference.startswith("Arr!")
+    assert "Reference: Arr!" in panel.detail.text()  # the selected example's whole texts
     assert "2 of 3 test examples" in panel.note.text()
     assert (paths.runs_dir() / "tiny-run" / GENERATION_EVAL_FILE).is_file()
-    cell = page.table.item(0, COLUMNS.index("ROUGE-L base → tuned"))
+    cell = page.table.item(0, COLUMNS.index("ROUGE-L"))
     assert "→" in cell.text() and "token F1" in cell.toolTip()
     assert page.evaluate_button.isEnabled()
 
