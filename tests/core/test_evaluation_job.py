@@ -91,7 +91,9 @@ def test_the_base_answers_are_the_untuned_model(demo_model, demo_run, evaluated)
     assert answer.text == first.base.text
 
 
-def test_cancel_leaves_nothing_written(demo_run, tmp_path):
+def test_cancel_leaves_nothing_written(demo_run, evaluated, tmp_path):
+    # `evaluated` saved the results this cancel must leave standing (in this process: under
+    # pytest-xdist each worker has its own module fixtures)
     saved = (demo_run / GENERATION_EVAL_FILE).read_bytes()
     recorder = RecordingReporter()
     asked = []
@@ -107,7 +109,7 @@ def test_cancel_leaves_nothing_written(demo_run, tmp_path):
     assert not [p.name for p in demo_run.iterdir() if p.name.startswith(".") and ".tmp" in p.name]
 
 
-def test_no_test_split_takes_a_sample_of_validation_and_says_so(demo_run, tmp_path):
+def test_no_test_split_takes_a_sample_of_validation_and_says_so(demo_run, evaluated, tmp_path):
     # the same run, its config pointing at the data without test.jsonl (no second training)
     data = write_dataset(tmp_path / "data", train=8, valid=2, test=0)
     run = tmp_path / "run"
