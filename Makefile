@@ -43,7 +43,7 @@ test: setup setup-gguf
 # Off a machine with local wheels, on Linux: JUDGES_PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cpu'
 JUDGES := .venv-judges
 JUDGES_PIP_ARGS ?=
-test-models: setup
+test-models: setup setup-gguf
 	@test -x $(JUDGES)/bin/python || $(PYTHON) -m venv $(JUDGES)
 	@$(JUDGES)/bin/python -c 'import torch, transformers, peft, safetensors, sentencepiece, google.protobuf' 2>/dev/null || \
 	  $(JUDGES)/bin/python -m pip install -q $(JUDGES_PIP_ARGS) torch==2.13.0 transformers peft safetensors sentencepiece protobuf

@@ -97,7 +97,7 @@ def spm_gguf(tiny_families, judges_python, tmp_path_factory):
     return write_gguf(spec, work / "tiny-spm.gguf"), vocab
 
 
-def test_sentencepiece_gguf_tokenises_as_llama_cpp_does(spm_gguf, tmp_path):
+def test_sentencepiece_gguf_tokenises_as_llama_cpp_does(spm_gguf, tiny_families, tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     path, vocab = spm_gguf
@@ -107,8 +107,14 @@ def test_sentencepiece_gguf_tokenises_as_llama_cpp_does(spm_gguf, tmp_path):
     _, info = llama_cpp_check.llama_cpp_logits(path, [[1, 100, 200]], n_predict=0, texts=TEXTS)
     imported = import_gguf(path, tmp_path / "imported")
     ours = PreTrainedTokenizerFast(tokenizer_file=str(imported / "tokenizer.json"))
+    assert info["tokens"][6][0] == 3 and info["tokens"][7][:2] == [1, 3]  # [INST], <s> parsed as specials
     for text, theirs in zip(TEXTS, info["tokens"]):
         assert ours.encode(text, add_special_tokens=False) == theirs, text
+    # the strings tell tokenizers apart: transformers' own conversion of the same SentencePiece
+    # model (no prefix space after a special token, none added before a leading space) differs
+    original = PreTrainedTokenizerFast(tokenizer_file=str(tiny_families / "mistral" / "tokenizer.json"))
+    differ = [t for t, theirs in zip(TEXTS, info["tokens"]) if original.encode(t, add_special_tokens=False) != theirs]
+    assert len(differ) >= 3, differ
     # BOS as llama.cpp adds it, and the text comes back from the ids
     assert ours.encode("Hello world")[:1] == [1]
     for text in TEXTS[:6] + TEXTS[8:]:
