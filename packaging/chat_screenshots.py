@@ -4,7 +4,7 @@
 
 A hand-made LoRA run on the demo model (tests/core/test_chat_helpers.make_run), so it needs no training;
 writes 4-chat-{light,dark}.png (after) and chat-streaming-{light,dark}.png (while both stream)."""
-import os, sys, subprocess, tempfile
+import os, sys, tempfile
 from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent; sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
