@@ -123,7 +123,7 @@ def main() -> int:
     session = ChatSession(chat.model, chat.tokenizer)
     if not args.only_both:
         rows += compare(f"{args.model}, float32 (chat's CPU default), same model object", session, settings,
-                            chat.model, chat.tokenizer, args.repeats)
+                        chat.model, chat.tokenizer, args.repeats)
 
     # a LoRA adapter on all linear layers of the last 16 blocks, as `mlx-lora demo` trains
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,7 +153,7 @@ def main() -> int:
     stored, stored_tokenizer = load(str(chat.base_dir))
     if not args.only_both:
         rows += compare(f"{args.model}: ours (float32) vs mlx-lm's default load (as stored)", session, settings,
-                    stored, stored_tokenizer, args.repeats)
+                        stored, stored_tokenizer, args.repeats)
 
     print(f"\n{PROMPT!r}, greedy, max {args.max_tokens} tokens, median of {args.repeats} alternating runs, "
           f"device {mx.default_device()}\n")
