@@ -157,8 +157,8 @@ def main() -> int:
 
     print(f"\n{PROMPT!r}, greedy, max {args.max_tokens} tokens, median of {args.repeats} alternating runs, "
           f"device {mx.default_device()}\n")
-    print("\n".join(rows))
-    print()
+    if not args.only_both:
+        print("\n".join(rows) + "\n")
     print("\n".join(pair_rows))
     return 0
 
