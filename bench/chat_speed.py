@@ -104,6 +104,7 @@ def main() -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only-both", action="store_true", help="only the last table (both at once vs in turn)")
     args = parser.parse_args()
 
     import mlx.core as mx
@@ -120,8 +121,9 @@ def main() -> int:
 
     chat = load_chat_model(args.model)
     session = ChatSession(chat.model, chat.tokenizer)
-    rows += compare(f"{args.model}, float32 (chat's CPU default), same model object", session, settings,
-                    chat.model, chat.tokenizer, args.repeats)
+    if not args.only_both:
+        rows += compare(f"{args.model}, float32 (chat's CPU default), same model object", session, settings,
+                        chat.model, chat.tokenizer, args.repeats)
 
     # a LoRA adapter on all linear layers of the last 16 blocks, as `mlx-lora demo` trains
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,8 +140,9 @@ def main() -> int:
             '{"fine_tune_type": "lora", "num_layers": 16, "lora_parameters": '
             + str(lora).replace("'", '"') + '}')
         chat.use_adapter(tmp)
-        rows += compare(f"{args.model} + LoRA (r 8, 16 layers, all linear), same model object", session, settings,
-                        chat.model, chat.tokenizer, args.repeats)
+        if not args.only_both:
+            rows += compare(f"{args.model} + LoRA (r 8, 16 layers, all linear), same model object", session, settings,
+                            chat.model, chat.tokenizer, args.repeats)
         pair_rows = ["| base + tuned (compare) | tokens, both sides (at once / in turn) | at once tok/s (both sides) "
                      "| one after the other tok/s | ratio |", "|---|---:|---:|---:|---:|"]
         pair_rows += compare_both(f"{args.model} + the LoRA above: both at once vs one after the other", session,
@@ -148,13 +151,14 @@ def main() -> int:
 
     # what each does with the model as stored: mlx-lm keeps the 4-bit weights, we dequantise on the CPU
     stored, stored_tokenizer = load(str(chat.base_dir))
-    rows += compare(f"{args.model}: ours (float32) vs mlx-lm's default load (as stored)", session, settings,
-                    stored, stored_tokenizer, args.repeats)
+    if not args.only_both:
+        rows += compare(f"{args.model}: ours (float32) vs mlx-lm's default load (as stored)", session, settings,
+                        stored, stored_tokenizer, args.repeats)
 
     print(f"\n{PROMPT!r}, greedy, max {args.max_tokens} tokens, median of {args.repeats} alternating runs, "
           f"device {mx.default_device()}\n")
-    print("\n".join(rows))
-    print()
+    if not args.only_both:
+        print("\n".join(rows) + "\n")
     print("\n".join(pair_rows))
     return 0
 

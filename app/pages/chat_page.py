@@ -28,7 +28,7 @@ from app.widgets.run_picker import RunAdapterPicker
 from app.widgets.transcript import Transcript
 
 TITLE = "Chat"
-SUBTITLE = "Try the fine-tuned model beside the base model, with the model's own chat template."
+SUBTITLE = "Try the fine-tuned model beside the base model: both answer at once, each with its live speed."
 FLUSH_MS = 33  # tokens are drawn at most ~30 times a second, however fast they come
 FINISH_WORDS = {"stop": "end of turn", "length": "reached max tokens", "cancelled": "stopped"}
 
@@ -97,6 +97,8 @@ class ChatPage(QWidget):
         # -- transcripts -----------------------------------------------------------------
         self.transcripts = {BASE: Transcript("Base model"), TUNED: Transcript("Fine-tuned")}
         self.speed_labels = {side: muted("") for side in (BASE, TUNED)}  # live "n tokens · x tokens/s"
+        for label in self.speed_labels.values():
+            label.setWordWrap(False)
         self.panes: dict[str, QWidget] = {}
         panes = QSplitter()
         for side, title in ((BASE, "Base model"), (TUNED, "Fine-tuned")):
