@@ -158,6 +158,12 @@ def write_gguf(model, config: dict, tokenizer, base_dir: Path, path: Path, *, qu
     n_kv = int(config.get("num_key_value_heads") or n_head)
     weights = dict(tree_flatten(model.parameters()))
     vocab = read_vocabulary(base_dir, int(weights["model.embed_tokens.weight"].shape[0]))
+    # llama.cpp's vocabulary loader (llama-vocab.cpp) looks these up, and fails, in any model whose
+    # general.name says phi3 / phi-3 (Phi-3's SentencePiece tokens)
+    missing = [t for t in ("<unk>", "<s>", "</s>", "<|endoftext|>") if t not in vocab["tokens"]]
+    if any(tag in name.lower() for tag in ("phi3", "phi-3")) and missing:
+        raise UserError(f"{name}: llama.cpp cannot load a GGUF named phi3 whose vocabulary lacks Phi-3's "
+                        f"{', '.join(missing)} — this tokenizer is not Phi-3's: export --format mlx or hf instead")
     if "add_space_prefix" in vocab and family.space_prefix is not None:
         vocab["add_space_prefix"] = family.space_prefix
 

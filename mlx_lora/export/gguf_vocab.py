@@ -134,7 +134,14 @@ def write_vocabulary(writer, vocab: dict[str, Any], tokenizer, base_dir: Path, e
         writer.add_pad_token_id(int(hf.pad_token_id))
     if hf.unk_token_id is not None:
         writer.add_unk_token_id(int(hf.unk_token_id))
-    writer.add_add_bos_token(bool(getattr(hf, "add_bos_token", False)))
+    # add_bos / add_eos as gguf-py's SpecialVocab finds them (tokenizer_config.json, or tokenizer.json's
+    # post-processor: transformers 5 saves a Mistral's add_bos_token only there), else the tokenizer's own
+    import gguf
+
+    flags = gguf.SpecialVocab(base_dir, load_merges=False).add_special_token
+    writer.add_add_bos_token(bool(flags.get("bos", getattr(hf, "add_bos_token", False))))
+    if "eos" in flags:
+        writer.add_add_eos_token(bool(flags["eos"]))
     template = chat_template(base_dir)
     if template:
         writer.add_chat_template(template)

@@ -93,6 +93,8 @@ def test_a_family_llama_cpp_has_no_writer_for_or_would_compute_differently_is_re
     smollm3 = {**config, "model_type": "smollm3", "no_rope_layers": [1, 0] * (config["num_hidden_layers"] // 2)}
     with pytest.raises(UserError, match=r"every 4th layer of a SmolLM3 \(hard-coded\)"):
         write_gguf(model, smollm3, None, tiny_model, tmp_path / "x.gguf", quantize=None, eos_ids={2}, name="x")
+    with pytest.raises(UserError, match=r"cannot load a GGUF named phi3 whose vocabulary lacks Phi-3.s <unk>, <s>"):
+        write_gguf(model, config, None, tiny_model, tmp_path / "x.gguf", quantize=None, eos_ids={2}, name="phi3-x")
     assert not (tmp_path / "x.gguf").exists()
 
 

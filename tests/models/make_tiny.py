@@ -87,7 +87,9 @@ FAMILIES: dict[str, dict] = {
                     vocab_size=32768),
     "phi3": dict(model_type="phi3", config=dict(tie_word_embeddings=False, rope_theta=10000.0,
                                                 pad_token_id=None, original_max_position_embeddings=2048),
-                 template=PHI3, special=["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], eos="<|end|>",
+                 # Phi-3's own <unk>, <s>, </s> too: llama.cpp looks them up in any model named phi3
+                 template=PHI3, special=["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"],
+                 eos="<|end|>",
                  bos=None, tokenizer="bpe"),
     # SmolLM3-3B's layout: every 4th layer without rope (llama.cpp hard-codes it: src/models/smollm3.cpp),
     # so 4 layers, the last one without

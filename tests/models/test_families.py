@@ -286,7 +286,8 @@ def test_gguf(family, kind, tiny_families, memorise_data, tmp_path_factory, reco
 
     [path] = out.glob(f"*-{kind}.gguf")
     reader = gguf.GGUFReader(str(path))
-    fields = {name: field.contents() for name, field in reader.fields.items() if not name.startswith("tokenizer.ggml.t")}
+    fields = {name: field.contents() for name, field in reader.fields.items()
+              if not name.startswith("tokenizer.ggml.t")}  # not the 49k tokens and their types
     config = json.loads((tiny_families / family / "config.json").read_text())
     assert fields["general.architecture"] == GGUF_ARCHS[config["model_type"]]
     assert fields["general.type"] == "model" and fields["general.finetune"] and fields["general.size_label"]

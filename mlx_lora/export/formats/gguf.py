@@ -80,6 +80,19 @@ def _mlx_greedy(model, ids: list[int], n: int, stop_ids) -> list[int]:
     return out
 
 
+def _not_importable(config: dict, base_dir) -> str | None:
+    """Why our own GGUF importer cannot read this export back (None: it can); llama.cpp's
+    load is then the only judge."""
+    from mlx_lora.export.gguf_families import FAMILIES
+    from mlx_lora.models.gguf import SUPPORTED_ARCHS
+
+    family = FAMILIES[config["model_type"]]
+    if family.arch not in SUPPORTED_ARCHS or (base_dir / "tokenizer.model").is_file() or family.tensors(config):
+        return (f"not read back: the importer reads {', '.join(sorted(SUPPORTED_ARCHS))} GGUFs with byte-level BPE "
+                "vocabularies and no rope tensors; llama.cpp's load is this file's check")
+    return None
+
+
 class GgufFile(ExportFormat):
     name = "gguf"
     label = "Fused GGUF file (llama.cpp, Ollama, LM Studio)"
@@ -138,7 +151,7 @@ class GgufFile(ExportFormat):
             write(gguf_path, ctx.quantize)
             del model  # the fused copy: free it before importing the file back
             gc.collect()
-            self._read_back(ctx, gguf_path, type_name)
+            self._read_back(ctx, gguf_path, type_name, config)
         self._llama_cpp(ctx, gguf_path, type_name)
         checked = [c for c in ctx.checks if c.status == "checked"]  # llama.cpp's when it ran
         if type_name in QUANTISED_THRESHOLDS and checked:
@@ -158,11 +171,15 @@ class GgufFile(ExportFormat):
                          f"({len(examples)} examples, {sum(map(len, examples))} tokens)")
         return imatrix.save(matrix, path)
 
-    def _read_back(self, ctx: ExportContext, gguf_path, type_name: str) -> None:
+    def _read_back(self, ctx: ExportContext, gguf_path, type_name: str, config: dict) -> None:
         from mlx_lora.export.fused import load_float32
         from mlx_lora.models.gguf import import_gguf
 
         ctx.step("checking the GGUF file against base+adapter")
+        why_not = _not_importable(config, ctx.base_dir)
+        if why_not:
+            ctx.record(verify.not_run(f"GGUF {type_name} (read back with mlx.core.load)", why_not))
+            return
         with ctx.scratch(".gguf-check-") as back:
             imported = import_gguf(gguf_path, back / "model", dequantize="float32")
             exported = load_float32(imported)
