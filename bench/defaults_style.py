@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import mlx_lora  # noqa: E402,F401  (OpenBLAS preload before mlx.core)
+from mlx_lora.presets import quick_test  # noqa: E402
 
 PROMPTS = 6
 MAX_TOKENS = 48
@@ -48,6 +49,7 @@ CONFIGS = {
     "quick-1e-3-cosine": {**QUICK, "iters": 30, "learning_rate": 1e-3, "lr_schedule": "cosine", "warmup_steps": 3},
     "quick-2e-3-cosine": {**QUICK, "iters": 30, "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_steps": 3},
 }
+CONFIGS["quick-test-now"] = quick_test()  # the preset as shipped
 
 
 def words(text: str) -> list[str]:

@@ -176,10 +176,10 @@ class DataController(QObject):
             return
         self._with_tokenizer(lambda tok: self._run(
             "stats", _stats, tok, records, self.max_seq_length, self.mask_prompt, self.state.config.data.chat_template,
-            on_finished=self._on_stats_computed))
+            on_finished=lambda stats, path=self.state.dataset: self._on_stats_computed(path, stats)))
 
-    def _on_stats_computed(self, stats) -> None:
-        self.state.set_data_lengths(self.state.dataset, stats.lengths, stats.trained_tokens)  # for "Will it fit?"
+    def _on_stats_computed(self, path: str, stats) -> None:
+        self.state.set_data_lengths(path, stats.lengths, stats.trained_tokens)  # for "Will it fit?" (if still chosen)
         self.stats_computed.emit(stats)
 
     def render_preview(self, index: int) -> None:

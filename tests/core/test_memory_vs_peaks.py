@@ -3,7 +3,13 @@ StepReport carries it): the demo model trains 2 steps on the pirate sample's 8 l
 examples — so every batch is the widest pass the estimate is for — at several batch sizes,
 max lengths, ranks and token caps, on this machine's device; the estimate made from the
 data's token lengths (:func:`largest_pass`) is within 25% of the peak. (The Models page's
-9.8 GB for 4 × 2048, with the pirate examples ≤ 120 tokens, was 9× the 1.1 GB measured.)"""
+9.8 GB for 4 × 2048, with the pirate examples ≤ 120 tokens, was 9× the 1.1 GB measured.)
+
+make test runs the first setting (the issue's; ~35 s at a load of 11 on 2 cores); the other
+three run under ``-m models`` (tests/models/test_memory_vs_peaks.py, make test-models): the
+four took 220 s together. Measured 2026-12-04 (peak / estimate): 4×2048 r8 1.13 / 1.16 GB,
+8×2048 r16 1.63 / 1.77, 4×64 truncated 0.85 / 0.89, 8 capped at 256 tokens (passes of 2×117)
+passed as well."""
 
 from __future__ import annotations
 
@@ -50,8 +56,12 @@ def longest_pirate(demo_model, tmp_path_factory):
     return folder, stats
 
 
-@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("settings", SETTINGS[:1])
 def test_the_estimate_is_within_25_percent_of_the_trainers_peak(longest_pirate, tmp_path, settings):
+    check_the_estimate_against_the_peak(longest_pirate, tmp_path, settings)
+
+
+def check_the_estimate_against_the_peak(longest_pirate, tmp_path, settings) -> None:
     folder, stats = longest_pirate
     config = TrainConfig().replace(model="demo", data=str(folder), run_dir=str(tmp_path / "run"),
                                    **FEW_STEPS, **settings)
