@@ -25,7 +25,7 @@ how the step runs, each piece one that Hugging Face's own docs recommend:
 
 Each optional piece is tried; when the run fails, the piece the traceback points at
 (else the next in the order compile, liger, cce, attention, fused-adamw, autocast) is
-turned off, one NOTE line says so and why, and the run starts again from a fresh
+turned off (attention falls back to sdpa), one NOTE line says so and why, and the run starts again from a fresh
 model. The RESULT line lists what was used (``used``) and the notes.
 """
 
@@ -264,10 +264,7 @@ def main() -> None:
             culprit = blame(plan, text)
             if culprit is None:
                 raise
-            if culprit == "compile" and plan["compile"] == "step":
-                fallback = "layers"
-            else:
-                fallback = {"compile": "none", "attn": "sdpa"}.get(culprit, False)
+            fallback = {"compile": "none", "attn": "sdpa"}.get(culprit, False)
             note(f"{culprit}={plan[culprit]}: failed ({short(exc)}); again with {culprit}={fallback}")
             plan[culprit] = fallback
         if result is not None:
