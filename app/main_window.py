@@ -348,4 +348,5 @@ class MainWindow(QMainWindow):
         self.settings.setValue("page", self.pages.currentIndex())
         self.settings.sync()
         workers.cancel_all_and_wait(2000)
+        self.context.chat.worker.kill()  # the chat child goes with the window (also at quit)
         super().closeEvent(event)

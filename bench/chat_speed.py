@@ -9,7 +9,9 @@ else the machine is doing, and the median of ``--repeats`` is reported. Tokens p
 second are end to end (prompt included) and generation only (as each reports it).
 Rows: the base in float32 (what chat uses on the CPU), the same with a LoRA adapter
 on it, and mlx-lm's own default load (the 4-bit model as stored) against ours.
-Prints a markdown table; the goal is ours ≥ 0.95 × mlx-lm.
+Prints a markdown table; the goal is ours ≥ 0.95 × mlx-lm. A last row times base + tuned
+answered at once (interleaved, the adapter switched off/on per step) against one after
+the other: both sides' tokens per wall second.
 """
 
 from __future__ import annotations
@@ -48,6 +50,31 @@ def theirs(model, tokenizer, prompt: list[int], max_tokens: int) -> tuple[float,
         text += last.text
     seconds = time.perf_counter() - start
     return last.generation_tokens / seconds, last.generation_tps, last.generation_tokens
+
+
+def both(session, messages, settings, interleaved: bool) -> tuple[float, int]:
+    """Base and tuned answers (compare): total tokens of both sides / wall seconds."""
+    start = time.perf_counter()
+    last = {}
+    for side, delta in session.compare(messages, settings, interleaved=interleaved):
+        last[side] = delta
+    seconds = time.perf_counter() - start
+    tokens = sum(d.token_count for d in last.values())
+    return tokens / seconds, tokens
+
+
+def compare_both(label: str, session, settings, repeats: int) -> list[str]:
+    """Both answers at once (a token of each in turn, the adapter switched per step) against
+    one after the other, alternating who goes first; same greedy tokens either way."""
+    messages = [{"role": "user", "content": PROMPT}]
+    both(session, messages, settings, True)  # warm-up
+    at_once, in_turn = [], []
+    for i in range(repeats):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        for interleaved in order:
+            (at_once if interleaved else in_turn).append(both(session, messages, settings, interleaved))
+    a, b = statistics.median(r[0] for r in at_once), statistics.median(r[0] for r in in_turn)
+    return [f"| {label} | {at_once[0][1]} / {in_turn[0][1]} | {a:.1f} | {b:.1f} | **{a / b:.2f}×** |"]
 
 
 def _median(runs: list[tuple[float, float, int]]) -> tuple[float, float, int]:
@@ -113,6 +140,10 @@ def main() -> int:
         chat.use_adapter(tmp)
         rows += compare(f"{args.model} + LoRA (r 8, 16 layers, all linear), same model object", session, settings,
                         chat.model, chat.tokenizer, args.repeats)
+        pair_rows = ["| base + tuned (compare) | tokens, both sides (at once / in turn) | at once tok/s (both sides) "
+                     "| one after the other tok/s | ratio |", "|---|---:|---:|---:|---:|"]
+        pair_rows += compare_both(f"{args.model} + the LoRA above: both at once vs one after the other", session,
+                             settings, args.repeats)
         chat.remove_adapter()
 
     # what each does with the model as stored: mlx-lm keeps the 4-bit weights, we dequantise on the CPU
@@ -123,6 +154,8 @@ def main() -> int:
     print(f"\n{PROMPT!r}, greedy, max {args.max_tokens} tokens, median of {args.repeats} alternating runs, "
           f"device {mx.default_device()}\n")
     print("\n".join(rows))
+    print()
+    print("\n".join(pair_rows))
     return 0
 
 

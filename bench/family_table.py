@@ -24,6 +24,7 @@ COLUMNS = [
     ("1 load", ["load"]), ("1 will it fit", ["fit"]), ("1 past the sliding window", ["sliding-window"]), ("2 preview", ["preview"]),
     ("3 LoRA", ["train-lora"]), ("3 DoRA", ["train-dora"]), ("3 QLoRA", ["train-qlora"]),
     ("4 chat", ["chat"]), ("5 hf", ["export-hf"]), ("5 peft", ["export-peft"]), ("5 mlx", ["export-mlx"]),
+    ("5 GGUF f16, q4_k_m (llama.cpp)", ["gguf-f16", "gguf-q4_k_m"]),
     ("6 PEFT import", ["import-peft"]),
 ]
 MARK = {"passed": "✓", "failed": "✗", "xfailed": "✗ (known)", "xpassed": "✓", "skipped": "–"}

@@ -29,9 +29,8 @@ for name in ("torch", "transformers", "peft", "triton", "liger_kernel", "cut_cro
     except Exception as exc:
         print(name, "does not import:", type(exc).__name__, str(exc)[:120])
 EOF
-# PACK: after merging branch `pack`, set this to "--variants pack" (our trainer with sequence packing
-# joins the long-tailed table, same run):
-ours_variants=""
+# PACK: our trainer with sequence packing joins the long-tailed table, same run ("" to leave it out):
+ours_variants="--variants pack"
 run() { echo "\$ $*"; local t0=$SECONDS; "$@"; echo "(took $((SECONDS - t0)) s)"; echo; }
 # each trainer its own process, capped at 150 s; the strong baseline also once without
 # torch.compile (a number even if compiling fails or runs past the cap)

@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
     parser.add_argument("--variants", default="", help="comma-separated: not-compiled, chunk-2048, unchunked, "
                                                        "checkpoint, no-cap, cap-4096 (the default), cap-2048, cap-1024, "
-                                                       "fp32-lora; a+b for both")
+                                                       "pack, fp32-lora; a+b for both")
     parser.add_argument("--timeout", type=float, default=0, help="seconds per trainer's process (0: none); "
                                                                    "one past it is reported as failed")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
@@ -211,6 +211,7 @@ def main() -> None:
                 "cap-4096": ("ours, max_batch_tokens 4096", {"ours": {"max_batch_tokens": 4096}}),
                 "cap-2048": ("ours, max_batch_tokens 2048", {"ours": {"max_batch_tokens": 2048}}),
                 "cap-1024": ("ours, max_batch_tokens 1024", {"ours": {"max_batch_tokens": 1024}}),
+                "pack": ("ours, sequence packing (batch_size rows of max_seq_length)", {"ours": {"pack": True}}),
                 "fp32-lora": ("ours, LoRA product in float32 (mlx-lm's layers)",
                               {"module": {"lora.CAST_LORA": False}})}
     for key in filter(None, args.variants.split(",")):

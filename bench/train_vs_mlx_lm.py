@@ -36,29 +36,33 @@ sys.path.insert(0, str(REPO))
 SETTINGS = dict(rank=8, scale=2.0, num_layers=16, batch_size=4, max_seq_length=256, learning_rate=1e-4)
 
 OURS = r"""
-import json, resource, sys
+import json, resource, sys, time
+started = time.perf_counter()
 import mlx_lora  # OpenBLAS preload before mlx.core
 import mlx.core as mx
 import numpy as np
 from mlx_lora.config import TrainConfig
 from mlx_lora.events import RecordingReporter
 from mlx_lora.train import RunStarted, StepReport, train
-from mlx_lora.train.batches import BatchPlan, micro_batches
+from mlx_lora.train.batches import BatchPlan, micro_batches, padded_tokens
+from mlx_lora.train.packing import PackedPlan
 model, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), json.loads(sys.argv[6])
 from mlx_lora.train import evaluate
 from mlx_lora.methods import lora
+from mlx_lora.train import prepare
 rows = []  # per step: (examples, real tokens)
 def counting_micro_batches(indices, lengths, cap):  # the loop's one call per step (no accumulation here)
-    rows.append((len(indices), int(lengths[indices].sum())))
+    flat = indices[indices >= 0] if indices.ndim == 2 else indices  # a packed batch: rows of examples
+    rows.append((len(flat), int(lengths[flat].sum())))
     return micro_batches(indices, lengths, cap)
 for name, value in s.get("module", {}).items():  # e.g. {"lora.CAST_LORA": false}: module settings to measure
     module, attr = name.split(".")
-    setattr({"evaluate": evaluate, "lora": lora}[module], attr, value)
-class WorstFirst(BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
+    setattr({"evaluate": evaluate, "lora": lora, "prepare": prepare}[module], attr, value)
+class WorstFirst(PackedPlan if s.get("ours", {}).get("pack") else BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
     def epoch(self, epoch):
         batches = list(super().epoch(epoch))
         if epoch == 0:
-            worst = max(range(len(batches)), key=lambda i: len(batches[i]) * self.lengths[batches[i]].max())
+            worst = max(range(len(batches)), key=lambda i: padded_tokens(batches[i], self.lengths))
             batches.insert(0, batches.pop(worst))
             self._cache = {0: batches}
         return batches
@@ -69,9 +73,12 @@ config = TrainConfig().replace(
     lr_schedule="constant", max_grad_norm=0.0, mask_prompt=True, compute_dtype=s.get("compute_dtype", "float32"),
     **s.get("ours", {}))
 class Recorder(RecordingReporter):
+    load_peak_gb, loaded_at = None, started
     def emit(self, event):
         if isinstance(event, RunStarted):  # the setup's count of cut batches is not a step
             rows.clear()
+            self.load_peak_gb = mx.get_peak_memory() / 1e9  # loading (and quantising) the base: reset next
+            self.loaded_at = time.perf_counter()
         super().emit(event)
 recorder = Recorder()
 result = train(config, recorder, batch_plan=WorstFirst if s.get("worst_first") else BatchPlan,
@@ -85,9 +92,11 @@ for k, r in enumerate(reports):
     examples.append(window_rows[-1] / seconds[-1])
 print("RESULT " + json.dumps({
     "windows": [r.tokens_per_second for r in reports], "examples": examples, "rows": window_rows,
-    "peak_gb": max(r.peak_memory_gb for r in reports),
+    "peak_gb": max((r.peak_memory_gb for r in reports), default=None),
+    "status": result.status, "reason": result.reason,
     "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-    "final_loss": result.final_loss}))
+    "final_loss": result.final_loss, "load_peak_gb": recorder.load_peak_gb,
+    "load_s": recorder.loaded_at - started, "first_window_s": seconds[0] if seconds else None}))
 """
 
 MLX_LM = r"""

@@ -29,6 +29,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from mlx_lora.chat_templates import CHAT_TEMPLATE_LABELS, CHAT_TEMPLATE_NAMES
 from mlx_lora.config_fields import Section, field_type, setting
 from mlx_lora.errors import UserError
 from mlx_lora.methods import DEFAULT_METHOD, METHODS, method_for
@@ -81,6 +82,16 @@ class DataConfig(Section):
     too_long: str = setting("truncate", "What to do with an example longer than max_seq_length: truncate its "
                                         "end (the run reports how many) or drop it.",
                             choices=("truncate", "drop"), advanced=True)
+    pack: bool = setting(False, "Sequence packing: lay several examples end to end in each row of max_seq_length "
+                                "tokens, attention confined to each example, so a batch carries almost no padding. "
+                                "batch_size then counts rows, not examples (a step holds as many examples as fill "
+                                "them). sft only; bench/RESULTS.md (\"Sequence packing\") has when it pays.",
+                         advanced=True)
+    chat_template: str = setting("model", "The chat template chat records are rendered with, in training, the "
+                                          "data preview and chat: the model's own, or a named family's for a "
+                                          "model whose template is missing or wrong (chatml, llama3, gemma, "
+                                          "mistral, phi3).", choices=CHAT_TEMPLATE_NAMES,
+                                 choice_labels=CHAT_TEMPLATE_LABELS, label="chat template", advanced=True)
     mask_prompt: bool = setting(True, "Take the loss on the assistant's turns only (every one of them, with "
                                       "its end-of-turn token), not on the system and user text.")
 
@@ -362,6 +373,9 @@ class TrainConfig:
         if self.preference.objective == "grpo" and not (self.grpo.rewards or self.grpo.reward_file):
             raise UserError("rewards (grpo.rewards, --rewards): GRPO needs at least one reward: a built-in one "
                             f"({', '.join(BUILTIN_REWARDS)}) or your own in --reward-file")
+        if self.data.pack and self.preference.objective != "sft":
+            raise UserError(f"pack (data.pack, --pack): sequence packing is for the sft objective; "
+                            f"{self.preference.objective} scores whole answers per example, so run it with --no-pack")
         if self.schedule.relora_every and self.preference.objective in ("dpo", "grpo"):
             raise UserError("relora_every (schedule.relora_every, --relora-every): DPO's reference model is the base "
                             "with the adapter switched off, and ReLoRA merges the adapter into the base, which "

@@ -14,6 +14,8 @@
       best/                     the adapter with the lowest validation loss
       latest                    text: "checkpoints/step-N", written only after that
                                 checkpoint is complete
+      generation_eval.json      the latest ``mlx-lora eval --generate`` (mlx_lora.evaluation):
+                                base vs tuned answers and scores, written whole or not at all
       .lock                     the pid (and what it does) of the one process that
                                 writes the run; see :meth:`RunFolder.lock`
 
@@ -81,6 +83,7 @@ CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 LATEST_FILE = "latest"
 LOCK_FILE = ".lock"
+GENERATION_EVAL_FILE = "generation_eval.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _PARKED = re.compile(r"^\.(.+)\.old$")  # a folder atomic_dir was replacing (mlx_lora.atomic)
 
@@ -510,6 +513,29 @@ class RunFolder:
         if not (folder / ADAPTER_FILE).is_file():
             raise UserError(f"{folder}: no adapter there (choose final, best, latest or step-N)")
         return folder
+
+    # -- its generation evaluation -----------------------------------------------
+    @property
+    def generation_eval_path(self) -> Path:
+        return self.path / GENERATION_EVAL_FILE
+
+    def read_generation_eval(self) -> dict[str, Any] | None:
+        """The saved evaluation (:mod:`mlx_lora.evaluation.results`) as read from JSON; None
+        when there is none or it does not parse."""
+        try:
+            data = json.loads(self.generation_eval_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def write_generation_eval(self, data: dict[str, Any]) -> Path:
+        """Save an evaluation whole (temp then rename): a kill leaves the previous one or none."""
+        try:
+            write_json(self.generation_eval_path, data)
+        except OSError as exc:
+            raise UserError(f"could not save the evaluation in {self.path}: {exc.strerror or exc}. "
+                            "Nothing half-written was kept; the previous evaluation (if any) is intact") from exc
+        return self.generation_eval_path
 
 
 def _events(text: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ milliseconds and never loads a model. A folder whose files are missing or torn (
 mid-write), or whose config an older version wrote, is listed with what can be read —
 never skipped silently and never an error.
 
-    runs = list_runs()  # newest first: RunSummary(name, status, best_val_loss, …)
+    runs = list_runs()  # newest first: RunSummary(name, status, best_val_loss, …, evaluation)
     curves = load_run_curves(runs[0].path)  # {"step": [...], "loss": [...], "val_step": [...], "val_loss": [...]}
 """
 
@@ -42,6 +42,37 @@ class RunSummary:
     created: float  # seconds since the epoch
     checkpoints: tuple[str, ...] = ()  # adapters to chat with or export: "final", "best", "step-N"
     baseline_val_loss: float | None = None  # the untrained model's (step 0): best_val_loss counts trained steps only
+    evaluation: "EvalHeadline | None" = None  # the latest ``mlx-lora eval --generate``, if any
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalHeadline:
+    """The headline numbers of a run's saved generation evaluation (mlx_lora.evaluation), base
+    and tuned: mean ROUGE-L, token F1 and exact match over the examples, the references' loss per
+    token (None when none could be scored)."""
+
+    split: str
+    examples: int
+    base_rouge_l: float
+    tuned_rouge_l: float
+    base_token_f1: float
+    tuned_token_f1: float
+    base_exact_match: float
+    tuned_exact_match: float
+    base_loss: float | None
+    tuned_loss: float | None
+
+    @classmethod
+    def of(cls, data: dict | None) -> "EvalHeadline | None":
+        """From the saved JSON (RunFolder.read_generation_eval); None when it is not a whole one."""
+        try:
+            base, tuned = data["base"], data["tuned"]
+            number = lambda v: None if v is None else float(v)  # noqa: E731
+            return cls(str(data["split"]), len(data["examples"]), float(base["rouge_l"]), float(tuned["rouge_l"]),
+                       float(base["token_f1"]), float(tuned["token_f1"]), float(base["exact_match"]),
+                       float(tuned["exact_match"]), number(base.get("loss")), number(tuned.get("loss")))
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 def run_config_path(run_dir: str | Path) -> Path:
@@ -113,6 +144,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         checkpoints=folder.adapter_choices(),
         baseline_val_loss=next((float(e["val_loss"]) for e in events if e.get("event") == "eval_report"
                                 and e.get("step", 0) == 0 and isinstance(e.get("val_loss"), (int, float))), None),
+        evaluation=EvalHeadline.of(folder.read_generation_eval()),
     )
 
 

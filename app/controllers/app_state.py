@@ -20,6 +20,7 @@ class AppState(QObject):
     dataset_selected = Signal(str)  # a JSONL file or a dataset folder
     config_changed = Signal(object)  # the new TrainConfig (any setting: from any page)
     data_problems_changed = Signal(str)  # what is wrong with the chosen dataset ("" when nothing known)
+    data_lengths_changed = Signal()  # the chosen dataset's token lengths became known (or unknown)
 
     def __init__(self) -> None:
         super().__init__()
@@ -28,6 +29,10 @@ class AppState(QObject):
         self.dataset = ""
         self.config = TrainConfig()
         self.data_problems = ""
+        # (token lengths of the training examples, their trained tokens) under the selected
+        # model's tokenizer, from the Data page's statistics: "Will it fit?" estimates the
+        # widest pass of the real data instead of batch_size × max_seq_length
+        self.data_lengths: tuple[list[int], int] | None = None
 
     def select_model(self, spec: str, label: str = "") -> None:
         self._set(self.config.replace(model=spec), model_label=label or spec, announce=("model",))
@@ -52,6 +57,13 @@ class AppState(QObject):
         self.data_problems = problems
         self.data_problems_changed.emit(problems)
 
+    def set_data_lengths(self, path: str, lengths: list[int], trained_tokens: int) -> None:
+        """The Data page's statistics of ``path``'s training examples; kept while it is the chosen dataset."""
+        if path != self.dataset:
+            return
+        self.data_lengths = (list(lengths), int(trained_tokens))
+        self.data_lengths_changed.emit()
+
     def _set(self, config: TrainConfig, model_label: str = "", announce: tuple[str, ...] = ()) -> None:
         """Keep ``config``; say what changed: config_changed, then model_selected / dataset_selected
         when the model or dataset changed (or was chosen again: ``announce``)."""
@@ -64,6 +76,9 @@ class AppState(QObject):
         if dataset_changed and self.data_problems:  # the check was of the dataset before
             self.data_problems = ""
             self.data_problems_changed.emit("")
+        if (dataset_changed or model_changed) and self.data_lengths is not None:  # another dataset or tokenizer
+            self.data_lengths = None
+            self.data_lengths_changed.emit()
         if changed:
             self.config_changed.emit(config)
         if model_changed or "model" in announce:

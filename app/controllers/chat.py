@@ -1,26 +1,31 @@
 """The Chat page's controller: one model in memory (the base a run trained on, with
-the run's adapter or checkpoint on it), streaming answers in a worker thread.
+the run's adapter or checkpoint on it), streaming answers from a chat worker.
 
-Everything MLX does here runs in :class:`Job` workers: loading the base, switching
-adapters (no reload when the base is the same) and generating. Each token comes
-back as a ``delta_received`` signal queued to the GUI thread, so the window never
-waits on the model; ``stop`` sets the job's flag, which
-:meth:`ChatSession.stream` checks between every two tokens (a cancel costs at most
-one token). Base and tuned answer the same prompt with the same model: the
-adapter is switched off for the base's answer (``use_adapter=False``).
+The model lives in a child process (:class:`app.jobs.chat_process.ChatProcess`, running
+:mod:`mlx_lora.chat.server`): loading it there cannot stall the window (in the app's
+process the tokenizer's parse held the GIL ~140 ms), and a crash costs the chat, not the
+app. Commands go to it as JSON lines; its events (the engine's ``ChatLoaded``,
+``ChatPrompt``, ``ChatDelta``, ``ChatAnswered``, ``ChatFailed``) come back on the GUI
+thread's event loop and become this controller's signals. ``stop`` asks the worker,
+which checks between every two tokens (a cancel costs at most one token per side).
+Base and tuned answer at once with the same model, a token of each in turn: the adapter
+is switched off for the base's steps. The chat template is the one config's
+``data.chat_template`` (:attr:`ChatController.chat_template`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import itertools
 import random
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThreadPool, Signal
+from PySide6.QtCore import QObject, Signal
 
 from app.controllers.app_state import AppState
+from app.jobs.chat_process import make_chat_worker
 from app.jobs.workers import Job
+from mlx_lora.chat.server import vocab_built_once as _vocab_built_once  # noqa: F401  (tests import it here)
 
 BASE, TUNED = "base", "tuned"
 
@@ -39,112 +44,46 @@ def _list_runs(reporter, should_stop):
     return [run for run in list_runs() if run.checkpoints]
 
 
-@contextlib.contextmanager
-def _vocab_built_once():
-    """While a model loads, a fast tokenizer's ``get_vocab()`` is built once and reused.
-
-    mlx-lm's tokenizer wrapper asks for the vocabulary three times as it loads and the chat
-    session once more; each call builds a 49k-entry dict in Rust *holding the GIL*, which
-    stalls the GUI thread for ~40 ms of CPU each (SmolLM2; measured in
-    ``bench/gui_responsiveness.py``'s load phase, where they were 4 of the 5 stalls over 50 ms).
-    Nothing adds tokens during the load, so one dict serves every caller. The remaining stall
-    is ``Tokenizer.from_file`` (~130 ms of CPU parsing tokenizer.json, also holding the GIL);
-    only loading in another process would remove it.
-    """
-    try:
-        from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
-    except ImportError:  # transformers moved it: load without the cache
-        yield
-        return
-    original = PreTrainedTokenizerFast.get_vocab
-    built: dict[int, dict] = {}  # id(tokenizer) -> its vocabulary, for this load only
-
-    def get_vocab(self):
-        if id(self) not in built:
-            built[id(self)] = original(self)
-        return dict(built[id(self)])  # a copy, as the original returns: ~1 ms
-
-    PreTrainedTokenizerFast.get_vocab = get_vocab
-    try:
-        yield
-    finally:
-        PreTrainedTokenizerFast.get_vocab = original
-
-
-def _load(reporter, should_stop, current, base_spec: str | None, adapter: str | None):
-    """(chat model, session, LoadedModel): reuses ``current`` when its base is the one needed."""
-    with _vocab_built_once():
-        return _load_model(reporter, current, base_spec, adapter)
-
-
-def _load_model(reporter, current, base_spec: str | None, adapter: str | None):
-    from mlx_lora.adapters import resolve_adapter
-    from mlx_lora.chat import ChatSession, load_chat_model
-
-    files = resolve_adapter(adapter) if adapter else None
-    wanted_base = base_spec or (files.base_model() if files is not None else None) or "demo"
-    if current is not None and current[0].base_spec == wanted_base:
-        chat_model = current[0]
-        if files is not None:
-            chat_model.use_adapter(files)
-        else:
-            chat_model.remove_adapter()
-        notes = tuple(chat_model.notes)
-    else:
-        chat_model = load_chat_model(wanted_base, files, reporter=reporter)
-        notes = tuple(chat_model.notes)
-    session = ChatSession(chat_model.model, chat_model.tokenizer)
-    label = files.label if files is not None else "no adapter"
-    return chat_model, session, LoadedModel(wanted_base, adapter, label, notes)
-
-
-def _answer(reporter, should_stop, session, plan, settings):
-    """Stream each (side, messages, use_adapter) of ``plan`` in turn; every delta goes to the
-    reporter as (side, delta). Returns {side: (text, last delta)}."""
-    answers = {}
-    for side, messages, use_adapter in plan:
-        parts, last = [], None
-        for last in session.stream(messages, settings, should_stop, use_adapter=use_adapter):
-            parts.append(last.text)
-            reporter.emit((side, last))
-        answers[side] = ("".join(parts), last)
-        if last is not None and last.finish_reason == "cancelled":
-            break
-    return answers
-
-
 class ChatController(QObject):
     runs_listed = Signal(list)  # [RunSummary] with at least one adapter
     loading = Signal(str)  # what is being loaded
     model_loaded = Signal(object)  # LoadedModel
     answer_started = Signal(str)  # side
     delta_received = Signal(str, object)  # side, ChatDelta
+    prompt_rendered = Signal(object)  # ChatPrompt: the tuned side's prompt as the model reads it
     answer_finished = Signal(dict)  # {side: (text, last ChatDelta)}
     busy_changed = Signal(bool)
     failed = Signal(str)
 
-    def __init__(self, state: AppState) -> None:
+    def __init__(self, state: AppState, worker=None) -> None:
         super().__init__()
         self.state = state
         self.loaded: LoadedModel | None = None
-        self._model = None  # (ChatModel, ChatSession), touched only by jobs
-        self._job: Job | None = None
+        self.worker = worker if worker is not None else make_chat_worker(self)
+        self.worker.event_received.connect(self._on_event)
+        self.worker.crashed.connect(self._on_crashed)
+        self._doing: str | None = None  # "load" | "answer" while the worker works for us
+        self._answer_ids = itertools.count(1)
+        self._answer_id = 0
+        self._last: dict = {}  # side -> last ChatDelta of the answer in progress
         self._list_job: Job | None = None
         self.conversations: dict[str, list[dict]] = {BASE: [], TUNED: []}
         self._pending_sides: list[str] = []
-        # One thread, kept alive, for every MLX call on the chat model: mlx-lm makes its
-        # generation stream on import, in whichever thread imports it, and MLX keeps
-        # per-thread stream state; one thread keeps load and generation together.
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._pool.setExpiryTimeout(-1)
 
     # -- state -----------------------------------------------------------------------
+    @property
+    def chat_template(self) -> str:
+        """The one config's ``data.chat_template`` (the Chat page's picker edits it there)."""
+        return self.state.config.data.chat_template
+
+    def set_chat_template(self, name: str) -> None:
+        self.state.update_config(chat_template=name)
+
     def is_busy(self) -> bool:
-        return self._job is not None
+        return self._doing is not None
 
     def is_answering(self) -> bool:
-        return self._job is not None and self._job.name == "answer"
+        return self._doing == "answer"
 
     # -- actions ---------------------------------------------------------------------
     def refresh_runs(self) -> None:
@@ -160,69 +99,85 @@ class ChatController(QObject):
     def load(self, adapter: str | Path | None) -> None:
         """Load the adapter's base with the adapter on it (a run folder, best/ or
         checkpoints/step-N), or the app's selected model alone when ``adapter`` is None."""
-        if self._job is not None:
+        if self._doing is not None:
             return
         adapter = str(adapter) if adapter else None
         base = None if adapter else self.state.model
         self.loading.emit(Path(adapter).name if adapter else self.state.model_label)
-        self._start(Job(_load, self._model, base, adapter, name="load"), self._on_loaded)
+        self._begin("load")
+        self.worker.command({"command": "load", "model": base, "adapter": adapter,
+                             "chat_template": self.chat_template})
 
     def send(self, text: str, settings, compare: bool) -> None:
         """Ask the tuned model (and the base, when ``compare``) to answer ``text``. Each side
         keeps its own conversation; both sample with the same seed."""
-        if self._job is not None or self._model is None or not text.strip():
+        if self._doing is not None or self.loaded is None or not text.strip():
             return
-        if compare and settings.seed is None:
+        if settings.seed is None:  # one seed for both sides, chosen here so the answer can be repeated
             settings = dataclasses.replace(settings, seed=random.randrange(2**31))
-        sides = [BASE, TUNED] if compare and self.loaded and self.loaded.adapter else [TUNED]
+        sides = [BASE, TUNED] if compare and self.loaded.adapter else [TUNED]
         plan = []
         for side in sides:
             self.conversations[side].append({"role": "user", "content": text})
-            plan.append((side, list(self.conversations[side]), side == TUNED))
+            plan.append([side, list(self.conversations[side]), side == TUNED])
         self._pending_sides = sides
-        job = Job(_answer, self._model[1], plan, settings, name="answer")
-        job.event_emitted.connect(self._on_delta)
-        self._start(job, self._on_answered)
+        self._answer_id = next(self._answer_ids)
+        self._last = {}
+        self._begin("answer")
+        self.worker.command({"command": "answer", "id": self._answer_id, "plan": plan,
+                             "settings": dataclasses.asdict(settings), "chat_template": self.chat_template})
         for side in sides:
             self.answer_started.emit(side)
 
     def stop(self) -> None:
-        if self._job is not None and self._job.name == "answer":
-            self._job.cancel()
+        if self._doing == "answer":
+            self.worker.stop(self._answer_id)
 
     def clear(self) -> None:
         self.conversations = {BASE: [], TUNED: []}
 
     # -- internals -----------------------------------------------------------------------
-    def _start(self, job: Job, on_finished) -> None:
-        # The job counts as done before anyone hears its result: a listener that acts on
-        # model_loaded at once (a test, a queued send) must find the controller free. The
-        # Job's own ``done`` signal comes later, queued behind ``finished``.
-        job.finished.connect(lambda result: self._end(job, on_finished, result))
-        job.failed.connect(lambda message: self._end(job, lambda m: (
-            self._on_answered({}) if job.name == "answer" else None, self.failed.emit(m)), message))
-        job.cancelled.connect(lambda: self._end(job, on_finished if job.name == "answer" else None, {}))
-        self._job = job
+    def _begin(self, what: str) -> None:
+        self._doing = what
         self.busy_changed.emit(True)
-        job.start(self._pool)
 
-    def _end(self, job: Job, then, value) -> None:
-        if self._job is job:
-            self._job = None
+    def _end(self) -> str | None:
+        """The work is over; the controller is free before anyone hears the result (a listener
+        that acts on model_loaded at once — a test, a queued send — finds it free)."""
+        doing, self._doing = self._doing, None
+        if doing is not None:
             self.busy_changed.emit(False)
-        if then is not None:
-            then(value)
+        return doing
 
-    def _on_loaded(self, result) -> None:
-        chat_model, session, loaded = result
-        self._model = (chat_model, session)
-        self.loaded = loaded
-        self.clear()
-        self.model_loaded.emit(loaded)
+    def _on_event(self, event) -> None:
+        from mlx_lora.chat.server import ChatAnswered, ChatFailed, ChatLoaded
+        from mlx_lora.chat.session import ChatDelta, ChatPrompt
 
-    def _on_delta(self, event) -> None:
-        side, delta = event
-        self.delta_received.emit(side, delta)
+        if isinstance(event, ChatDelta):
+            self._last[event.side] = event
+            self.delta_received.emit(event.side, event)
+        elif isinstance(event, ChatPrompt):
+            self.prompt_rendered.emit(event)
+        elif isinstance(event, ChatLoaded):
+            self._end()
+            self.loaded = LoadedModel(event.base_spec, event.adapter, event.label, tuple(event.notes))
+            self.clear()
+            self.model_loaded.emit(self.loaded)
+        elif isinstance(event, ChatAnswered):
+            self._end()
+            self._on_answered({side: (text, self._last.get(side)) for side, text in event.answers.items()})
+        elif isinstance(event, ChatFailed):
+            doing = self._end()
+            if doing == "answer":
+                self._on_answered({})
+            self.failed.emit(event.message)
+
+    def _on_crashed(self, message: str) -> None:
+        doing = self._end()
+        self.loaded = None  # the model went with the process
+        if doing == "answer":
+            self._on_answered({})
+        self.failed.emit(message)
 
     def _on_answered(self, answers: dict) -> None:
         for side in self._pending_sides:

@@ -29,17 +29,24 @@ def _load_tokenizer(reporter, should_stop, spec: str):
     return load(folder, eos_token_ids=load_config(folder).get("eos_token_id"))
 
 
-def _stats(reporter, should_stop, tokenizer, records, max_seq_length: int, mask_prompt: bool):
+def _stats(reporter, should_stop, tokenizer, records, max_seq_length: int, mask_prompt: bool,
+           chat_template: str = "model"):
     from mlx_lora.data.stats import dataset_stats
+    from mlx_lora.data.template import use_chat_template
+
+    use_chat_template(tokenizer, chat_template)  # the config's template, as training renders
 
     return dataset_stats(tokenizer, records, max_seq_length, mask_prompt, should_stop=should_stop)
 
 
-def _preview(reporter, should_stop, tokenizer, record, mask_prompt: bool):
+def _preview(reporter, should_stop, tokenizer, record, mask_prompt: bool, chat_template: str = "model"):
     """[Span], or for a preference pair ([Span] of chosen, [Span] of rejected), or for a prompt
-    record {"spans": [Span], "fields": {the reward fields}}."""
+    record {"spans": [Span], "fields": {the reward fields}}; rendered with the config's template."""
     from mlx_lora.data.records import PREFERENCE, PROMPT, record_format
     from mlx_lora.data.render import preview
+    from mlx_lora.data.template import use_chat_template
+
+    use_chat_template(tokenizer, chat_template)
 
     if record_format(record) == PREFERENCE:
         from mlx_lora.data.pairs import preview_pair
@@ -168,8 +175,12 @@ class DataController(QObject):
         if not records:
             return
         self._with_tokenizer(lambda tok: self._run(
-            "stats", _stats, tok, records, self.max_seq_length, self.mask_prompt,
-            on_finished=self.stats_computed.emit))
+            "stats", _stats, tok, records, self.max_seq_length, self.mask_prompt, self.state.config.data.chat_template,
+            on_finished=self._on_stats_computed))
+
+    def _on_stats_computed(self, stats) -> None:
+        self.state.set_data_lengths(self.state.dataset, stats.lengths, stats.trained_tokens)  # for "Will it fit?"
+        self.stats_computed.emit(stats)
 
     def render_preview(self, index: int) -> None:
         self._preview_index = index
@@ -178,7 +189,7 @@ class DataController(QObject):
             return
         record = records[index]
         self._with_tokenizer(lambda tok: self._run(
-            "preview", _preview, tok, record, self.mask_prompt,
+            "preview", _preview, tok, record, self.mask_prompt, self.state.config.data.chat_template,
             on_finished=lambda spans: self._on_preview_done(index, spans)))
 
     def _on_preview_done(self, index: int, spans) -> None:
@@ -220,7 +231,7 @@ class DataController(QObject):
 
     @staticmethod
     def _shown_settings(config) -> tuple:
-        return config.data.max_seq_length, config.data.mask_prompt
+        return config.data.max_seq_length, config.data.mask_prompt, config.data.chat_template
 
     def _on_config_changed(self, config) -> None:
         shown = self._shown_settings(config)

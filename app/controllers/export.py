@@ -6,15 +6,65 @@ The checks arrive before the export is renamed into place, so a failed
 verification (the engine raises, and writes nothing) still shows its figures.
 The formats and their quantisations on offer, with their labels, come from the
 engine's registry (:mod:`mlx_lora.export.formats`).
+
+After an export, the hand-offs (:mod:`mlx_lora.export.handoff`) run in a worker too
+(copying a model of gigabytes into LM Studio's folder, ``ollama create``) and answer
+with a :class:`HandOff`: what was done, or the exact command to run by hand.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
 from app.jobs.workers import Job
+
+LMSTUDIO_PUBLISHER = "mlx-lora-studio"  # the CLI's too: <models>/mlx-lora-studio/<name>/
+
+
+@dataclass(frozen=True)
+class HandOff:
+    """The outcome of a hand-off: ``app`` "lmstudio" or "ollama"; ``done`` False when the
+    user must finish it (Ollama not installed), ``command`` then says exactly how."""
+
+    app: str
+    done: bool
+    message: str
+    where: str = ""  # LM Studio: the model's folder
+    command: str = ""  # Ollama: the command that ran, or that the user should run
+
+
+def handoff_formats() -> dict[str, tuple[str, ...]]:
+    """app -> the export formats it takes."""
+    from mlx_lora.export import handoff
+
+    return {"lmstudio": handoff.LMSTUDIO_FORMATS, "ollama": handoff.OLLAMA_FORMATS}
+
+
+def ollama_name(name: str) -> str:
+    """A model name Ollama accepts (lower case letters, digits, . _ -)."""
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "model"
+
+
+def _send_to_lmstudio(reporter, should_stop, out_dir: str, name: str) -> HandOff:
+    from mlx_lora.export import handoff
+
+    where = handoff.send_to_lmstudio(Path(out_dir), LMSTUDIO_PUBLISHER, name)
+    return HandOff("lmstudio", True, f"Sent to LM Studio: {where}", where=str(where))
+
+
+def _send_to_ollama(reporter, should_stop, out_dir: str, name: str) -> HandOff:
+    from mlx_lora.export import handoff
+
+    command, ran = handoff.ollama_create(Path(out_dir), ollama_name(name))
+    if ran:
+        return HandOff("ollama", True, f"Created the Ollama model {ollama_name(name)}: ollama run {ollama_name(name)}",
+                       command=command)
+    return HandOff("ollama", False, "Ollama is not on PATH. Install it (ollama.com), then run this in a terminal:",
+                   command=command)
 
 def format_choices() -> list[tuple[str, str]]:
     """(label, --format name) of every export format, in the registry's order."""
@@ -60,6 +110,8 @@ class ExportController(QObject):
     failed = Signal(str)
     cancelled = Signal()
     busy_changed = Signal(bool)
+    handed_off = Signal(object)  # HandOff
+    handoff_failed = Signal(str)
 
     def __init__(self, export_options: dict | None = None) -> None:
         """``export_options`` go to export_run as keywords (tests pass fewer ``prompts``
@@ -68,13 +120,39 @@ class ExportController(QObject):
         self.export_options = dict(export_options or {})
         self.checks: list[dict] = []
         self._job: Job | None = None
+        self._handoff: Job | None = None
 
     def is_busy(self) -> bool:
-        return self._job is not None
+        return self._job is not None or self._handoff is not None
+
+    def send_to_lmstudio(self, out_dir: str, name: str) -> None:
+        """Copy the export at ``out_dir`` into LM Studio's models folder as ``name``."""
+        self._hand_off(_send_to_lmstudio, out_dir, name)
+
+    def send_to_ollama(self, out_dir: str, name: str) -> None:
+        """``ollama create NAME -f Modelfile`` in ``out_dir``, or the command to run."""
+        self._hand_off(_send_to_ollama, out_dir, name)
+
+    def _hand_off(self, function, out_dir: str, name: str) -> None:
+        if self.is_busy():
+            return
+        job = Job(function, str(out_dir), name, name="handoff")
+
+        def finish(emit, value) -> None:
+            self._handoff = None
+            self.busy_changed.emit(False)
+            emit(value)
+
+        job.finished.connect(lambda result: finish(self.handed_off.emit, result))
+        job.failed.connect(lambda message: finish(self.handoff_failed.emit, message))
+        job.cancelled.connect(lambda: finish(self.handoff_failed.emit, "the hand-off was cancelled"))
+        self._handoff = job
+        self.busy_changed.emit(True)
+        job.start()
 
     def export(self, adapter_dir: str, out_dir: str, fmt: str, quantize: int | None = None,
                push: str | None = None, private: bool = True) -> None:
-        if self._job is not None:
+        if self.is_busy():
             return
         from mlx_lora.errors import UserError
         from mlx_lora.export.destination import check_destination

@@ -40,6 +40,7 @@ class FitEstimate:
     breakdown: str = ""  # the engine's one-line description, largest parts first
     problem: str = ""  # why there is no estimate (verdict "unknown")
     limit_source: str = ""  # where available_bytes, the run's memory limit, comes from (train/memory_guard.py)
+    from_data: bool = False  # batch is the widest pass of the loaded dataset (not batch_size × max_seq_length)
 
 
 def _folder_size(folder: Path) -> int:
@@ -83,10 +84,18 @@ def _open_folder(reporter, should_stop, folder: str) -> ModelEntry:
     return ModelEntry(path.name, str(path), "folder", _folder_size(path), str(path))
 
 
+def _plan_import(reporter, should_stop, gguf: str):
+    """(path, ImportPlan): how the GGUF will be imported and the memory it will take
+    (header only; a K-quant file is dequantised)."""
+    from mlx_lora.models.gguf import import_plan
+
+    return gguf, import_plan(gguf)
+
+
 def _import_gguf(reporter, should_stop, gguf: str) -> ModelEntry:
     from mlx_lora.models.local import resolve_model
 
-    folder = resolve_model(gguf, reporter=reporter)
+    folder = resolve_model(gguf, reporter=reporter, should_stop=should_stop)
     return ModelEntry(folder.name, str(folder), "imported", _folder_size(folder), str(folder))
 
 
@@ -113,14 +122,16 @@ def _download(reporter, should_stop, repo_id: str):
     return hub.download_model(repo_id, reporter=reporter, should_stop=should_stop)
 
 
-def _estimate_fit(reporter, should_stop, model: str, config) -> FitEstimate:
+def _estimate_fit(reporter, should_stop, model: str, config, data_lengths=None) -> FitEstimate:
     """The engine's estimate for ``config`` (the Train page's settings; None: the engine's
-    defaults) with ``model`` as the base. Reads the model's config.json or GGUF header only."""
+    defaults) with ``model`` as the base. Reads the model's config.json or GGUF header only.
+    ``data_lengths``: (token lengths, trained tokens) of the dataset's training examples
+    (AppState.data_lengths): the estimate is then for the widest pass that data makes."""
     from mlx_lora import backend, paths
     from mlx_lora.config import TrainConfig
     from mlx_lora.errors import UserError
     from mlx_lora.models import demo
-    from mlx_lora.train.memory import estimate_training_memory, read_model_shape
+    from mlx_lora.train.memory import estimate_training_memory, largest_pass, read_model_shape
 
     from mlx_lora.train.memory_guard import MemoryGuard, device_memory
 
@@ -135,7 +146,9 @@ def _estimate_fit(reporter, should_stop, model: str, config) -> FitEstimate:
         # Python to parse (its 49k-token vocabulary): 3-5 s on a 2-core CPU.
         shape_source = str(paths.models_dir() / demo.DEMO_NAME)
     try:
-        estimate = estimate_training_memory(config, shape=read_model_shape(shape_source))
+        batch, share = largest_pass(data_lengths[0], config, data_lengths[1]) if data_lengths else (None, 1.0)
+        estimate = estimate_training_memory(config, shape=read_model_shape(shape_source), batch_tokens=batch,
+                                            trained_share=share)
     except UserError as exc:
         return FitEstimate(model, "unknown", available_bytes=available, problem=str(exc))
     except (KeyError, TypeError, ValueError) as exc:  # a config.json of a shape the estimator does not know
@@ -149,7 +162,7 @@ def _estimate_fit(reporter, should_stop, model: str, config) -> FitEstimate:
     else:  # over the guard's limit: within the device's memory it may still run with a higher limit
         verdict = "tight" if needed <= device_total else "too big"
     return FitEstimate(model, verdict, needed, available, tuple(estimate.batch), estimate.describe(),
-                       limit_source=guard.source)
+                       limit_source=guard.source, from_data=bool(data_lengths))
 
 
 def _delete_cached(reporter, should_stop, repo_id: str):
@@ -162,6 +175,7 @@ def _delete_cached(reporter, should_stop, repo_id: str):
 class ModelsController(QObject):
     models_listed = Signal(list)  # [ModelEntry]
     model_opened = Signal(object)  # ModelEntry
+    import_planned = Signal(str, object)  # GGUF path, ImportPlan (mlx_lora.models.gguf_tensors)
     progressed = Signal(str, float, float)  # message, done, total (total 0 = unknown)
     search_finished = Signal(str, list)  # query, [ModelSummary]
     search_offline = Signal(str, str)  # query, why (the Hub cannot be reached)
@@ -170,6 +184,7 @@ class ModelsController(QObject):
     fit_estimated = Signal(object)  # FitEstimate, for the latest request only
     busy_changed = Signal(bool)
     failed = Signal(str)
+    cancelled = Signal(str)  # the kind of job ("import", "download") that stopped on Cancel; nothing was written
 
     def __init__(self, state: AppState) -> None:
         super().__init__()
@@ -193,6 +208,7 @@ class ModelsController(QObject):
         if on_finished is not None:
             job.finished.connect(on_finished)
         job.failed.connect(self.failed)
+        job.cancelled.connect(lambda: self.cancelled.emit(kind))
         job.done.connect(lambda: self._on_job_done(kind, job))
         self._jobs[kind] = job
         self.busy_changed.emit(True)
@@ -221,6 +237,10 @@ class ModelsController(QObject):
 
     def open_folder(self, folder: str) -> None:
         self._run("open", _open_folder, folder, on_finished=self._on_model_opened)
+
+    def plan_import(self, gguf: str) -> None:
+        """Read the GGUF's header: ``import_planned`` says what importing it will cost, first."""
+        self._run("plan", _plan_import, gguf, on_finished=lambda result: self.import_planned.emit(*result))
 
     def import_gguf(self, gguf: str) -> None:
         self._run("import", _import_gguf, gguf, on_finished=self._on_model_opened)
@@ -255,7 +275,7 @@ class ModelsController(QObject):
         with ``model`` as its base; ``fit_estimated`` answers the latest request only."""
         self._fit_request += 1
         request = self._fit_request
-        self._run("fit", _estimate_fit, model, config,
+        self._run("fit", _estimate_fit, model, config, self.state.data_lengths,
                   on_finished=lambda estimate: request == self._fit_request and self.fit_estimated.emit(estimate))
 
     def _on_model_opened(self, entry: ModelEntry) -> None:

@@ -1,11 +1,13 @@
 """The Runs page's controller: the run history (:mod:`mlx_lora.run_history`), read in
 workers — listing reads every run's config.yaml and metrics.jsonl — the curves of
-the runs a person selects, and deleting a run (to the runs folder's trash)."""
+the runs a person selects, deleting a run (to the runs folder's trash), and evaluating
+one (:mod:`app.controllers.evaluation`)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, Signal
 
+from app.controllers.evaluation import EvaluationController
 from app.jobs.workers import Job
 
 
@@ -38,6 +40,8 @@ class RunsController(QObject):
         super().__init__()
         self.runs: list = []
         self._jobs: dict[str, Job] = {}
+        self.evaluation = EvaluationController()  # the Evaluate action; its results refresh the history
+        self.evaluation.evaluation_finished.connect(lambda _result: self.refresh())
 
     def _run(self, kind: str, function, *args, on_finished) -> None:
         old = self._jobs.pop(kind, None)

@@ -15,9 +15,11 @@ import html
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
-    QCheckBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
+    QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QSpinBox, QSplitter,
     QVBoxLayout, QWidget,
 )
+
+from mlx_lora.chat_templates import CHAT_TEMPLATE_LABELS, CHAT_TEMPLATE_NAMES
 
 from app.controllers.chat import BASE, TUNED, ChatController
 from app.widgets.common import Card, muted
@@ -75,9 +77,18 @@ class ChatPage(QWidget):
         row.addWidget(self.refresh_button)
         self.compare_box = QCheckBox("Compare with the base model")
         self.compare_box.setChecked(True)
-        self.compare_box.setToolTip("The base answers the same prompt first: the same model with the adapter "
-                                    "switched off, the same seed")
+        self.compare_box.setToolTip("The base answers the same prompt at the same time: the same model with the "
+                                    "adapter switched off for its steps, the same seed")
         row.addWidget(self.compare_box)
+        row.addSpacing(12)
+        row.addWidget(QLabel("Chat template"))
+        self.template_box = QComboBox()
+        for name in CHAT_TEMPLATE_NAMES:
+            self.template_box.addItem(CHAT_TEMPLATE_LABELS[name], name)
+        self.template_box.setToolTip("How the conversation is written for the model: its own template, or a "
+                                     "family's for a model whose template is missing or wrong. The same setting "
+                                     "as the data preview's and training's (data.chat_template).")
+        row.addWidget(self.template_box)
         row.addStretch(1)
         pick.body.addLayout(row)
         self.status = muted("No model loaded. Pick a run and Load it.")
@@ -85,9 +96,22 @@ class ChatPage(QWidget):
 
         # -- transcripts -----------------------------------------------------------------
         self.transcripts = {BASE: Transcript("Base model"), TUNED: Transcript("Fine-tuned")}
+        self.speed_labels = {side: muted("") for side in (BASE, TUNED)}  # live "n tokens · x tokens/s"
+        self.panes: dict[str, QWidget] = {}
         panes = QSplitter()
-        for side in (BASE, TUNED):
-            panes.addWidget(self.transcripts[side])
+        for side, title in ((BASE, "Base model"), (TUNED, "Fine-tuned")):
+            pane = QWidget()
+            column = QVBoxLayout(pane)
+            column.setContentsMargins(0, 0, 0, 0)
+            header = QHBoxLayout()
+            header.addWidget(QLabel(f"<b>{title}</b>"))
+            header.addStretch(1)
+            header.addWidget(self.speed_labels[side])
+            column.addLayout(header)
+            column.addWidget(self.transcripts[side], 1)
+            self.panes[side] = pane
+            panes.addWidget(pane)
+        self._latest: dict[str, object] = {}  # side -> its last ChatDelta, for the speed labels
         self.input = QPlainTextEdit()
         self.input.setPlaceholderText("Ask something…  (Ctrl+Enter sends)")
         self.input.setFixedHeight(72)
@@ -129,7 +153,12 @@ class ChatPage(QWidget):
                            ("Max tokens", self.max_tokens), ("Seed", self.seed)):
             form.addRow(label, box)
         sampling.body.addLayout(form)
-        sampling.body.addStretch(1)
+        sampling.body.addWidget(muted("Prompt as the model reads it"))
+        self.prompt_view = QPlainTextEdit()
+        self.prompt_view.setReadOnly(True)
+        self.prompt_view.setPlaceholderText("shown when you send")
+        self.prompt_view.setToolTip("The last prompt of the fine-tuned side, through the chat template")
+        sampling.body.addWidget(self.prompt_view, 1)
         sampling.setMinimumWidth(240)
         sampling.setMaximumWidth(300)
 
@@ -146,6 +175,8 @@ class ChatPage(QWidget):
         self.load_button.clicked.connect(self._on_load_clicked)
         self.refresh_button.clicked.connect(controller.refresh_runs)
         self.compare_box.toggled.connect(lambda _on: self._update_panes())
+        self.template_box.activated.connect(self._on_template_picked)
+        controller.state.config_changed.connect(lambda _config: self._show_template())
         self.send_button.clicked.connect(self._on_send_clicked)
         self.stop_button.clicked.connect(controller.stop)
         self.clear_button.clicked.connect(self._on_clear_clicked)
@@ -157,11 +188,13 @@ class ChatPage(QWidget):
         c.model_loaded.connect(self._on_model_loaded)
         c.answer_started.connect(self._on_answer_started)
         c.delta_received.connect(self._on_delta_received)
+        c.prompt_rendered.connect(self._on_prompt_rendered)
         c.answer_finished.connect(self._on_answer_finished)
         c.busy_changed.connect(lambda _busy: self._update_buttons())
         c.failed.connect(self._on_failed)
         self._update_panes()
         self._update_buttons()
+        self._show_template()
 
     # -- public --------------------------------------------------------------------------------
     def settings(self):
@@ -189,7 +222,17 @@ class ChatPage(QWidget):
 
     def _update_panes(self) -> None:
         loaded = self.controller.loaded
-        self.transcripts[BASE].setVisible(self.compare_box.isChecked() and (loaded is None or loaded.adapter is not None))
+        self.panes[BASE].setVisible(self.compare_box.isChecked() and (loaded is None or loaded.adapter is not None))
+
+    def _show_template(self) -> None:
+        index = self.template_box.findData(self.controller.chat_template)
+        if index >= 0 and index != self.template_box.currentIndex():
+            self.template_box.setCurrentIndex(index)
+
+    def _show_speed(self, side: str) -> None:
+        delta = self._latest.get(side)
+        if delta is not None:
+            self.speed_labels[side].setText(f"{delta.token_count} tokens · {delta.tokens_per_second:.1f} tokens/s")
 
     def _update_buttons(self) -> None:
         busy, answering = self.controller.is_busy(), self.controller.is_answering()
@@ -197,6 +240,7 @@ class ChatPage(QWidget):
         self.send_button.setEnabled(not busy and self.controller.loaded is not None)
         self.stop_button.setEnabled(answering)
         self.clear_button.setEnabled(not answering)
+        self.template_box.setEnabled(not answering)
         self.picker.set_enabled(not busy)
 
     # -- slots ------------------------------------------------------------------------------------
@@ -233,21 +277,32 @@ class ChatPage(QWidget):
             self.transcripts[side].add_user(text)
         self.controller.send(text, settings, compare=self._comparing())
 
+    def _on_template_picked(self, index: int) -> None:
+        self.controller.set_chat_template(self.template_box.itemData(index))
+
+    def _on_prompt_rendered(self, prompt) -> None:
+        self.prompt_view.setPlainText(prompt.text)
+
     def _on_answer_started(self, side: str) -> None:
         self.transcripts[side].begin_answer()
+        self._latest.pop(side, None)
+        self.speed_labels[side].setText("waiting for the first token…")
 
     def _flush(self) -> None:
         unflushed, self._unflushed = self._unflushed, {}
         for side, text in unflushed.items():
             self.transcripts[side].append_text(text)
+            self._show_speed(side)
 
     def _on_delta_received(self, side: str, delta) -> None:
         transcript = self.transcripts[side]
+        self._latest[side] = delta
         self._unflushed[side] = self._unflushed.get(side, "") + delta.text
         if not self._flush_timer.isActive():
             self._flush_timer.start()
         if delta.finished:
             self._flush()
+            self._show_speed(side)
             why = FINISH_WORDS.get(delta.finish_reason or "", delta.finish_reason or "")
             transcript.end_answer(f"{delta.token_count} tokens · {delta.tokens_per_second:.1f} tokens/s · {why}")
 

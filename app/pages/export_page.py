@@ -2,6 +2,7 @@
 GGUF) or as an adapter (PEFT, mlx-lm), optionally re-quantised and pushed to the
 Hub. The engine checks every export against base+adapter before it writes the
 folder; this page shows each check's figures and says plainly whether it passed.
+A GGUF export can then be sent to LM Studio or Ollama (an MLX folder to LM Studio).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from PySide6.QtWidgets import (
     QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from app.controllers.export import ExportController, default_out_dir, format_choices, quantize_choices
+from app.controllers.export import (
+    ExportController, HandOff, default_out_dir, format_choices, handoff_formats, quantize_choices,
+)
 from app.controllers.runs import RunsController
 from app.theme import ThemeManager
 from app.widgets.common import Card, muted
@@ -112,6 +115,29 @@ class ExportPage(QWidget):
         reveal_row.addWidget(self.reveal_button)
         reveal_row.addStretch(1)
         result.body.addLayout(reveal_row)
+        handoff_row = QHBoxLayout()
+        self.handoff_name_edit = QLineEdit()
+        self.handoff_name_edit.setPlaceholderText("name in LM Studio / Ollama")
+        self.handoff_name_edit.setToolTip("The model's name in LM Studio (mlx-lora-studio/<name>) and in Ollama")
+        self.lmstudio_button = QPushButton("Send to LM Studio")
+        self.lmstudio_button.setToolTip("Copy the GGUF file (or the MLX folder) into LM Studio's models folder; "
+                                        "never over another model")
+        self.ollama_button = QPushButton("Send to Ollama")
+        self.ollama_button.setToolTip("ollama create <name> -f Modelfile (or the exact command, when Ollama "
+                                      "is not installed)")
+        handoff_row.addWidget(self.handoff_name_edit, 1)
+        handoff_row.addWidget(self.lmstudio_button)
+        handoff_row.addWidget(self.ollama_button)
+        result.body.addLayout(handoff_row)
+        self.handoff_label = muted()
+        self.handoff_label.setWordWrap(True)
+        self.handoff_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        result.body.addWidget(self.handoff_label)
+        self.handoff_command = QLineEdit()  # the command to run by hand, to copy whole
+        self.handoff_command.setReadOnly(True)
+        self.handoff_command.setVisible(False)
+        result.body.addWidget(self.handoff_command)
+        self._exported_format = ""  # the format of the export the hand-off buttons act on
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -127,11 +153,16 @@ class ExportPage(QWidget):
         self.export_button.clicked.connect(self._on_export_clicked)
         self.cancel_button.clicked.connect(controller.cancel)
         self.reveal_button.clicked.connect(self._on_reveal_clicked)
+        self.lmstudio_button.clicked.connect(self._on_lmstudio_clicked)
+        self.ollama_button.clicked.connect(self._on_ollama_clicked)
+        self.handoff_name_edit.textChanged.connect(lambda _text: self._update_buttons())
+        controller.handed_off.connect(self._on_handed_off)
+        controller.handoff_failed.connect(self._on_handoff_failed)
         controller.progressed.connect(self._on_progressed)
         controller.check_reported.connect(self._on_check_reported)
         controller.export_finished.connect(self._on_export_finished)
         controller.failed.connect(self._on_failed)
-        controller.cancelled.connect(lambda: self.stage_label.setText("Export cancelled; nothing was written."))
+        controller.cancelled.connect(self._on_cancelled)
         controller.busy_changed.connect(lambda _busy: self._update_buttons())
         runs.runs_listed.connect(self._on_runs_listed)
         self._on_format_chosen()
@@ -158,6 +189,11 @@ class ExportPage(QWidget):
             widget.setEnabled(not busy)
         self.repo_edit.setEnabled(not busy and self.push_box.isChecked())
         self.public_box.setEnabled(not busy and self.push_box.isChecked())
+        takes = handoff_formats()
+        named = bool(self.handoff_name_edit.text().strip())
+        self.lmstudio_button.setEnabled(not busy and named and self._exported_format in takes["lmstudio"])
+        self.ollama_button.setEnabled(not busy and named and self._exported_format in takes["ollama"])
+        self.handoff_name_edit.setEnabled(not busy and bool(self._exported_format))
 
     def _show_verdict(self, passed: bool, text: str) -> None:
         c = ThemeManager.colors()
@@ -194,6 +230,9 @@ class ExportPage(QWidget):
         self.verdict.setVisible(False)
         self.files_label.setText("")
         self.reveal_button.setEnabled(False)
+        self._exported_format = ""
+        self.handoff_label.setText("")
+        self.handoff_command.setVisible(False)
         self.progress.setRange(0, 0)  # busy until the first stage says how many there are
         self.stage_label.setText(f"Exporting to {self.out_dir}…")
         push = self.repo_edit.text().strip() if self.push_box.isChecked() else None
@@ -240,6 +279,13 @@ class ExportPage(QWidget):
                                  + ("".join(f"\nNote: {note}" for note in result.notes)))
         self.out_dir = str(result.out_dir)
         self.reveal_button.setEnabled(True)
+        self._exported_format = result.format
+        self.handoff_name_edit.setText(Path(result.out_dir).name)
+        takes = handoff_formats()
+        if result.format not in takes["lmstudio"]:
+            self.handoff_label.setText("LM Studio and Ollama run GGUF files (LM Studio also MLX folders): "
+                                       "export as GGUF to send it there.")
+        self._update_buttons()
 
     def _on_failed(self, message: str) -> None:
         self.progress.setRange(0, 1)
@@ -248,6 +294,35 @@ class ExportPage(QWidget):
         self._show_verdict(False, "The export failed its check, so nothing was written." if failed_check
                            else "The export failed.")
         self.stage_label.setText(message)
+
+    def _on_lmstudio_clicked(self) -> None:
+        self.handoff_command.setVisible(False)
+        self.handoff_label.setText("Copying into LM Studio's models folder…")
+        self.controller.send_to_lmstudio(self.out_dir, self.handoff_name_edit.text().strip())
+
+    def _on_ollama_clicked(self) -> None:
+        self.handoff_command.setVisible(False)
+        self.handoff_label.setText("Running ollama create…")
+        self.controller.send_to_ollama(self.out_dir, self.handoff_name_edit.text().strip())
+
+    def _on_handed_off(self, outcome: HandOff) -> None:
+        c = ThemeManager.colors()
+        color = c["series_4"] if outcome.done else c["secondary"]
+        mark = "✓ " if outcome.done else ""
+        first = outcome.message.split("\n", 1)[0]
+        self.handoff_label.setText(f"<span style='color:{color}'>{mark}{html.escape(first)}</span>")
+        self.handoff_command.setText("" if outcome.done else outcome.command)
+        self.handoff_command.setVisible(not outcome.done and bool(outcome.command))
+
+    def _on_handoff_failed(self, message: str) -> None:
+        c = ThemeManager.colors()
+        self.handoff_command.setVisible(False)
+        self.handoff_label.setText(f"<span style='color:{c['danger']}'>✗ {html.escape(message)}</span>")
+
+    def _on_cancelled(self) -> None:
+        self.progress.setRange(0, 1)  # not left spinning, nor at the stage it stopped in
+        self.progress.setValue(0)
+        self.stage_label.setText("Export cancelled; nothing was written.")
 
     def _on_reveal_clicked(self) -> None:
         if self.out_dir:

@@ -16,7 +16,7 @@ import html
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
+    QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
     QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
@@ -32,6 +32,10 @@ SEARCH_DEBOUNCE_MS = 300
 # first paint, even on a busy machine.
 FIT_DEBOUNCE_MS = 300
 FIRST_FIT_DELAY_MS = 1500
+CANCELLED_WORDS = {
+    "import": "Import cancelled; nothing was written.",
+    "download": "Download cancelled.",
+}
 FIT_WORDS = {  # verdict -> (colour, what to say, what to do)
     "fits": ("series_4", "fits", ""),
     "tight": ("series_2", "over the limit", "raise the memory limit (Train page, advanced), or lower max batch "
@@ -120,6 +124,7 @@ class ModelsPage(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self._offline_note = ""
+        self._job_note = ""  # what the last long job's Cancel left ("Import cancelled…")
         self.retry_button = QPushButton("Retry")
         self.retry_button.setToolTip("Search the Hub again")
         self.retry_button.setVisible(False)
@@ -162,12 +167,15 @@ class ModelsPage(QWidget):
         c = controller
         c.models_listed.connect(self._on_models_listed)
         c.progressed.connect(self._on_progressed)
+        c.import_planned.connect(self._on_import_planned)
         c.search_finished.connect(self._on_search_finished)
         c.search_offline.connect(self._on_search_offline)
         self.retry_button.clicked.connect(self._on_search_due)
         c.details_loaded.connect(self._on_details_loaded)
         c.busy_changed.connect(self._on_busy_changed)
+        c.cancelled.connect(self._on_cancelled)
         c.fit_estimated.connect(self._on_fit_estimated)
+        c.state.data_lengths_changed.connect(self._fit_timer.start)
         c.state.model_selected.connect(lambda _spec: (self._show_selected(), self._highlight_selected(),
                                                       self._fit_timer.start()))
 
@@ -257,8 +265,18 @@ class ModelsPage(QWidget):
     def _on_import_clicked(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import a GGUF model", "", "GGUF models (*.gguf)")
         if path:
-            self.progress_label.setText("Importing…")
-            self.controller.import_gguf(path)
+            self.progress_label.setText("Reading the GGUF's header…")
+            self.controller.plan_import(path)
+
+    def _on_import_planned(self, path: str, plan) -> None:
+        """A file MLX cannot hold (K-quants…) is dequantised: say how much memory first, and ask."""
+        self.progress_label.setText(plan.summary)
+        if plan.must_dequantize:
+            answer = QMessageBox.question(self, "Import a GGUF model", f"{plan.summary}.\n\nImport it?")
+            if answer != QMessageBox.StandardButton.Yes:
+                self.progress_label.setText("Import cancelled.")
+                return
+        self.controller.import_gguf(path)
 
     def _on_use_clicked(self) -> None:
         entry = self._selected_entry()
@@ -343,7 +361,13 @@ class ModelsPage(QWidget):
         for kind in ("download", "import"):
             self.controller.cancel(kind)
 
+    def _on_cancelled(self, kind: str) -> None:
+        if kind in CANCELLED_WORDS:
+            self._job_note = CANCELLED_WORDS[kind]
+            self.progress_label.setText(self._job_note)
+
     def _on_progressed(self, message: str, done: float, total: float) -> None:
+        self._job_note = ""
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
         self.progress_label.setText(message)
@@ -366,8 +390,9 @@ class ModelsPage(QWidget):
             return
         color, verdict, advice = FIT_WORDS[estimate.verdict]
         rows, length = estimate.batch
+        where = "the widest pass of this dataset" if estimate.from_data else "the Train page's batch × max length"
         text = (f"<b>Will it fit?</b> Training needs about <b>{memory_text(estimate.needed_bytes)}</b> "
-                f"({rows} × {length:,} tokens per pass, the Train page's settings) of "
+                f"({rows} × {length:,} tokens per pass: {where}) of "
                 f"the run's memory limit of {memory_text(estimate.available_bytes)} "
                 f"({html.escape(estimate.limit_source or 'this computer')}): "
                 f"<b style='color:{ThemeManager.colors()[color]}'>{verdict}</b>")
@@ -379,4 +404,5 @@ class ModelsPage(QWidget):
         self.progress.setVisible(long_job)
         self.cancel_button.setVisible(long_job)
         if not busy:
-            self.progress_label.setText(self._offline_note)  # being offline outlasts the job that found it
+            # a cancel's note, or being offline, outlasts the job that found it
+            self.progress_label.setText(self._job_note or self._offline_note)

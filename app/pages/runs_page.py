@@ -2,9 +2,10 @@
 
 The history comes from :func:`mlx_lora.run_history.list_runs` in a worker. Selecting
 runs overlays their loss curves; a run can be reopened on the Train page (its
-exact config), resumed, chatted with, exported, or deleted (after asking; it goes
-to the runs folder's trash). The page only emits what was asked for; the main
-window routes it to the page that does it.
+exact config), resumed, chatted with, exported, evaluated (base vs tuned answers
+scored, in the Evaluation tab; :mod:`app.widgets.evaluation_panel`), or deleted
+(after asking; it goes to the runs folder's trash). The page only emits what was
+asked for; the main window routes it to the page that does it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import time
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView, QHBoxLayout, QHeaderView, QMessageBox, QPushButton, QSplitter, QTableWidget,
-    QTableWidgetItem, QVBoxLayout, QWidget,
+    QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
 from app.controllers.runs import RunsController
 from app.widgets.common import Card, LazyWidget, human_count, human_seconds, muted
+from app.widgets.evaluation_panel import EvaluationPanel
 
 TITLE = "Runs"
 SUBTITLE = "Every training run, its settings and its loss curves. Select several to compare them."
-COLUMNS = ("Run", "Model", "Dataset", "Method", "Status", "Steps", "Best val loss", "Duration", "Tokens", "Started")
+COLUMNS = ("Run", "Model", "Dataset", "Method", "Status", "Steps", "Best val loss", "ROUGE-L",
+           "Duration", "Tokens", "Started")
 
 
 def _make_curves():
@@ -62,16 +65,21 @@ class RunsPage(QWidget):
         self.resume_button = QPushButton("Resume")
         self.chat_button = QPushButton("Chat")
         self.export_button = QPushButton("Export")
+        self.evaluate_button = QPushButton("Evaluate")
+        self.evaluate_button.setToolTip("Generate with the base and the tuned model on the run's test examples "
+                                        "and score both against the references")
         self.delete_button = QPushButton("Delete…")
         self.delete_button.setObjectName("danger")
         for button in (self.refresh_button, self.open_button, self.resume_button, self.chat_button,
-                       self.export_button):
+                       self.export_button, self.evaluate_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         buttons.addWidget(self.delete_button)
         card.body.addLayout(buttons)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(COLUMNS.index("ROUGE-L")).setToolTip(
+            "The latest evaluation's ROUGE-L against the references, base → tuned (Evaluate)")
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -85,10 +93,14 @@ class RunsPage(QWidget):
         card.body.addWidget(self.table, 1)
         self.curves = LazyWidget(_make_curves, on_built=lambda widget: widget.set_curves(self._curves))
         self.curves.setMinimumHeight(200)
+        self.evaluation = EvaluationPanel(controller.evaluation)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.curves, "Loss curves")
+        self.tabs.addTab(self.evaluation, "Evaluation")
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(card)
-        split.addWidget(self.curves)
-        split.setSizes([330, 330])
+        split.addWidget(self.tabs)
+        split.setSizes([260, 400])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(split)
@@ -100,6 +112,9 @@ class RunsPage(QWidget):
         self.chat_button.clicked.connect(lambda: self._emit_for_current(str, self.chat_requested))
         self.export_button.clicked.connect(lambda: self._emit_for_current(str, self.export_requested))
         self.delete_button.clicked.connect(self._on_delete_clicked)
+        self.evaluate_button.clicked.connect(self._on_evaluate_clicked)
+        controller.evaluation.results_loaded.connect(self._on_results_loaded)
+        controller.evaluation.busy_changed.connect(lambda _busy: self._update_buttons())
         controller.runs_listed.connect(self._on_runs_listed)
         controller.curves_loaded.connect(self._on_curves_loaded)
         self._update_buttons()
@@ -145,6 +160,20 @@ class RunsPage(QWidget):
             return item
         return _Number("—", float("inf"))
 
+    @staticmethod
+    def _evaluation_cell(run) -> QTableWidgetItem:
+        """The saved evaluation's ROUGE-L, base → tuned; the other numbers in the tooltip."""
+        e = run.evaluation
+        if e is None:
+            return _Number("—", float("-inf"))
+        item = _Number(f"{e.base_rouge_l:.2f} → {e.tuned_rouge_l:.2f}", e.tuned_rouge_l - e.base_rouge_l)
+        loss = (f"\nreference loss/token {e.base_loss:.3f} → {e.tuned_loss:.3f}"
+                if e.base_loss is not None and e.tuned_loss is not None else "")
+        item.setToolTip(f"{e.examples} {e.split} examples, base → tuned:\nROUGE-L {e.base_rouge_l:.3f} → "
+                        f"{e.tuned_rouge_l:.3f}\ntoken F1 {e.base_token_f1:.3f} → {e.tuned_token_f1:.3f}\n"
+                        f"exact match {e.base_exact_match:.3f} → {e.tuned_exact_match:.3f}{loss}")
+        return item
+
     def _emit_for_current(self, convert, signal) -> None:
         runs = self.selected_runs()
         if len(runs) == 1:
@@ -160,6 +189,8 @@ class RunsPage(QWidget):
         self.resume_button.setEnabled(one and runs[0].status in ("stopped", "incomplete", "failed")
                                       and any(c.startswith("step-") for c in runs[0].checkpoints))
         self.delete_button.setEnabled(bool(runs))
+        self.evaluate_button.setEnabled(one and bool(runs[0].checkpoints)
+                                        and not self.controller.evaluation.is_busy())
 
     # -- slots --------------------------------------------------------------------------------
     def _on_runs_listed(self, runs: list) -> None:
@@ -175,6 +206,7 @@ class RunsPage(QWidget):
                 _Number(f"{run.steps_done} / {run.total_steps}" if run.total_steps else str(run.steps_done),
                         run.steps_done),
                 self._best_cell(run),
+                self._evaluation_cell(run),
                 _Number(human_seconds(run.duration_s) if run.duration_s else "—", run.duration_s),
                 _Number(human_count(run.tokens) if run.tokens else "—", run.tokens),
                 _Number(time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created)), run.created),
@@ -196,7 +228,24 @@ class RunsPage(QWidget):
 
     def _on_selection_changed(self) -> None:
         self._update_buttons()
-        self.controller.load_curves([str(run.path) for run in self.selected_runs()])
+        runs = self.selected_runs()
+        self.controller.load_curves([str(run.path) for run in runs])
+        if len(runs) == 1 and not self.controller.evaluation.is_busy():  # a running one keeps the tab
+            self.controller.evaluation.load(str(runs[0].path))
+
+    def _on_results_loaded(self, run_dir: str, result) -> None:
+        runs = self.selected_runs()
+        if len(runs) == 1 and str(runs[0].path) == run_dir and not self.controller.evaluation.is_busy():
+            self.evaluation.show_result(result)
+
+    def _on_evaluate_clicked(self) -> None:
+        runs = self.selected_runs()
+        if len(runs) != 1:
+            return
+        self.tabs.setCurrentWidget(self.evaluation)
+        self.controller.evaluation.evaluate(str(runs[0].path), self.evaluation.limit.value(),
+                                            self.evaluation.max_tokens.value(),
+                                            judge_prompt=self.evaluation.judge_prompt_text())
 
     def _on_curves_loaded(self, curves: dict) -> None:
         names = {str(run.path): run.name for run in self._runs}

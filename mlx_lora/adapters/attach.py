@@ -192,7 +192,7 @@ def _lora_config(files: AdapterFiles) -> dict:
 def _dequantize_if_needed(model) -> None:
     """Full fine-tunes store dense weights: a quantised base must become dense first."""
     import mlx.nn as nn
-    from mlx_lm.utils import dequantize_model
+    from mlx_lora.models.dequant import dequantize_model
 
     if any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules()):
         dequantize_model(model)

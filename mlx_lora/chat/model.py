@@ -47,7 +47,7 @@ def prepare_base(model, *, quantize_bits: int = 0, quantize_group_size: int = 64
     """Bring a freshly loaded base into the state a run trained against. Returns notes."""
     import mlx.core as mx
     import mlx.nn as nn
-    from mlx_lm.utils import dequantize_model
+    from mlx_lora.models.dequant import dequantize_model
 
     notes = []
     if quantize_bits and not is_quantized(model):
@@ -59,7 +59,7 @@ def prepare_base(model, *, quantize_bits: int = 0, quantize_group_size: int = 64
     dtype = resolve_compute_dtype(compute_dtype)
     if dtype == "float32":
         if is_quantized(model):
-            dequantize_model(model)
+            dequantize_model(model, mx.float32)  # exact (models/dequant.py), not via float16
             notes.append("dequantised the base to float32 for the CPU")
         model.set_dtype(mx.float32)
     elif dtype != "model":

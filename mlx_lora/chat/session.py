@@ -10,9 +10,12 @@ commonest complaint about chat templates: mlx-examples #756, #1243), at
 ``max_tokens``, or when ``should_stop()`` turns true — it is asked between every
 two tokens, so a cancel costs at most one token.
 
-``compare`` answers the same conversation twice with ONE model in memory: with
-the adapter switched off (:func:`~mlx_lora.adapters.adapter_disabled`) and
-on, with the same seed.
+``stream_sides`` answers several conversations at once with ONE model in
+memory, a token of each in turn, the adapter switched off
+(:func:`~mlx_lora.adapters.adapter_disabled`) for the base's steps and on for
+the tuned model's; ``compare`` is that for one conversation, base and tuned,
+with the same seed. Sampling uses a key per answer
+(:mod:`mlx_lora.chat.sampling`), so interleaved answers equal what each gives alone.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 from contextlib import nullcontext
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from mlx_lora.errors import UserError
-from mlx_lora.events import never_stop
+from mlx_lora.events import Event, never_stop
 
 # Tokens that end a turn in well-known chat templates. One counts as a stop token
 # for a model only when its chat template writes it.
@@ -61,16 +64,37 @@ class ChatSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ChatDelta:
+class ChatDelta(Event):
     """A piece of an answer. The last piece has ``finished`` True and a ``finish_reason``:
-    "stop" (end of turn / EOS), "length" (max_tokens) or "cancelled"."""
+    "stop" (end of turn / EOS), "length" (max_tokens) or "cancelled". ``side`` names the
+    answer when several stream at once ("base", "tuned")."""
 
     text: str
     token_count: int  # tokens generated so far
-    tokens_per_second: float  # generation speed so far (prompt processing excluded)
+    tokens_per_second: float  # generation speed so far (prompt processing excluded; wall time, so
+    # with two answers interleaved each side's speed is its share of the model's)
     finished: bool = False
     finish_reason: str | None = None
     prompt_tokens: int = 0
+    side: str = "tuned"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatPrompt(Event):
+    """The prompt of one side as the model reads it (the chat through ``chat_template``)."""
+
+    side: str
+    text: str
+    chat_template: str = "model"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatRequest:
+    """One answer to stream: its ``side`` name, the conversation, and whether the adapter is on."""
+
+    side: str
+    messages: list[dict[str, Any]]
+    use_adapter: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,15 +134,26 @@ def _check_messages(messages: list[dict[str, Any]]) -> None:
 class ChatSession:
     """Chat with ``model`` (an mlx-lm model, adapters on it or not) and its tokenizer."""
 
-    def __init__(self, model, tokenizer) -> None:
+    def __init__(self, model, tokenizer, chat_template: str = "model") -> None:
         from mlx_lm.tokenizer_utils import TokenizerWrapper
 
         self.model = model
         self.tokenizer = tokenizer if isinstance(tokenizer, TokenizerWrapper) else TokenizerWrapper(tokenizer)
+        # the tokenizer's own EOS ids, before any session added end-of-turn tokens to them
+        self._own_eos = self.tokenizer.__dict__.setdefault("_mlx_lora_own_eos", set(self.tokenizer.eos_token_ids))
+        self._busy = threading.Lock()
+        self.set_chat_template(chat_template)
+
+    def set_chat_template(self, name: str) -> None:
+        """Render with ``name`` (``model``: the model's own; or a family of
+        :mod:`mlx_lora.chat_templates`), and stop at that template's end-of-turn token."""
+        from mlx_lora.data.template import use_chat_template
+
+        use_chat_template(self.tokenizer, name)
+        self.chat_template = name
         self.stop_ids = end_of_turn_ids(self.tokenizer)
         # stream_generate stops at tokenizer.eos_token_ids: add the end-of-turn tokens there
-        self.tokenizer.eos_token_ids = set(self.tokenizer.eos_token_ids) | self.stop_ids
-        self._busy = threading.Lock()
+        self.tokenizer.eos_token_ids = set(self._own_eos) | self.stop_ids
 
     # ---- the prompt --------------------------------------------------------------
 
@@ -128,20 +163,23 @@ class ChatSession:
             return [{"role": "system", "content": settings.system_prompt}, *messages]
         return list(messages)
 
-    def encode(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings()) -> list[int]:
-        """The prompt's token ids: the chat through the template (as the training data is
-        rendered), or — for a model without one — the turns' text with the tokenizer's BOS."""
-        from mlx_lm.tokenizer_utils import TokenizerWrapper
-
+    def prompt_text(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings()) -> str:
+        """The prompt as the model reads it: the chat through the template (as the training
+        data is rendered), or — for a model without one — the turns' text, one per line."""
         from mlx_lora.data.template import apply_template, has_chat_template
 
         conversation = self.conversation(messages, settings)
         if has_chat_template(self.tokenizer):
-            text = apply_template(self.tokenizer, conversation, add_generation_prompt=True)
-            return list(self.tokenizer.encode(text, add_special_tokens=False))
-        text = "\n".join(m["content"] for m in conversation)
-        assert isinstance(self.tokenizer, TokenizerWrapper)
-        return list(self.tokenizer.encode(text, add_special_tokens=True))
+            return apply_template(self.tokenizer, conversation, add_generation_prompt=True)
+        return "\n".join(m["content"] for m in conversation)
+
+    def encode(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings()) -> list[int]:
+        """The prompt's token ids: :meth:`prompt_text` tokenised without adding special tokens
+        (the template writes them), or with the tokenizer's BOS for a model without a template."""
+        from mlx_lora.data.template import has_chat_template
+
+        text = self.prompt_text(messages, settings)
+        return list(self.tokenizer.encode(text, add_special_tokens=not has_chat_template(self.tokenizer)))
 
     # ---- answering ---------------------------------------------------------------
 
@@ -155,43 +193,74 @@ class ChatSession:
         """Stream the assistant's answer to ``messages`` (the last one is usually the user's).
         With ``use_adapter=False`` the base model answers (the adapter is switched off for
         this answer only)."""
-        import mlx.core as mx
+        side = "tuned" if use_adapter else "base"
+        yield from self.stream_sides([ChatRequest(side, messages, use_adapter)], settings, should_stop)
+
+    def stream_sides(
+        self,
+        requests: Sequence[ChatRequest],
+        settings: ChatSettings = ChatSettings(),
+        should_stop: Callable[[], bool] = never_stop,
+        interleaved: bool = True,
+    ) -> Iterator[ChatDelta]:
+        """Answer every request with the one model, one token of each in turn (``interleaved``)
+        or one whole answer after another. Each delta names its request's ``side``; each side
+        ends with one finished delta (a stop ends every side still answering, "cancelled").
+
+        Interleaving is exact — each answer equals what it gives alone (tests/core/
+        test_chat_interleave.py) — because every piece of per-answer state is its own: a KV
+        cache and a detokenizer per ``stream_generate``, a logits processor and a
+        :class:`~mlx_lora.chat.sampling.KeyedSampler` per side, and the adapter is switched
+        off/on around each ``next()`` of a side's generator. That ``next()`` is where mlx-lm's
+        ``generate_step`` builds the following step's graph (the model is *called* there, which
+        looks up the layers now on it; the ``async_eval`` after it only computes that graph), so
+        the graph of every base step holds the base layers and every tuned step the adapter's,
+        whatever MLX evaluates when."""
+        import random
+
         from mlx_lm.generate import stream_generate
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
+        from mlx_lm.sample_utils import make_logits_processors
 
-        from mlx_lora.adapters import adapter_disabled
+        from mlx_lora.chat.sampling import KeyedSampler
 
-        prompt = self.encode(messages, settings)
-        sampler = make_sampler(settings.temperature, top_p=settings.top_p if settings.top_p < 1 else 0.0,
-                               min_p=settings.min_p, top_k=settings.top_k)
-        processors = make_logits_processors(
-            repetition_penalty=settings.repetition_penalty if settings.repetition_penalty != 1.0 else None)
+        prompts = [self.encode(r.messages, settings) for r in requests]  # bad input fails before any work
+        # one seed for every side: the same sampling noise, so the difference is the adapter's
+        seed = settings.seed if settings.seed is not None else random.randrange(2**31)
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this chat session is already answering; wait for the answer or cancel it")
+        lanes: list[_Lane] = []
         try:
-            with nullcontext() if use_adapter else adapter_disabled(self.model):
-                if should_stop():
-                    yield ChatDelta("", 0, 0.0, True, "cancelled", len(prompt))
-                    return
-                if settings.seed is not None:
-                    mx.random.seed(settings.seed)
-                count, speed = 0, 0.0
+            if should_stop():
+                for request, prompt in zip(requests, prompts):
+                    yield ChatDelta("", 0, 0.0, True, "cancelled", len(prompt), request.side)
+                return
+            import mlx.core as mx
+
+            for request, prompt in zip(requests, prompts):
+                sampler = KeyedSampler(settings.temperature, seed, top_p=settings.top_p, min_p=settings.min_p,
+                                       top_k=settings.top_k)
+                processors = make_logits_processors(
+                    repetition_penalty=settings.repetition_penalty if settings.repetition_penalty != 1.0 else None)
                 generator = stream_generate(self.model, self.tokenizer, mx.array(prompt),
                                             max_tokens=settings.max_tokens, sampler=sampler,
                                             logits_processors=processors)
-                try:
-                    for response in generator:
-                        count, speed = response.generation_tokens, response.generation_tps
-                        if response.finish_reason is not None:
-                            yield ChatDelta(response.text, count, speed, True, response.finish_reason, len(prompt))
-                            return
-                        yield ChatDelta(response.text, count, speed, prompt_tokens=len(prompt))
-                        if should_stop():  # between two tokens: the next one is not waited for
-                            yield ChatDelta("", count, speed, True, "cancelled", len(prompt))
-                            return
-                finally:
-                    generator.close()
+                lanes.append(_Lane(request, generator, len(prompt)))
+            waiting = list(lanes)
+            while waiting:
+                turn = list(waiting) if interleaved else waiting[:1]
+                for lane in turn:
+                    delta = lane.step(self.model)
+                    if delta.finished:
+                        waiting.remove(lane)
+                        lane.close()
+                    yield delta
+                    if should_stop() and waiting:  # between two tokens: the next one is not waited for
+                        for other in waiting:
+                            yield other.cancelled()
+                        return
         finally:
+            for lane in lanes:
+                lane.close()
             self._busy.release()
 
     def answer(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings(),
@@ -205,16 +274,35 @@ class ChatSession:
                           last.finish_reason or "stop", last.prompt_tokens)
 
     def compare(self, messages: list[dict[str, Any]], settings: ChatSettings = ChatSettings(),
-                should_stop: Callable[[], bool] = never_stop) -> Iterator[tuple[str, ChatDelta]]:
-        """The base's answer, then the tuned model's, as ("base" | "tuned", delta) pairs.
-        Without a seed in ``settings`` both use the same fresh seed, so the sampling noise
-        is the same and the difference is the adapter's."""
-        import random
+                should_stop: Callable[[], bool] = never_stop,
+                interleaved: bool = True) -> Iterator[tuple[str, ChatDelta]]:
+        """The base's and the tuned model's answers as ("base" | "tuned", delta) pairs: both
+        at once, a token of each in turn (``interleaved``), or the base's first (a terminal
+        prints one answer at a time). Both sample with the same seed."""
+        requests = [ChatRequest("base", messages, False), ChatRequest("tuned", messages, True)]
+        for delta in self.stream_sides(requests, settings, should_stop, interleaved):
+            yield delta.side, delta
 
-        if settings.seed is None:
-            settings = dataclasses.replace(settings, seed=random.randrange(2**31))
-        for side, use_adapter in (("base", False), ("tuned", True)):
-            for delta in self.stream(messages, settings, should_stop, use_adapter):
-                yield side, delta
-                if delta.finish_reason == "cancelled":
-                    return
+
+class _Lane:
+    """One side's answer in progress: its mlx-lm generator and where it stands."""
+
+    def __init__(self, request: ChatRequest, generator, prompt_tokens: int) -> None:
+        self.request, self.generator, self.prompt_tokens = request, generator, prompt_tokens
+        self.count, self.speed = 0, 0.0
+
+    def step(self, model) -> ChatDelta:
+        """The next token (and the graph of the one after it, built with this side's adapter state)."""
+        from mlx_lora.adapters import adapter_disabled
+
+        with nullcontext() if self.request.use_adapter else adapter_disabled(model):
+            response = next(self.generator)
+        self.count, self.speed = response.generation_tokens, response.generation_tps
+        return ChatDelta(response.text, self.count, self.speed, response.finish_reason is not None,
+                         response.finish_reason, self.prompt_tokens, self.request.side)
+
+    def cancelled(self) -> ChatDelta:
+        return ChatDelta("", self.count, self.speed, True, "cancelled", self.prompt_tokens, self.request.side)
+
+    def close(self) -> None:
+        self.generator.close()

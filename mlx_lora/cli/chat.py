@@ -55,7 +55,7 @@ def _answer(session, messages, settings, compare: bool, out, err) -> str:
     if in_main:
         signal.signal(signal.SIGINT, lambda *_: stop.event.set())
     try:
-        sides = session.compare(messages, settings, stop) if compare else \
+        sides = session.compare(messages, settings, stop, interleaved=False) if compare else \
             (("tuned", d) for d in session.stream(messages, settings, stop))
         text, side_now = "", None
         for side, delta in sides:

@@ -30,7 +30,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         for field in dataclasses.fields(cls):
             info = field_info(field.name)
             kind = field_type(field)
-            help_text = info["help"] + f" (default: {_show(info['default'])})"
+            # argparse %-formats help: a "%" in the text ("85% of …") broke `train --help`
+            help_text = (info["help"] + f" (default: {_show(info['default'])})").replace("%", "%%")
             kwargs: dict[str, Any] = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text}
             if kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction

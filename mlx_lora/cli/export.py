@@ -42,9 +42,13 @@ def register(sub) -> None:
                        f"{name} {' or '.join(fmt.quantize_label(b) for b in fmt.quantize if b)}"
                        for name, fmt in FORMATS.items() if any(fmt.quantize)))
     p.add_argument("--to", choices=["lmstudio", "ollama"],
-                   help="hand the GGUF export on (--format gguf): lmstudio copies it into LM Studio's models "
-                        "folder (<models>/mlx-lora-studio/<name>/); ollama runs `ollama create <name> -f Modelfile` "
+                   help="hand the export on: lmstudio copies a GGUF file (--format gguf) or an MLX folder "
+                        "(--format mlx) into LM Studio's models folder (<models>/mlx-lora-studio/<name>/); "
+                        "ollama (--format gguf) runs `ollama create <name> -f Modelfile` "
                         "(or prints that command when ollama is not on PATH)")
+    p.add_argument("--imatrix", action="store_true",
+                   help="quantise the K-quants (--format gguf --quantize q6_k|q5_k_m|q4_k_m) with an importance matrix "
+                        "computed from the run's own training data")
     p.add_argument("--name", help="the model's name in LM Studio or Ollama (default: the --out folder's name)")
     p.add_argument("--push", metavar="ORG/NAME", help="upload the folder to this Hugging Face Hub repo")
     p.add_argument("--public", action="store_true", help="make a new Hub repo public (default: private)")
@@ -91,12 +95,14 @@ def _export(args) -> int:
 
             print(ExportFailed(args.out, str(exc)).to_json(), flush=True)
         raise
-    if args.to and args.format != "gguf":
+    if args.to == "ollama" and args.format != "gguf":
         raise UserError(f"--to {args.to} hands on a GGUF file: add --format gguf")
+    if args.to == "lmstudio" and args.format not in ("gguf", "mlx"):
+        raise UserError(f"--to {args.to} hands on a GGUF file or an MLX folder: add --format gguf (or mlx)")
     from mlx_lora.export import export_run
 
     result = export_run(args.run, args.out, args.format, args.quantize, args.push, reporter=_Printer(args.json_events),
-                        private=not args.public)
+                        private=not args.public, imatrix=args.imatrix)
     if not args.json_events:
         print(result.out_dir)
         for note in result.notes:

@@ -33,13 +33,20 @@ def _demo(args) -> int:
 def _import_gguf(args) -> int:
     from pathlib import Path
 
-    from mlx_lora.models.gguf import import_gguf
+    import sys
+
+    from mlx_lora.errors import UserError
+    from mlx_lora.models.gguf import import_gguf, import_plan
     from mlx_lora.models.local import imported_gguf_path
 
     src = Path(args.file)
     out = Path(args.out) if args.out else imported_gguf_path(src)
     if args.dequantize and not args.out:
         out = out.with_name(out.name + f"-{args.dequantize}")
+    if not src.is_file():
+        raise UserError(f"{src}: no such GGUF file")
+    # said before anything is loaded: a K-quant file is dequantised, at 2-4 bytes a weight
+    print(import_plan(src, args.dequantize).summary, file=sys.stderr, flush=True)
     import_gguf(src, out, dequantize=args.dequantize)
     print(out)
     return 0

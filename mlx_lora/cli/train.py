@@ -32,11 +32,32 @@ def register(sub) -> None:
                    help="print one JSON object per event on stdout (for the app), nothing else")
     p.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="loss and perplexity of a run's adapter on its test (or other) split")
-    e.add_argument("--run", required=True, metavar="RUN_DIR", help="the run folder")
-    e.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split (default: test)")
+    from mlx_lora.evaluation.results import GenerationSettings
+
+    defaults = GenerationSettings()
+    e = sub.add_parser("eval", help="loss and perplexity of a run's adapter on its test (or other) split; with "
+                                    "--generate, base vs tuned answers scored against the references",
+                       description="Loss and perplexity of a run's adapter on a split of its data. With --generate: "
+                                   "the base and the tuned model answer each example (greedy), scored against the "
+                                   "reference by exact match, token F1 and ROUGE-L, with the reference's loss per "
+                                   "token under each; saved in the run folder (generation_eval.json).")
+    e.add_argument("--run", metavar="RUN_DIR", help="the run folder (required)")
+    e.add_argument("--split", choices=["test", "valid", "train"], default=None,
+                   help="which split (default: test; with --generate, a sample of validation when there is no test)")
     e.add_argument("--adapter", default="final", help="final (default), best, latest or step-N")
     e.add_argument("--batch-size", type=int, help="examples per batch (default: the run's)")
+    e.add_argument("--generate", action="store_true", help="generate with base and tuned and score the answers")
+    e.add_argument("--limit", type=int, default=defaults.limit,
+                   help=f"--generate: examples at most, a seeded sample (default: {defaults.limit}; 0: all)")
+    e.add_argument("--max-tokens", type=int, default=defaults.max_tokens,
+                   help=f"--generate: new tokens per answer at most (default: {defaults.max_tokens})")
+    e.add_argument("--judge", nargs="?", const="base", metavar="MODEL",
+                   help="--generate: a judge model rates tuned vs base answers pairwise (the run's base when no "
+                        "MODEL is named)")
+    e.add_argument("--judge-prompt", metavar="FILE",
+                   help="--judge: your own prompt, with {prompt} {reference} {answer_a} {answer_b} "
+                        "(see --print-judge-prompt)")
+    e.add_argument("--print-judge-prompt", action="store_true", help="print the default judge prompt and exit")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=_eval)
 
@@ -86,12 +107,57 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from mlx_lora.train.evaluate import evaluate_run
 
-    result = evaluate_run(args.run, split=args.split, adapter=args.adapter, batch_size=args.batch_size)
+    if args.print_judge_prompt:
+        from mlx_lora.evaluation.judge import DEFAULT_PROMPT
+
+        print(DEFAULT_PROMPT)
+        return 0
+    if not args.run:
+        from mlx_lora.errors import UserError
+
+        raise UserError("mlx-lora eval: --run RUN_DIR is required")
+    if args.generate:
+        return _eval_generate(args)
+    result = evaluate_run(args.run, split=args.split or "test", adapter=args.adapter, batch_size=args.batch_size)
     if args.json:
         print(json.dumps(result.__dict__))
     else:
         print(f"{result.split} loss {result.loss:.4f}, perplexity {result.perplexity:.3f} "
               f"({result.examples} examples, {result.tokens} trained tokens; adapter {result.adapter})")
+    return 0
+
+
+def _eval_generate(args: argparse.Namespace) -> int:
+    from mlx_lora.errors import Cancelled
+    from mlx_lora.evaluation import GenerationSettings, evaluate_generation
+    from mlx_lora.evaluation.results import format_result
+    from mlx_lora.run_folder import RunFolder
+
+    from mlx_lora.errors import UserError
+
+    judge_prompt = None
+    if args.judge_prompt:
+        try:
+            judge_prompt = open(args.judge_prompt, encoding="utf-8").read()
+        except OSError as exc:
+            raise UserError(f"{args.judge_prompt}: cannot read the judge prompt ({exc.strerror})") from exc
+    settings = GenerationSettings(split=args.split, limit=args.limit, max_tokens=args.max_tokens,
+                                  adapter=args.adapter, judge=args.judge, judge_prompt=judge_prompt)
+    stop = StopFlag()
+    stop.install()
+    try:
+        result = evaluate_generation(args.run, settings, ProgressPrinter(sys.stderr), stop)
+    except Cancelled:
+        print("evaluation stopped; nothing was saved", file=sys.stderr)
+        return 130
+    finally:
+        stop.uninstall()
+    saved = RunFolder(args.run).generation_eval_path
+    if args.json:
+        print(json.dumps({**result.to_dict(), "saved": str(saved)}, ensure_ascii=False))
+    else:
+        print(format_result(result))
+        print(f"\nsaved: {saved}")
     return 0
 
 

@@ -107,3 +107,36 @@ def apply_template(
         )
     except Exception as exc:
         raise _template_error(exc, template_source(tokenizer)) from exc
+
+
+_OWN = "_mlx_lora_own_chat_template"  # the tokenizer's own (template, mlx-lm renderer, has_chat_template)
+
+
+def use_chat_template(tokenizer, name: str = "model") -> None:
+    """Render this tokenizer's chats with ``name``: ``model`` (its own template, put back if
+    another was picked before) or a family of :data:`mlx_lora.chat_templates.FAMILY_TEMPLATES`
+    (the config's ``data.chat_template``). The tokenizer is changed in place — mlx-lm's
+    ``TokenizerWrapper`` or a Hugging Face tokenizer — so every render that follows
+    (:func:`apply_template`: training, the data preview, chat) uses it, in the sandbox."""
+    from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    from mlx_lora.chat_templates import CHAT_TEMPLATE_NAMES, FAMILY_TEMPLATES
+
+    if name not in CHAT_TEMPLATE_NAMES:
+        raise UserError(f"chat template must be one of {', '.join(CHAT_TEMPLATE_NAMES)}, not {name!r}")
+    wrapper = tokenizer if isinstance(tokenizer, TokenizerWrapper) else None
+    hf = tokenizer._tokenizer if wrapper is not None else tokenizer
+    holder = wrapper if wrapper is not None else hf
+    own = holder.__dict__.get(_OWN)
+    if own is None:
+        own = (hf.chat_template, getattr(wrapper, "_chat_template", None), getattr(wrapper, "has_chat_template", None))
+        holder.__dict__[_OWN] = own
+    if name == "model":
+        hf.chat_template = own[0]
+        if wrapper is not None:
+            wrapper._chat_template, wrapper.has_chat_template = own[1], own[2]
+        return
+    hf.chat_template = FAMILY_TEMPLATES[name]
+    if wrapper is not None:
+        # mlx-lm's wrapper renders with its own Python renderer when it has one; a picked family wins
+        wrapper._chat_template, wrapper.has_chat_template = None, True

@@ -77,25 +77,56 @@ def _verification(checks: list[dict[str, Any]]) -> list[str]:
         result = "passed" if c["passed"] else c["status"] if c.get("status") not in (None, "checked") else "FAILED"
         lines.append(f"| {c['check']} | {result} | {c['top1_agreement']:.2%} | "
                      f"{c['max_abs_logit_diff']:.4g} | {c['mean_abs_logit_diff']:.4g} | {c['adapter_effect']:.4g} |")
+    return lines + _quality(checks)
+
+
+def _figure(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _quality(checks: list[dict[str, Any]]) -> list[str]:
+    """What the export kept of the fine-tune (verify.py's quality figures; README, "GGUF")."""
+    rows = [c for c in checks if c.get("status") != "not run" and c.get("adapter_effect_kept") is not None]
+    if not rows:
+        return []
+    lines = ["", "What each check measured of the fine-tune: KL(tuned ‖ export) and KL(tuned ‖ base) in nats per "
+             "position; the share of the fine-tune's shift of the (centred) logits the export keeps (± its standard "
+             "error over the prompts); of the positions where the fine-tune changes the most likely token, the "
+             "share where the export makes the same change; the run's validation loss through the export, "
+             "base+adapter and the base.", "",
+             "| check | mean KL | adapter KL | effect kept | top-1 changes kept | validation loss (export / tuned / base) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for c in rows:
+        kept = f"{c['adapter_effect_kept']:.1%}" + (f" ± {c['adapter_effect_kept_se']:.1%}"
+                                                   if c.get("adapter_effect_kept_se") is not None else "")
+        loss = (f"{c['val_loss']:.4f} / {c['val_loss_tuned']:.4f} / {c['val_loss_base']:.4f}"
+                if c.get("val_loss") is not None else "")
+        lines.append(f"| {c['check']} | {_figure(c.get('mean_kl'), '.4g')} | {_figure(c.get('adapter_kl'), '.4g')} | "
+                     f"{kept} | {_figure(c.get('adapter_top1_changes_kept'), '.1%')} | {loss} |")
     return lines
 
 
 def model_card(*, fmt: ExportFormat, base_model: str, adapter_config: dict, run_config: dict, run_dir: Path | None,
                checks: list[dict[str, Any]], files: list[str], quantize: int | str | None, repo: str | None,
-               notes: list[str]) -> str:
+               notes: list[str], trained_base: dict | None = None) -> str:
+    """``trained_base``: what the adapter was trained on (:mod:`mlx_lora.export.provenance`);
+    ``base_model`` stays the Hub id (the card's ``base_model`` field must be a repo id)."""
+    from mlx_lora.export import provenance
+
     events = RunFolder(run_dir).metrics() if run_dir is not None else []
     front: dict[str, Any] = {}
     if re.fullmatch(r"[\w.-]+/[\w.-]+", base_model):  # the Hub refuses a card whose base_model is no repo id
         front["base_model"] = base_model
     front.update({"library_name": fmt.library, "tags": ["mlx-lora-studio", *fmt.tags],
                   "pipeline_tag": "text-generation"})
-    usage = fmt.usage(repo=repo or "path/to/this/folder", base=base_model, files=files)
+    usage = fmt.usage(repo=repo or "path/to/this/folder", base=base_model, files=files, trained_base=trained_base)
     lines = [
         "---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
         f"# {repo.split('/')[-1] if repo else base_model.split('/')[-1] + ' (fine-tuned)'}", "",
         f"This is {fmt.description}{_quantised(quantize)}, made with MLX LoRA Studio "
         f"{__version__}.", "",
         f"- base model: `{base_model}`", f"- files: {', '.join(f'`{f}`' for f in files)}", "",
+        *(["## Base model", "", *provenance.describe(trained_base), ""] if trained_base else []),
         "## Usage", "", usage, "",
         "## Training data", "", *_dataset(run_config, events), "",
         "## Training settings", "", *_config_rows(adapter_config, run_config), "",

@@ -29,10 +29,10 @@ from mlx_lora import __version__, atomic
 from mlx_lora.adapters import resolve_adapter
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
-from mlx_lora.export import verify
+from mlx_lora.export import provenance, verify
 from mlx_lora.export.destination import check_destination
 from mlx_lora.export.formats import DEFAULT_FORMAT, ExportContext, ExportFormat, format_for, quantizable
-from mlx_lora.export.formats.base import DEMO_REPO, base_model_name
+from mlx_lora.export.formats.base import DEMO_REPO, base_model_name, hub_id
 from mlx_lora.export.fused import fuse_adapters
 from mlx_lora.export.verify import PROMPTS, ExportVerified
 
@@ -199,10 +199,12 @@ def _export_run(
     prompts: tuple[str, ...] = PROMPTS,
     torch_python: str | None = "auto",
     hub_api=None,
+    imatrix: bool = False,
 ) -> ExportResult:
     """:func:`export_run`'s work. ``fuse`` merges the adapter layers in place (tests pass a broken one to see the check
     fail); ``torch_python``: "auto" finds a Python with torch+transformers+peft for the
-    real PEFT/transformers check (see :mod:`mlx_lora.export.torch_check`), None skips it.
+    real PEFT/transformers check (see :mod:`mlx_lora.export.torch_check`), None skips it;
+    ``imatrix``: quantise with an importance matrix from the run's training data (GGUF K-quants).
     """
     from mlx_lora.chat.model import load_chat_model
     from mlx_lora.chat.session import ChatSession
@@ -211,6 +213,9 @@ def _export_run(
 
     fmt = format_for(format)
     _check_quantize(fmt, quantize)
+    if imatrix and not fmt.takes_imatrix(quantize):
+        raise UserError(f"--imatrix applies to llama.cpp's K-quants (--format gguf --quantize q6_k, q5_k_m or "
+                        f"q4_k_m), not to --format {fmt.name}" + (f" --quantize {quantize}" if quantize else ""))
     files = resolve_adapter(run_dir)
     out_dir = check_destination(out_dir, files)  # before anything is loaded or written
     clean_stale_temporaries(out_dir.parent, reporter)  # where this export's own temporaries will be
@@ -232,6 +237,9 @@ def _export_run(
         if reference.notes else []
     if base_spec == "demo" and fmt.fused:
         notes.append(f"the base is the app's embedded 4-bit (Q4_1) GGUF of {DEMO_REPO}, dequantised before fusing")
+    run_config = files.run_config()
+    trained_base = provenance.trained_base(base_spec, base_dir, hub_id(base_spec),
+                                           run_config.to_dict() if run_config else None)
     written: list[str] = []
     try:
         with atomic.atomic_dir(out_dir) as tmp:
@@ -242,26 +250,27 @@ def _export_run(
                 files=files, base_spec=base_spec, base_dir=base_dir, reference=reference, session=session,
                 prompt_ids=prompt_ids, reference_logits=reference_logits, folder=tmp, out_dir=out_dir,
                 quantize=quantize, step=step, should_stop=should_stop, reporter=reporter, fuse=fuse,
-                torch_python=python, notes=notes)
+                torch_python=python, notes=notes, imatrix=imatrix, trained_base=trained_base)
             fmt.write(ctx)
             checks = ctx.checks
 
             written = sorted(p.name for p in tmp.iterdir()) + ["README.md", "verification.json"]
             summary = {
                 "format": format, "quantize": quantize, "passed": all(c.passed for c in checks),
-                "base_model": base_model_name(base_spec), "adapter": str(files.weights.parent),
+                "base_model": base_model_name(base_spec), "base_model_trained_on": trained_base,
+                "adapter": str(files.weights.parent),
                 "prompts": list(prompts), "checks": [c.to_dict() for c in checks], "notes": list(notes),
                 "created_by": f"mlx-lora-studio {__version__}",
             }
             (tmp / "verification.json").write_text(json.dumps(summary, indent=2))
             from mlx_lora.export.card import model_card
 
-            run_config = files.run_config()
             (tmp / "README.md").write_text(model_card(
                 fmt=fmt, base_model=base_model_name(base_spec), adapter_config=files.config,
                 run_config=run_config.to_dict() if run_config else {}, run_dir=files.run_dir,
                 checks=[c.to_dict() for c in checks],
-                files=sorted(written), quantize=quantize, repo=push or out_dir.name, notes=notes), encoding="utf-8")
+                files=sorted(written), quantize=quantize, repo=push or out_dir.name, notes=notes,
+                trained_base=trained_base), encoding="utf-8")
             if not all(c.passed for c in checks):
                 raise ExportVerificationFailed(out_dir, checks, quantize)
     except (OSError, RuntimeError) as exc:

@@ -1,7 +1,7 @@
 """Hand-offs of a GGUF export to the apps people run it in, without needing those apps
 to write the files: :func:`modelfile` (Ollama's recipe, written beside every GGUF
 export) and :func:`send_to_lmstudio` (LM Studio's models folder layout,
-``<models>/<publisher>/<name>/<file>.gguf``, written only when asked).
+``<models>/<publisher>/<name>/<file>.gguf``, or an MLX folder there, written only when asked).
 
 - Ollama's TEMPLATE is a Go template, not Jinja. The chat formats we know (ChatML, as
   SmolLM and Qwen use, and Llama 3's) get Ollama's own template for them; for any
@@ -9,7 +9,8 @@ export) and :func:`send_to_lmstudio` (LM Studio's models folder layout,
   ``tokenizer.chat_template`` itself (it recognises the common ones). A default
   system prompt that the Jinja template inserts is found by rendering it, and becomes
   SYSTEM. The stop tokens are the chat's (``ChatSession.stop_ids``).
-- LM Studio: the export's GGUF, model card and ``verification.json`` are copied into
+- LM Studio: the export's GGUF, model card and ``verification.json`` (an MLX export: its
+  whole folder, which LM Studio's MLX engine runs) are copied into
   ``<models>/<publisher>/<name>/`` atomically (:func:`mlx_lora.atomic.atomic_dir`),
   where ``<models>`` is LM Studio's ``downloadsFolder`` setting when its settings file
   names one, else ``~/.lmstudio/models``. The destination rule is the export's own
@@ -127,20 +128,40 @@ def _safe(part: str, what: str) -> str:
     return part
 
 
+LMSTUDIO_FORMATS = ("gguf", "mlx")  # LM Studio runs GGUF files (llama.cpp) and MLX folders (its MLX engine)
+OLLAMA_FORMATS = ("gguf",)
+
+
+def export_format(export_dir: Path) -> str | None:
+    """The ``format`` an export of ours says it is (its verification.json), or None."""
+    from mlx_lora.export.destination import MARKER, is_earlier_export
+
+    if not is_earlier_export(export_dir):
+        return None
+    return json.loads((Path(export_dir) / MARKER).read_text(encoding="utf-8"))["format"]
+
+
 def send_to_lmstudio(export_dir: Path, publisher: str, name: str, models_dir: Path | None = None) -> Path:
-    """The GGUF export at ``export_dir`` into ``<models>/<publisher>/<name>/``; returns that folder."""
+    """The GGUF or MLX export at ``export_dir`` into ``<models>/<publisher>/<name>/``; returns
+    that folder. A GGUF export gives its .gguf file(s), model card and verification.json (no
+    Modelfile); an MLX export, the whole folder (LM Studio's MLX engine loads it as it is)."""
     from mlx_lora import atomic
-    from mlx_lora.export.destination import MARKER, check_destination, is_earlier_export
+    from mlx_lora.export.destination import MARKER, check_destination
 
     export_dir = Path(export_dir)
+    fmt = export_format(export_dir)
     ggufs = sorted(export_dir.glob("*.gguf"))
-    if not is_earlier_export(export_dir) or not ggufs:
-        raise UserError(f"{export_dir}: not a GGUF export of ours (no {MARKER} and .gguf file) — export with "
-                        "--format gguf first")
+    if fmt == "gguf" and ggufs:
+        files = [*ggufs, export_dir / MARKER, export_dir / "README.md"]
+    elif fmt == "mlx" and (export_dir / "config.json").is_file():
+        files = sorted(p for p in export_dir.iterdir() if p.is_file())
+    else:
+        raise UserError(f"{export_dir}: not a GGUF or MLX export of ours (no {MARKER} naming one, or no model "
+                        "file) — export with --format gguf or mlx first")
     target = check_destination((models_dir or lmstudio_models_dir()) / _safe(publisher, "publisher")
                                / _safe(name, "model name"))
     with atomic.atomic_dir(target) as tmp:
-        for path in (*ggufs, export_dir / MARKER, export_dir / "README.md"):
+        for path in files:
             if path.is_file():
                 shutil.copyfile(path, tmp / path.name)
     return target

@@ -5,7 +5,8 @@ judge and its quantiser.
   verification prompt and a greedy continuation of the first — what a user's
   llama.cpp, Ollama or LM Studio will compute from the file.
 - :func:`quantize_gguf`: ``llama_model_quantize``, so that K-quants (Q6_K, Q5_K_M,
-  Q4_K_M…) come from llama.cpp's own code, not ours.
+  Q4_K_M…) come from llama.cpp's own code, not ours; optionally with an importance
+  matrix (llama.h's ``llama_model_imatrix_data`` array: plain C, no C++ map to build).
 
 Both run in a child process: llama.cpp is C++ and a crash there (a segfault) must
 fail the export with a message, not kill the app or the test run. The child is this
@@ -55,28 +56,41 @@ def _params():
     params.use_extra_bufts = args["extra_bufts"]
     return params
 low.llama_model_default_params = _params
-n_ctx = max(len(p) for p in args["prompts"]) + args["n_predict"] + 8
+n_ctx = max(len(p) for p in args["prompts"] + args["answer"] + [t for t, _ in args["scored"]]) + args["n_predict"] + 8
 llm = llama_cpp.Llama(args["model"], n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                      n_threads=args["threads"], verbose=False, seed=0)
+                      n_threads=args["threads"], verbose=False, seed=0, lora_path=args["lora"])
 arrays = {}
 for i, ids in enumerate(args["prompts"]):
     llm.reset()
     llm.eval(ids)
     arrays[f"p{i}"] = np.array(llm.scores[:len(ids)], dtype=np.float32)  # (L, V)
-ids = list(args["prompts"][0])
-llm.reset()
-greedy = []
-llm.eval(ids)
 eos = {llm.token_eos(), *args["stop_ids"]}
-for _ in range(args["n_predict"]):
-    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-    if token in eos:
-        break
-    greedy.append(token)
-    llm.eval([token])
-text = llm.detokenize(greedy).decode("utf-8", errors="replace")
+def continuation(ids):
+    llm.reset()
+    out = []
+    llm.eval(list(ids))
+    for _ in range(args["n_predict"]):
+        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        if token in eos:
+            break
+        out.append(token)
+        llm.eval([token])
+    return out, llm.detokenize(out).decode("utf-8", errors="replace")
+greedy, text = continuation(args["prompts"][0])
+answers = [continuation(ids)[1] for ids in args["answer"]]
+nll, targets = 0.0, 0  # the validation loss's sums (mlx_lora.export.val_loss: the same formula)
+for ids, trained in args["scored"]:
+    llm.reset()
+    llm.eval(ids)
+    logits = np.array(llm.scores[:len(ids) - 1], dtype=np.float64)  # (L - 1, V): position i predicts i + 1
+    top = logits.max(axis=-1, keepdims=True)
+    log_probs = logits - top - np.log(np.exp(logits - top).sum(axis=-1, keepdims=True))
+    where = np.array(trained[1:], dtype=bool)
+    nll -= float(log_probs[np.arange(len(ids) - 1), np.array(ids[1:])][where].sum())
+    targets += int(where.sum())
 tokens = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=True) for t in args["texts"]]
-json.dump({"greedy": greedy, "text": text, "n_vocab": llm.n_vocab(), "tokens": tokens,
+json.dump({"greedy": greedy, "text": text, "n_vocab": llm.n_vocab(), "tokens": tokens, "nll": nll,
+           "targets": targets, "answers": answers,
            "metadata": {k: str(v) for k, v in llm.metadata.items() if not k.startswith("tokenizer.ggml.")}},
           open(args["out"] + ".json", "w"))
 np.savez(args["out"], **arrays)
@@ -90,6 +104,17 @@ args = json.load(open(sys.argv[1]))
 params = llama_cpp.llama_model_quantize_default_params()
 params.ftype = args["ftype"]
 params.nthread = args["threads"]
+if args["imatrix"]:
+    # llama.h: a C array of {name, data, size}, ended by a NULL name; llama.cpp copies it
+    import numpy as np
+    with np.load(args["imatrix"]) as stored:
+        columns = {name: np.ascontiguousarray(stored[name], dtype=np.float32) for name in stored.files}
+    entries = (llama_cpp.llama_model_imatrix_data * (len(columns) + 1))()
+    for entry, (name, values) in zip(entries, columns.items()):
+        entry.name = name.encode()
+        entry.data = values.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        entry.size = values.size
+    params.imatrix = entries
 rc = llama_cpp.llama_model_quantize(args["src"].encode(), args["dst"].encode(), ctypes.byref(params))
 sys.exit(rc)
 """
@@ -120,28 +145,38 @@ def _run_child(script: str, args: dict[str, Any], what: str) -> None:
 
 
 def llama_cpp_logits(model: Path, prompts: list[list[int]], *, stop_ids: set[int] = frozenset(),
-                     n_predict: int = 24, texts: list[str] = ()) -> tuple[list[Any], dict[str, Any]]:
+                     n_predict: int = 24, texts: list[str] = (), scored: list = (),
+                     lora: Path | None = None, answer: list[list[int]] = ()) -> tuple[list[Any], dict[str, Any]]:
     """Logits (L, V) per prompt from llama.cpp, and {"greedy": ids, "text": …, "n_vocab",
-    "metadata", "tokens"}: the greedy continuation of the first prompt, stopped at
-    ``stop_ids``, and llama.cpp's tokenisation of each of ``texts`` (special tokens parsed)."""
+    "metadata", "tokens", "nll", "targets"}: the greedy continuation of the first prompt,
+    stopped at ``stop_ids``, llama.cpp's tokenisation of each of ``texts`` (special tokens
+    parsed), and the summed cross-entropy of ``scored`` ((tokens, trained) pairs: see
+    :mod:`mlx_lora.export.val_loss`) over its trained targets. ``lora``: a GGUF adapter
+    applied to ``model`` (scale 1). ``answer``: more prompts whose greedy continuations'
+    texts come back as "answers"."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="mlx-lora-llama-cpp-out-") as tmp:
         out = str(Path(tmp) / "logits.npz")
         args = {"model": str(model), "prompts": prompts, "out": out, "n_predict": n_predict,
                 "stop_ids": sorted(int(i) for i in stop_ids), "threads": _threads(), "texts": list(texts),
-                "extra_bufts": os.environ.get(ENV_EXTRA_BUFTS) == "1"}
+                "extra_bufts": os.environ.get(ENV_EXTRA_BUFTS) == "1",
+                "scored": [[list(map(int, t)), list(map(bool, m))] for t, m in scored],
+                "lora": str(lora) if lora else None, "answer": [list(map(int, ids)) for ids in answer]}
         _run_child(_LOGITS, args, f"load {Path(model).name}")
         info = json.loads(Path(out + ".json").read_text())
         with np.load(out) as data:
             return [data[f"p{i}"] for i in range(len(prompts))], info
 
 
-def quantize_gguf(src: Path, dst: Path, kind: str) -> None:
-    """``src`` (an F32/F16 GGUF) quantised by llama.cpp to ``kind`` (a key of :data:`FTYPES`)."""
+def quantize_gguf(src: Path, dst: Path, kind: str, imatrix: Path | None = None) -> None:
+    """``src`` (an F32/F16 GGUF) quantised by llama.cpp to ``kind`` (a key of :data:`FTYPES`);
+    ``imatrix``: an .npz of GGUF tensor name → importance per input column
+    (:mod:`mlx_lora.export.imatrix`)."""
     if kind not in FTYPES:
         raise UserError(f"llama.cpp has no file type {kind!r} here (known: {', '.join(FTYPES)})")
-    _run_child(_QUANTIZE, {"src": str(src), "dst": str(dst), "ftype": FTYPES[kind], "threads": _threads()},
+    _run_child(_QUANTIZE, {"src": str(src), "dst": str(dst), "ftype": FTYPES[kind], "threads": _threads(),
+                           "imatrix": str(imatrix) if imatrix else None},
                f"quantise {Path(src).name} to {kind}")
     if not Path(dst).is_file():
         raise UserError(f"llama.cpp did not write {dst} while quantising to {kind}")

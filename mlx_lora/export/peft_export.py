@@ -89,11 +89,21 @@ def peft_state_dict(files: AdapterFiles) -> tuple[dict[str, Any], dict[str, Any]
     return tensors, config
 
 
-def write_peft(files: AdapterFiles, out: Path, base_model_name: str) -> list[str]:
+def write_peft(files: AdapterFiles, out: Path, base_model_name: str, trained_base: dict | None = None) -> list[str]:
+    """``trained_base``: :func:`mlx_lora.export.provenance.trained_base`'s record; then
+    ``base_model_name_or_path`` is the base as trained (a GGUF's path), the Hub id goes
+    into ``base_model_hub_id`` and the record into ``base_model_trained_on`` (PEFT ignores
+    both, with a warning)."""
     from safetensors.numpy import save_file
+
+    from mlx_lora.export.provenance import base_for_peft
 
     tensors, config = peft_state_dict(files)
     config["base_model_name_or_path"] = base_model_name
+    if trained_base is not None:
+        config["base_model_name_or_path"] = base_for_peft(trained_base)
+        config["base_model_hub_id"] = trained_base.get("hub_id")
+        config["base_model_trained_on"] = trained_base
     save_file(tensors, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
     return ["adapter_model.safetensors", "adapter_config.json"]

@@ -18,12 +18,28 @@ The pass rule (README, "Export"):
 3. **the adapter is in there**: mean error ≤ ½ × the adapter's mean effect. An export
    that dropped the adapter (mlx-lm #1172: fusing into a quantised base) is the base,
    so its error *is* the adapter's effect, and fails; rounding noise only adds to it.
+   Quantised GGUF files replace this with **the adapter's effect kept** (below): they
+   are refused when less than ``min_effect_kept`` of the fine-tune's shift survives.
 4. When 3 fails and the adapter's mean effect is within the export's own rounding
    (≤ 2 × the kind's ``rounding``: the mean |Δlogit| that storing the weights in that
    dtype alone can cause), or below ``min_adapter_effect``, the check cannot tell the
    export from the base: its status is "the adapter's effect is too small to verify"
    (:data:`TOO_SMALL`), which is not a pass. An exact (float32) export or the adapter
    itself has no rounding to hide in and can still verify a weak adapter.
+
+Quality figures, on the same positions (every check reports them; README, "GGUF"):
+
+- **mean KL** (nats per position): KL(tuned ‖ export) of the next-token distributions —
+  what quantising cost; and KL(tuned ‖ base), the adapter's effect in the same units;
+- **the adapter's effect kept**: how much of the fine-tune's shift of the logits the export
+  still makes, ``kept = Σ ⟨e − b, t − b⟩ / Σ ‖t − b‖²`` over every position, with t, b, e
+  base+adapter's, the base's and the export's logits, each centred over the vocabulary
+  (logits are defined up to a constant). 1: the shift is all there; 0: the export is the
+  base. Rounding noise is uncorrelated with the shift, so it makes ``kept`` noisier without
+  lowering it — unlike the mean error, which noise alone can push past half the effect on
+  a tiny model at 4 bits. Its standard error is the jackknife's over the prompts;
+- **the adapter's top-1 changes kept**: of the positions where the adapter changes the most
+  likely next token, the share where the export makes the same change.
 
 Thresholds are per kind of export (:data:`THRESHOLDS`): quantising the export adds
 noise of its own, so 8- and 4-bit exports are held to looser agreement, never to a
@@ -81,6 +97,8 @@ class Thresholds:
     rounding: float = 1e-4  # mean |Δlogit| that storing the export in its dtype alone may cause
     max_error_share_of_effect: float = 0.5  # mean |export − tuned| ≤ this × mean |tuned − base|
     min_adapter_effect: float = 1e-4  # below this the adapter does nothing measurable
+    # None: rule 3 as above; a share: rule 3 is "kept ≥ this" instead (quantised GGUF files)
+    min_effect_kept: float | None = None
 
 
 # Measured on the demo model with a 30-step LoRA (adapter effect: mean |Δlogit| 1.94):
@@ -119,6 +137,25 @@ class ExportVerified(Event):
     problems: tuple[str, ...] = ()
     status: str = "checked"  # "not run" (the reason in problems) or TOO_SMALL (not a pass)
     adapter_max_effect: float = 0.0  # max |logits(base+adapter) − logits(base)|: max_abs_logit_diff's
+    mean_kl: float | None = None  # KL(tuned ‖ export), nats per position
+    adapter_kl: float | None = None  # KL(tuned ‖ base): the adapter's effect in the same units
+    adapter_effect_kept: float | None = None  # the share of the fine-tune's logit shift kept (module docstring)
+    adapter_effect_kept_se: float | None = None  # its standard error (jackknife over the prompts)
+    adapter_top1_changes_kept: float | None = None  # of the adapter's top-1 changes, the share the export makes
+    # The run's validation loss (nats per trained token) through the export, base+adapter and the base,
+    # on the same examples (None: not measured; the reason is in the export's notes)
+    val_loss: float | None = None
+    val_loss_tuned: float | None = None
+    val_loss_base: float | None = None
+    val_tokens: int = 0
+
+    @property
+    def val_loss_improvement_kept(self) -> float | None:
+        """(base − export) / (base − tuned) of the validation loss: the fine-tune's gain the export keeps."""
+        if self.val_loss is None or self.val_loss_tuned is None or self.val_loss_base is None:
+            return None
+        gain = self.val_loss_base - self.val_loss_tuned
+        return (self.val_loss_base - self.val_loss) / gain if gain > 0 else None
 
 
 @dataclasses.dataclass
@@ -131,6 +168,25 @@ class _Sums:
     sum_diff: float = 0.0
     sum_effect: float = 0.0
     sum_from_base: float = 0.0
+    sum_kl: float = 0.0
+    sum_adapter_kl: float = 0.0
+    changes_kept: int = 0
+    kept_num: list = dataclasses.field(default_factory=list)  # per prompt: Σ ⟨e − b, t − b⟩ (centred)
+    kept_den: list = dataclasses.field(default_factory=list)  # per prompt: Σ ‖t − b‖²
+
+
+def _kept(num: list[float], den: list[float]) -> tuple[float | None, float | None]:
+    """Σ num / Σ den and its jackknife standard error over the prompts."""
+    total_num, total_den, n = sum(num), sum(den), len(num)
+    if total_den <= 0:
+        return None, None
+    kept = total_num / total_den
+    if n < 2:
+        return kept, None
+    leave_one_out = [(total_num - a) / (total_den - b) for a, b in zip(num, den) if total_den - b > 0]
+    mean = sum(leave_one_out) / len(leave_one_out)
+    se = ((n - 1) / n * sum((x - mean) ** 2 for x in leave_one_out)) ** 0.5
+    return kept, se
 
 
 def prompt_token_ids(session, prompts: tuple[str, ...] = PROMPTS) -> list[list[int]]:
@@ -184,9 +240,23 @@ def compare_logits(
         effect = mx.abs(tuned - base).mean(axis=-1)  # (B, L): the same statistics as the error's
         max_effect = mx.abs(tuned - base).max(axis=-1)
         from_base = mx.abs(exported - base).mean(axis=-1)
-        top_tuned = tuned.argmax(axis=-1)
-        agree = (exported.argmax(axis=-1) == top_tuned) & mask
+        top_tuned, top_exported = tuned.argmax(axis=-1), exported.argmax(axis=-1)
+        agree = (top_exported == top_tuned) & mask
         changes = (base.argmax(axis=-1) != top_tuned) & mask
+        log_tuned = tuned - mx.logsumexp(tuned, axis=-1, keepdims=True)  # (B, L, V)
+        kl = (mx.exp(log_tuned) * (log_tuned - (exported - mx.logsumexp(exported, axis=-1, keepdims=True))))
+        adapter_kl = (mx.exp(log_tuned) * (log_tuned - (base - mx.logsumexp(base, axis=-1, keepdims=True))))
+        shift = tuned - base
+        shift = shift - shift.mean(axis=-1, keepdims=True)  # (B, L, V): centred
+        moved = exported - base
+        moved = moved - moved.mean(axis=-1, keepdims=True)
+        num = mx.where(mask, (moved * shift).sum(axis=-1), 0).sum(axis=-1)  # (B,)
+        den = mx.where(mask, (shift * shift).sum(axis=-1), 0).sum(axis=-1)
+        sums.sum_kl += float(mx.where(mask, kl.sum(axis=-1), 0).sum().item())
+        sums.sum_adapter_kl += float(mx.where(mask, adapter_kl.sum(axis=-1), 0).sum().item())
+        sums.changes_kept += int((changes & (top_exported == top_tuned)).sum().item())
+        sums.kept_num += num.tolist()
+        sums.kept_den += den.tolist()
         sums.positions += int(sum(lengths))
         sums.agree += int(agree.sum().item())
         sums.adapter_changes += int(changes.sum().item())
@@ -204,14 +274,32 @@ def compare_logits(
     if thresholds.max_abs_logit_diff is not None and sums.max_diff > thresholds.max_abs_logit_diff:
         problems.append(f"max |Δlogit| {sums.max_diff:.4g} is above the tolerance {thresholds.max_abs_logit_diff:g}")
     status = "checked"
-    lost = mean_diff > thresholds.max_error_share_of_effect * effect
-    if effect < thresholds.min_adapter_effect or (lost and effect <= 2 * thresholds.rounding):
+    kept, kept_se = _kept(sums.kept_num, sums.kept_den)
+    if thresholds.min_effect_kept is None:
+        lost = mean_diff > thresholds.max_error_share_of_effect * effect
+        cannot_tell = lost and effect <= 2 * thresholds.rounding
+    else:
+        # two standard errors either side: "lost" only when clearly below the minimum, a pass only
+        # when clearly above it; in between the check cannot tell (too small to verify)
+        margin = 2 * (kept_se or 0.0)
+        lost = kept is None or kept + margin < thresholds.min_effect_kept
+        cannot_tell = not lost and kept - margin < thresholds.min_effect_kept
+    if effect < thresholds.min_adapter_effect or cannot_tell:
         status = TOO_SMALL
+        noise = (f"within the export's own rounding (up to {thresholds.rounding:g} for this kind of export"
+                 if thresholds.min_effect_kept is None or kept is None else
+                 f"too little against the export's noise (it keeps {kept:.0%} ± {kept_se or 0:.0%} of it")
         problems.append(
-            f"{TOO_SMALL}: it changes the logits by {effect:.2g} on average, within the export's own rounding "
-            f"(up to {thresholds.rounding:g} for this kind of export; the export differs from the tuned model by "
-            f"{mean_diff:.2g}, from the base by {from_base:.2g}), so the check cannot tell this export from the "
-            "base — train longer or with a higher learning rate, or export it unquantised or as an adapter")
+            f"{TOO_SMALL}: it changes the logits by {effect:.2g} on average, {noise}; the export differs from the "
+            f"tuned model by {mean_diff:.2g}, from the base by {from_base:.2g}), so the check cannot tell this "
+            "export from the base — train longer or with a higher learning rate, or export it unquantised or as an "
+            "adapter")
+    elif lost and thresholds.min_effect_kept is not None:
+        problems.append(
+            f"the export lost the adapter's effect: it keeps {kept:.0%} (± {kept_se:.0%}) of the fine-tune's shift "
+            f"of the logits, less than the {thresholds.min_effect_kept:.0%} required, and makes "
+            f"{sums.changes_kept / max(sums.adapter_changes, 1):.0%} of the adapter's changes of the most likely "
+            f"token — the adapter was lost (dropped by the fuse, or drowned in quantisation noise)")
     elif lost:
         problems.append(
             f"the export is not the tuned model: its logits differ from the tuned model's by {mean_diff:.4g} "
@@ -223,7 +311,9 @@ def compare_logits(
         top1_agreement=top1, max_abs_logit_diff=sums.max_diff, mean_abs_logit_diff=mean_diff,
         adapter_effect=effect, distance_from_base=from_base, adapter_top1_changes=sums.adapter_changes / n,
         thresholds=dataclasses.asdict(thresholds), problems=tuple(problems), status=status,
-        adapter_max_effect=sums.max_effect,
+        adapter_max_effect=sums.max_effect, mean_kl=sums.sum_kl / n, adapter_kl=sums.sum_adapter_kl / n,
+        adapter_effect_kept=kept, adapter_effect_kept_se=kept_se,
+        adapter_top1_changes_kept=sums.changes_kept / sums.adapter_changes if sums.adapter_changes else None,
     )
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Callable
 
 from mlx_lora import paths
 from mlx_lora.errors import UserError
-from mlx_lora.events import NullReporter, Reporter
+from mlx_lora.events import NullReporter, Reporter, never_stop
 
 DEMO_NAME = "SmolLM2-135M-Instruct-Q4_1"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -30,11 +31,11 @@ def demo_gguf_path() -> Path:
     return path
 
 
-def demo_model_path(reporter: Reporter = NullReporter()) -> Path:
+def demo_model_path(reporter: Reporter = NullReporter(), should_stop: Callable[[], bool] = never_stop) -> Path:
     """The ready MLX folder of the demo model, importing it on first use."""
     from mlx_lora.models.gguf import import_gguf
 
     target = paths.models_dir() / DEMO_NAME
     if not (target / "config.json").exists():
-        import_gguf(demo_gguf_path(), target, reporter=reporter)
+        import_gguf(demo_gguf_path(), target, reporter=reporter, should_stop=should_stop)
     return target

@@ -2,9 +2,9 @@
 
 ``mlx.core.load(path, return_metadata=True)`` reads the tensors and metadata:
 Q4_0/Q4_1/Q8_0 tensors arrive as MLX affine-quantised weight/scales/biases
-(group 32), other types as float16/float32. We keep that quantisation (the
-folder is a QLoRA-ready base that ``mlx_lm.load`` opens) or dequantise it on
-request (float16/float32, for LoRA on a full-precision base and for CPU).
+(group 32), F16/F32 as they are. We keep that quantisation (the folder is a
+QLoRA-ready base that ``mlx_lm.load`` opens) or dequantise it on request
+(float16/bfloat16/float32, for LoRA on a full-precision base and for CPU).
 
 Two llama.cpp conventions are undone here:
 - llama-family attn_q / attn_k rows are permuted for llama.cpp's rotary layout
@@ -21,8 +21,14 @@ header (MLX's C reader trusts every length in it) and checks that it describes
 a model this importer can build (head counts, token list, shapes).
 
 Supported: the llama architecture family with byte-level BPE vocabularies
-(llama 3, SmolLM, Qwen2, Mistral-Nemo-style); SentencePiece ("llama" model)
-vocabularies are refused with a clear error for now.
+(llama 3, SmolLM, Qwen2, Mistral-Nemo-style) and SentencePiece ("llama" model:
+Llama 2, Mistral) vocabularies, rebuilt to tokenise as llama.cpp does
+(:mod:`mlx_lora.models.gguf_spm`).
+
+Tensors: see :mod:`mlx_lora.models.gguf_tensors`. Q4_0/Q4_1/Q8_0 stay quantised (or
+are dequantised exactly, in float32: :mod:`mlx_lora.models.dequant`); a file with
+types MLX cannot hold (K-quants, Q5_*, BF16) is read by gguf-py and dequantised whole,
+with the memory it will take said first (:func:`import_plan`).
 """
 
 from __future__ import annotations
@@ -30,15 +36,17 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlx_lora import atomic
-from mlx_lora.errors import UserError
-from mlx_lora.events import NullReporter, Progress, Reporter
+from mlx_lora.errors import Cancelled, UserError
+from mlx_lora.events import NullReporter, Progress, Reporter, never_stop
+from mlx_lora.models.dequant import dequantize_exact
 from mlx_lora.models.gguf_header import GGUFHeader, check_gguf, check_gguf_model, read_gguf_header
+from mlx_lora.models.gguf_tensors import import_plan, read_dequantized
 
 __all__ = ["SUPPORTED_ARCHS", "GGUFHeader", "build_tokenizer_files", "check_gguf", "check_gguf_model", "convert_weights",
-           "dequantize_weights", "gguf_to_hf_config", "import_gguf", "read_gguf", "read_gguf_header"]
+           "dequantize_weights", "gguf_to_hf_config", "import_gguf", "import_plan", "read_gguf", "read_gguf_header"]
 
 log = logging.getLogger(__name__)
 
@@ -101,13 +109,7 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def read_gguf(path: str | Path, check_model: bool = False) -> tuple[dict, dict]:
-    """Load a GGUF file's tensors and metadata, with a clear error for a bad file;
-    with ``check_model``, also for a header that describes no model the importer
-    can build (:func:`~mlx_lora.models.gguf_header.check_gguf_model`)."""
-    import mlx.core as mx
-
-    path = Path(path)
+def _checked_header(path: Path, check_model: bool) -> GGUFHeader:
     if not path.is_file():
         raise UserError(f"{path}: no such GGUF file")
     with open(path, "rb") as fh:
@@ -117,6 +119,18 @@ def read_gguf(path: str | Path, check_model: bool = False) -> tuple[dict, dict]:
     header = read_gguf_header(path)
     if check_model:
         check_gguf_model(header, path, SUPPORTED_ARCHS)
+    return header
+
+
+def read_gguf(path: str | Path, check_model: bool = False) -> tuple[dict, dict]:
+    """Load a GGUF file's tensors and metadata with ``mx.load``, with a clear error for a bad
+    file; with ``check_model``, also for a header that describes no model the importer
+    can build (:func:`~mlx_lora.models.gguf_header.check_gguf_model`). Tensors of types
+    MLX cannot hold come back as float16 (see :mod:`mlx_lora.models.gguf_tensors`)."""
+    import mlx.core as mx
+
+    path = Path(path)
+    _checked_header(path, check_model)
     try:
         weights, metadata = mx.load(str(path), return_metadata=True)
     except Exception as exc:  # mlx raises RuntimeError/ValueError for corrupt files
@@ -224,10 +238,9 @@ def dequantize_weights(weights: dict, quant: dict, dtype) -> dict:
             if suffix != "weight":
                 continue
             q = quant[module]
-            tensor = mx.dequantize(
-                tensor, weights[f"{module}.scales"], weights[f"{module}.biases"],
-                group_size=q["group_size"], bits=q["bits"],
-            )
+            # in float32, exact (models/dequant.py), rounded once to dtype
+            tensor = dequantize_exact(tensor, weights[f"{module}.scales"], weights[f"{module}.biases"],
+                                      q["group_size"], q["bits"], dtype=dtype)
         out[key] = tensor.astype(dtype) if mx.issubdtype(tensor.dtype, mx.floating) else tensor
     return out
 
@@ -241,10 +254,14 @@ def build_tokenizer_files(metadata: dict, where: str | Path = "the GGUF file") -
     """The tokenizer files (name -> text) for a byte-level BPE GGUF vocabulary.
     (Types and lengths were checked with the header; the values are checked here.)"""
     model = str(metadata.get("tokenizer.ggml.model", ""))
+    if model == "llama":  # SentencePiece (Llama 2, Mistral, Gemma…)
+        from mlx_lora.models.gguf_spm import spm_tokenizer_files
+
+        return spm_tokenizer_files(metadata, where)
     if model != "gpt2":
         raise UserError(
-            f"GGUF tokenizer type {model!r} is not supported yet: only byte-level BPE ('gpt2') "
-            "vocabularies (Llama 3, SmolLM, Qwen2…) can be imported"
+            f"GGUF tokenizer type {model!r} is not supported yet: byte-level BPE ('gpt2': Llama 3, SmolLM, "
+            "Qwen2…) and SentencePiece ('llama': Llama 2, Mistral, Gemma…) vocabularies can be imported"
         )
     pre = str(metadata.get("tokenizer.ggml.pre", "default"))
     if pre not in _PRE_TOKENIZERS:
@@ -309,31 +326,55 @@ def build_tokenizer_files(metadata: dict, where: str | Path = "the GGUF file") -
     }
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def import_gguf(
     gguf_path: str | Path,
     out_dir: str | Path,
     dequantize: str | None = None,
     reporter: Reporter = NullReporter(),
+    should_stop: Callable[[], bool] = never_stop,
 ) -> Path:
     """Convert ``gguf_path`` into an MLX model folder at ``out_dir`` (written atomically).
 
     ``dequantize``: None keeps the file's quantisation; "float16", "bfloat16" or
-    "float32" writes full-precision weights.
+    "float32" writes full-precision weights. ``should_stop`` is asked between the stages
+    and before the folder is published: a cancelled import raises :class:`Cancelled` and
+    leaves nothing at ``out_dir`` (nor a temporary beside it).
     """
     import mlx.core as mx
 
+    def stage(message: str, done: int) -> None:
+        if should_stop():
+            raise Cancelled(f"import of {gguf_path.name} cancelled")
+        reporter.emit(Progress("import-gguf", message, done, 3))
+
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
-    reporter.emit(Progress("import-gguf", f"reading {gguf_path.name}", 0, 3))
-    weights, metadata = read_gguf(gguf_path, check_model=True)
-    config = gguf_to_hf_config(metadata, has_output="output.weight" in weights)
-    tokenizer_files = build_tokenizer_files(metadata, gguf_path)  # fail early on an unsupported vocabulary
-    reporter.emit(Progress("import-gguf", "converting tensors", 1, 3))
+    header = _checked_header(gguf_path, check_model=True)
+    plan = import_plan(gguf_path, dequantize, header)
+    stage(plan.summary, 0)  # the memory it will take, first
+    if plan.must_dequantize:  # K-quants, Q5_*, BF16…: read and dequantised by gguf-py, exactly
+        metadata = read_gguf_header(gguf_path, values=True).metadata
+        config = gguf_to_hf_config(metadata, has_output="output.weight" in header.tensors)
+        tokenizer_files = build_tokenizer_files(metadata, gguf_path)  # fail early on an unsupported vocabulary
+        weights = read_dequantized(gguf_path, header, plan.dequantize)
+    else:
+        weights, metadata = read_gguf(gguf_path)
+        config = gguf_to_hf_config(metadata, has_output="output.weight" in weights)
+        tokenizer_files = build_tokenizer_files(metadata, gguf_path)
+    stage("converting tensors", 1)
     weights, quant = convert_weights(weights, config)
+    dequantize = plan.dequantize
     if dequantize:
-        dtype = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}.get(dequantize)
-        if dtype is None:
-            raise UserError(f"dequantize must be float16, bfloat16 or float32, not {dequantize!r}")
-        weights = dequantize_weights(weights, quant, dtype)
+        weights = dequantize_weights(weights, quant, getattr(mx, dequantize))
         config["torch_dtype"] = dequantize
     elif quant:
         # The commonest setting is the default; others are listed per module (mlx-lm's format).
@@ -351,10 +392,12 @@ def import_gguf(
         "gguf": str(gguf_path.resolve()),
         "name": str(metadata.get("general.name", gguf_path.stem)),
         "license": str(metadata.get("general.license", "")),
+        "sha256": _sha256(gguf_path),  # so an export can name the exact file its base came from
+        "gguf_types": plan.types,
         "quantization": "dequantized to " + dequantize if dequantize else (
             f"{config['quantization']['bits']}-bit (group 32), as in the GGUF" if quant else "none"),
     }
-    reporter.emit(Progress("import-gguf", "writing the MLX folder", 2, 3))
+    stage("writing the MLX folder", 2)
     with atomic.atomic_dir(out_dir) as tmp:
         # through a file object: given a path, mx.save_safetensors ignores write errors (a full
         # disk gives a short file and no error), and the folder would be published broken
@@ -365,5 +408,7 @@ def import_gguf(
         for name, text in tokenizer_files.items():
             (tmp / name).write_text(text, encoding="utf-8")
         (tmp / "mlx_lora_source.json").write_text(json.dumps(source, indent=2))
+        if should_stop():  # the last moment a cancel keeps the folder from appearing
+            raise Cancelled(f"import of {gguf_path.name} cancelled")
     reporter.emit(Progress("import-gguf", "done", 3, 3))
     return out_dir

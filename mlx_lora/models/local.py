@@ -20,10 +20,11 @@ import json
 import math
 import struct
 from pathlib import Path
+from typing import Callable
 
 from mlx_lora import paths
 from mlx_lora.errors import UserError
-from mlx_lora.events import NullReporter, Reporter
+from mlx_lora.events import NullReporter, Reporter, never_stop
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -311,13 +312,15 @@ def imported_gguf_path(gguf: Path) -> Path:
     return paths.models_dir() / f"{gguf.stem}-{digest}"
 
 
-def resolve_model(spec: str | Path, reporter: Reporter = NullReporter(), download: bool = True) -> Path:
-    """The local folder for a model name (see module docstring)."""
+def resolve_model(spec: str | Path, reporter: Reporter = NullReporter(), download: bool = True,
+                  should_stop: Callable[[], bool] = never_stop) -> Path:
+    """The local folder for a model name (see module docstring). ``should_stop`` cancels a
+    GGUF import or a download on the way (:class:`~mlx_lora.errors.Cancelled`; nothing is left)."""
     text = str(spec)
     if text == "demo":
         from mlx_lora.models.demo import demo_model_path
 
-        return demo_model_path(reporter)
+        return demo_model_path(reporter, should_stop)
     path = Path(text).expanduser()
     if path.is_dir():
         return check_model_folder(path)
@@ -328,7 +331,7 @@ def resolve_model(spec: str | Path, reporter: Reporter = NullReporter(), downloa
 
         target = imported_gguf_path(path)
         if not (target / "config.json").exists():
-            import_gguf(path, target, reporter=reporter)
+            import_gguf(path, target, reporter=reporter, should_stop=should_stop)
         return target
     if path.exists():
         raise UserError(f"{path}: not a model folder or a .gguf file")
@@ -336,7 +339,7 @@ def resolve_model(spec: str | Path, reporter: Reporter = NullReporter(), downloa
         from mlx_lora.models import hub
 
         if download:
-            return check_model_folder(hub.download_model(text, reporter=reporter))
+            return check_model_folder(hub.download_model(text, reporter=reporter, should_stop=should_stop))
         return check_model_folder(hub.cached_model_path(text))
     raise UserError(f"{text}: no such folder, GGUF file or Hub repository (expected org/name)")
 

@@ -25,7 +25,8 @@ which changed the steps; on the H200 that measured 1.95× mlx-lm's examples/s at
 A batch is ``inputs`` (B, L) int32, ``targets`` (B, L) int32 and ``mask``
 (B, L) float32 with L = the longest example's length − 1;
 ``mask[b, t]`` is 1 where token t+1 of example b is trained; ``positions`` (N,)
-int32 are the flat indices of those ones.
+int32 are the flat indices of those ones. With ``data.pack`` the batches are packed rows
+instead (:mod:`mlx_lora.train.packing`); the functions here take either.
 """
 
 from __future__ import annotations
@@ -169,27 +170,56 @@ def rows_per_pass(length: int, max_tokens: int) -> int:
     return max(1, max_tokens // length)
 
 
+def row_lengths(batch: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Each row's length in tokens: an example's, or a packed row's (positions + 1;
+    :mod:`mlx_lora.train.packing`, whose batches are 2-D tables of example indices)."""
+    batch = np.asarray(batch)
+    if batch.ndim == 2:
+        from mlx_lora.train.packing import row_lengths as packed_row_lengths
+
+        return packed_row_lengths(batch, lengths)
+    return lengths[batch]
+
+
+def batch_tokens(batch: np.ndarray, lengths: np.ndarray) -> int:
+    """The dataset tokens (no padding) of a batch, packed or not."""
+    batch = np.asarray(batch)
+    return int(lengths[batch[batch >= 0]].sum()) if batch.ndim == 2 else int(lengths[batch].sum())
+
+
+def padded_tokens(batch: np.ndarray, lengths: np.ndarray) -> int:
+    """Rows × the longest row, in tokens: what one pass of ``batch`` holds."""
+    return len(batch) * int(row_lengths(batch, lengths).max())
+
+
 def micro_batches(indices: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
-    """``indices`` in pieces, longest first, where rows × the piece's longest example stays within
-    ``max_tokens`` (at least one row each); ``[indices]`` when there is no cap or it fits."""
+    """``indices`` in pieces, longest first, where rows × the piece's longest row stays within
+    ``max_tokens`` (at least one row each); ``[indices]`` when there is no cap or it fits.
+    A packed batch (2-D) is cut into whole rows."""
     indices = np.asarray(indices)
-    if not max_tokens or len(indices) * int(lengths[indices].max()) <= max_tokens:
+    rows = row_lengths(indices, lengths)
+    if not max_tokens or len(indices) * int(rows.max()) <= max_tokens:
         return [indices]
-    order = indices[np.argsort(-lengths[indices], kind="stable")]
+    order = np.argsort(-rows, kind="stable")
     pieces, start = [], 0
     while start < len(order):
-        rows = rows_per_pass(int(lengths[order[start]]), max_tokens)
-        pieces.append(order[start:start + rows])
-        start += rows
+        count = rows_per_pass(int(rows[order[start]]), max_tokens)
+        pieces.append(indices[order[start:start + count]])
+        start += count
     return pieces
 
 
-def make_batch(examples: list[Example], indices, multiple: int = 1) -> tuple[
-        np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_batch(examples: list[Example], indices, multiple: int = 1) -> tuple[np.ndarray, ...]:
     """(inputs, targets, mask) each (B, L), and positions (N,): the flat indices where mask is 1.
     ``multiple``: L (the inputs' width, the longest example − 1) is rounded up to it, the
     tokens padded to L + 1 (a GPU builds kernels per shape, and its fused attention and
-    matmuls want aligned lengths; see train/step.py)."""
+    matmuls want aligned lengths; see train/step.py). A packed batch (a 2-D table of example
+    indices) is laid out by :func:`mlx_lora.train.packing.make_packed_batch`, which adds
+    ``segments`` (B, L) as a fifth array."""
+    if np.ndim(indices) == 2:
+        from mlx_lora.train.packing import make_packed_batch
+
+        return make_packed_batch(examples, indices, multiple)
     chosen = [examples[i] for i in indices]
     longest = max(len(e.tokens) for e in chosen)
     width = -(-(longest - 1) // multiple) * multiple + 1

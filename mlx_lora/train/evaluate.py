@@ -81,9 +81,19 @@ class MaskedLoss:
         return same
 
     def __call__(self, model: nn.Module, inputs: mx.array, targets: mx.array, mask: mx.array,
-                 positions: mx.array | None = None) -> tuple[mx.array, mx.array]:
+                 positions: mx.array | None = None, segments: mx.array | None = None) -> tuple[mx.array, mx.array]:
         """``positions`` None: the head runs at every position and the mask weighs the losses
-        (fixed shapes for a compiled step, train/step.py); else only at ``positions``."""
+        (fixed shapes for a compiled step, train/step.py); else only at ``positions``.
+        ``segments`` (B, L): a packed batch, each position's example slot in its row; the
+        model then attends within each example only (train/packed_attention.py)."""
+        if segments is not None:
+            from mlx_lora.train.packed_attention import packed_attention
+
+            with packed_attention(model, segments):
+                return self._loss(model, inputs, targets, mask, positions)
+        return self._loss(model, inputs, targets, mask, positions)
+
+    def _loss(self, model, inputs, targets, mask, positions):
         if self.split is None:
             logits = model(inputs)  # (B, L, V)
             losses = nn.losses.cross_entropy(logits.astype(mx.float32), targets) * mask  # (B, L)
@@ -157,15 +167,20 @@ def _head_loss(head, hidden: mx.array, targets: mx.array, chunk: int, training: 
 
 
 def dataset_loss(model: nn.Module, loss: MaskedLoss, examples: list[Example], batch_size: int, num_batches: int,
-                 seed: int, should_stop: Callable[[], bool] = never_stop) -> tuple[float, int]:
+                 seed: int, should_stop: Callable[[], bool] = never_stop, pack_length: int = 0) -> tuple[float, int]:
     """(mean loss per trained token, trained tokens) over a fixed sample of batches.
+    ``pack_length``: the same sample packed into rows of that many tokens (train/packing.py).
 
     Raises :class:`Cancelled` when ``should_stop`` says so between batches."""
+    from mlx_lora.train.packing import packed_eval_batches
+
     was_training = model.training
     model.eval()
     total, count = mx.array(0.0), mx.array(0.0)
+    batches = (packed_eval_batches(examples, batch_size, num_batches, seed, pack_length) if pack_length
+               else eval_batches(examples, batch_size, num_batches, seed))
     try:
-        for indices in eval_batches(examples, batch_size, num_batches, seed):
+        for indices in batches:
             if should_stop():
                 raise Cancelled()
             batch = make_batch(examples, indices)

@@ -23,7 +23,8 @@ nothing NaN is ever saved, and the latest checkpoint stays the last good one.
 
 Collaborators (keywords of :func:`train`, for tests and bench/ to swap without patching
 modules): ``batch_plan`` builds the epochs' batches (``BatchPlan(lengths, batch_size,
-seed)``), ``micro_batches`` cuts a batch at ``max_batch_tokens``
+seed)``; with ``data.pack`` a :class:`~mlx_lora.train.packing.PackedPlan`, also given
+``row_length=max_seq_length``), ``micro_batches`` cuts a batch at ``max_batch_tokens``
 (:func:`~mlx_lora.train.batches.micro_batches`), ``compiled`` turns the compiled step on
 or off (None: the device's choice, :mod:`mlx_lora.train.step`).
 """
@@ -46,7 +47,7 @@ from mlx_lora.config import TrainConfig
 from mlx_lora.errors import Cancelled, UserError
 from mlx_lora.events import Event, NullReporter, Progress, Reporter, never_stop
 from mlx_lora.train import step as step_fn
-from mlx_lora.train.batches import BatchPlan, Cursor, micro_batches
+from mlx_lora.train.batches import BatchPlan, Cursor, batch_tokens, micro_batches, padded_tokens
 from mlx_lora.train.distributed import World
 from mlx_lora.run_events import (
     CheckpointSaved,
@@ -223,7 +224,16 @@ class _Trainer:
         self.train_set = self.objective.encode(tokenizer, splits.train, data)
         self.valid_set = self.objective.encode(tokenizer, splits.valid, data)
         self.test_count = len(splits.test)
-        self.plan = self.batch_plan([len(e.tokens) for e in self.train_set.examples], data.batch_size, config.run.seed)
+        lengths = [len(e.tokens) for e in self.train_set.examples]
+        if data.pack:  # batch_size rows of several examples (train/packing.py), attention within each
+            from mlx_lora.train.packed_attention import check_supported
+            from mlx_lora.train.packing import PackedPlan
+
+            check_supported(self.prepared.model)
+            plan = PackedPlan if self.batch_plan is BatchPlan else self.batch_plan
+            self.plan = plan(lengths, data.batch_size, config.run.seed, row_length=data.max_seq_length)
+        else:
+            self.plan = self.batch_plan(lengths, data.batch_size, config.run.seed)
         accumulation = config.optimizer.grad_accumulation_steps
         self.steps_per_epoch = len(self.plan) / accumulation
         epochs = config.schedule.epochs
@@ -287,6 +297,9 @@ class _Trainer:
         if cut:
             notes.append(f"{cut} of {len(self.plan)} batches per epoch pass max_batch_tokens ({cap}) and run as "
                          "several passes each (the same steps, less memory)")
+        if config.data.pack and hasattr(self.plan, "examples_per_row"):
+            notes.append(f"sequence packing: {self.plan.examples_per_row():.1f} examples per row of "
+                         f"{config.data.max_seq_length} tokens on average, {config.data.batch_size} rows per batch")
         if self.train_set.dropped:
             notes.append(f"{self.train_set.dropped} training example(s) were left out (too long with too_long=drop, "
                          "or nothing to train on)")
@@ -370,9 +383,9 @@ class _Trainer:
                 indices = self.world.share(indices)  # this rank's part of the global batch
                 if len(indices) == 0:
                     continue
-                real_tokens += int(sum(len(examples[i].tokens) for i in indices))
+                real_tokens += batch_tokens(indices, self.plan.lengths)
                 for piece in self.micro_batches(indices, self.plan.lengths, config.data.max_batch_tokens):
-                    pass_tokens = max(pass_tokens, len(piece) * int(self.plan.lengths[piece].max()))
+                    pass_tokens = max(pass_tokens, padded_tokens(piece, self.plan.lengths))
                     batch = make_batch(examples, piece)
                     (micro_loss, micro_tokens), grads = loss_and_grad(model, *map(mx.array, batch))
                     if grad_sum is None:

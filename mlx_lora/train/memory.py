@@ -189,6 +189,11 @@ def shape_from_gguf(path: str | Path) -> ModelShape:
     check_gguf_model(header, path, SUPPORTED_ARCHS)  # sizes in bounds before they are multiplied
     metadata, tensors = header.metadata, header.tensor_types
     config = gguf_to_hf_config(metadata, has_output="output.weight" in tensors)
+    from mlx_lora.models.gguf_tensors import import_plan
+
+    plan = import_plan(path, header=header)
+    if plan.must_dequantize:  # K-quants…: imported dequantised (float16 by default), not quantised
+        return shape_from_config({**config, "quantization": {}, "torch_dtype": plan.dequantize})
     bits = 0
     for name, kind in tensors.items():
         if name.endswith("attn_q.weight"):
@@ -275,6 +280,34 @@ def grpo_kv_cache_bytes(shape: ModelShape, group_size: int, length: int, compute
     return kv + group_size * shape.vocab_size * 4
 
 
+def largest_pass(lengths: Sequence[int], config, trained_tokens: int | None = None) -> tuple[tuple[int, int], float]:
+    """((rows, tokens), trained share) of the widest forward pass training ``config`` makes
+    on examples of these token ``lengths`` (the training split's, untruncated, as
+    :class:`mlx_lora.data.stats.DatasetStats` has them), for :func:`estimate_training_memory`'s
+    ``batch_tokens`` and ``trained_share``.
+
+    Batches are padded to their longest example and examples are sorted by length inside
+    windows of batches (train/batches.py), so the widest batch holds the longest examples:
+    its width is the longest example cut to ``max_seq_length`` ("drop" leaves the longer
+    ones out), its rows the batch size, or fewer where ``max_batch_tokens`` cuts it into
+    micro-batches. The trained share is the data's own (``trained_tokens`` / all tokens;
+    1.0 when unknown), diluted by the padding of that pass. The estimate for 4 × 2048 of
+    the pirate sample (examples of ≤ 120 tokens) is then the real 4 × 120, not 4 × 2048."""
+    data = config.data
+    limit = data.max_seq_length
+    kept = [n for n in lengths if data.too_long != "drop" or n <= limit]
+    if not kept:
+        return (data.batch_size, limit), 1.0
+    longest_first = sorted((min(n, limit) for n in kept), reverse=True)
+    width = longest_first[0]
+    rows = min(data.batch_size, len(longest_first))
+    if data.max_batch_tokens:
+        rows = min(rows, rows_per_pass(width, data.max_batch_tokens))
+    real = sum(longest_first[:rows])
+    share = trained_tokens / max(sum(lengths), 1) if trained_tokens is not None else 1.0
+    return (rows, width), min(1.0, share * real / (rows * width))
+
+
 def estimate_training_memory(config, *, shape: ModelShape | None = None, device: str | None = None,
                              batch_tokens: tuple[int, int] | None = None, trained_share: float = 1.0,
                              loss_chunk: int | None = None, full_logits: bool = False) -> MemoryEstimate:
@@ -285,7 +318,8 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     machine's). ``batch_tokens``: the (rows, length) of the largest forward pass (default:
     batch size × max_seq_length, or fewer rows where ``max_batch_tokens`` cuts a batch
     into micro-batches — batches are padded to their longest example, and with a long
-    tail the longest batch is that wide). ``trained_share``: the share of positions that
+    tail the longest batch is that wide; packed batches, ``data.pack``, are that wide in every
+    pass). ``trained_share``: the share of positions that
     carry the loss (1.0, the worst case, by default; ~0.5–0.9 for chats with the prompt
     masked). ``loss_chunk``: positions per chunk of a chunked loss (None: our trainer's
     default; 0: unchunked). ``full_logits``: the (B, L, V) logits are formed (mlx-lm's
@@ -366,6 +400,12 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
         activations = layers * per_token_bytes * tokens
         attention = layers * probs + attention_backward
         recompute = 0
+
+    if data.pack and grpo is None:
+        # packed rows (train/packing.py) are as wide as max_seq_length in every pass, the same
+        # (rows, length) as the padded worst case above; their block-diagonal mask adds one
+        # (rows, 1, L, L) bool array per window size, held through the backward
+        attention += rows * length * length
 
     # -- the LM head and the loss -------------------------------------------
     full_logits = full_logits or shape.full_logits

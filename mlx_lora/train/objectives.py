@@ -35,8 +35,9 @@ class SupervisedObjective:
 
     name = "sft"
 
-    def __init__(self, notes: list[str] | None = None) -> None:
+    def __init__(self, notes: list[str] | None = None, pack_length: int = 0) -> None:
         self.notes = list(notes or [])
+        self.pack_length = pack_length  # data.pack: rows of max_seq_length tokens (train/packing.py)
 
     def encode(self, tokenizer, records, data):
         return encode_records(tokenizer, records, data.mask_prompt, data.max_seq_length, data.too_long)
@@ -49,7 +50,8 @@ class SupervisedObjective:
         return MaskedLoss()
 
     def evaluate(self, model, loss, examples, batch_size, num_batches, seed, should_stop):
-        val_loss, _ = dataset_loss(model, loss, examples, batch_size, num_batches, seed, should_stop)
+        val_loss, _ = dataset_loss(model, loss, examples, batch_size, num_batches, seed, should_stop,
+                                   self.pack_length)
         return val_loss, {}
 
 
@@ -74,7 +76,7 @@ def objective_for(config: TrainConfig, data_format: str):
         if data_format == PREFERENCE:
             notes.append("preference data with objective sft: training on each prompt and its chosen answer "
                          "(the rejected answers are not used; --objective dpo or orpo uses them)")
-        return SupervisedObjective(notes)
+        return SupervisedObjective(notes, config.data.max_seq_length if config.data.pack else 0)
     if data_format != PREFERENCE:
         raise UserError(f"objective (preference.objective, --objective): {objective} needs preference data, "
                         f"records with 'prompt', 'chosen' and 'rejected', but {config.data.data} holds "

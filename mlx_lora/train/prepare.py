@@ -69,18 +69,39 @@ def trainable_count(model: nn.Module) -> int:
     return sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
 
 
+# Backends on which a quantised base's layers train through dequantise-then-matmul
+# (mlx_lora/methods/tensors/qmatmul.py) instead of MLX's quantised matmul. None by default:
+# on the H200 (8B, 4 x 1024, bench/gpu_qlora.py, bench/RESULTS.md "QLoRA on the GPU") it ran
+# at 0.80x the bf16 LoRA speed against 0.32x for the quantised kernels, but its peak was
+# 20.3 GB against their 13.7 (bf16: 21.5): the host queues the layers' dequantised copies
+# ahead of the GPU, so QLoRA's memory saving is gone. QLoRA is for memory, so the kernels
+# stay; the bench sets ("cuda",) to measure this path.
+DEQUANTIZED_MATMUL: tuple[str, ...] = ()
+
+
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
     """(model, tokenizer, folder, compute dtype name, notes): the base, quantised and/or
     dequantised as the config and the device call for."""
-    from mlx_lm.utils import dequantize_model, load, quantize_model
+    from mlx_lm.utils import load, quantize_model
+
+    from mlx_lora.models.dequant import dequantize_model
 
     from mlx_lora.models.local import resolve_model
 
     folder = resolve_model(config.model.model, reporter)
     reporter.emit(Progress("train", f"loading {folder.name}"))
-    model, tokenizer, model_config = load(str(folder), return_config=True, trust_remote_code=False)
-    notes: list[str] = []
     settings = config.model
+    # Quantising at load: the weights stay lazy until they are quantised, then each layer is
+    # evaluated on its own, so the full-precision base never sits in memory whole (an 8B base
+    # in bf16 is 16 GB, in 4 bits ~4.5 GB; a 70B one 140 GB against ~40).
+    lazy = bool(settings.quantize_bits)
+    model, tokenizer, model_config = load(str(folder), return_config=True, lazy=lazy, trust_remote_code=False)
+    notes: list[str] = []
+    if config.data.chat_template != "model":
+        from mlx_lora.data.template import use_chat_template
+
+        use_chat_template(tokenizer, config.data.chat_template)
+        notes.append(f"chat records rendered with the {config.data.chat_template} chat template, not the model's")
     method = method_for(config.adapter.fine_tune_type)
     if settings.quantize_bits:
         if _quantized_bits(model):
@@ -89,6 +110,10 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
         else:
             model, _ = quantize_model(model, model_config, settings.quantize_group_size, settings.quantize_bits)
             notes.append(f"quantised the base to {settings.quantize_bits}-bit (QLoRA)")
+    if lazy:
+        for layer in getattr(model, "layers", []):
+            mx.eval(layer.parameters())
+        mx.eval(model.parameters())
     on_cpu = backend.device_kind() == "cpu"
     if settings.compute_dtype == "auto":
         dtype = backend.compute_dtype(_float_dtype(model))
@@ -97,7 +122,7 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
     bits = _quantized_bits(model)
     relora = config.schedule.relora_every > 0
     if bits and (on_cpu or method.dequantize_reason or relora):
-        model = dequantize_model(model)
+        model = dequantize_model(model, dtype)  # exact in float32, rounded once to dtype
         why = ("for CPU (quantised matmuls on CPU do not use BLAS)" if on_cpu else method.dequantize_reason
                or "for ReLoRA (its merges need full-precision base weights)")
         notes.append(f"dequantised the {'/'.join(map(str, bits))}-bit base to {_dtype_name(dtype)} {why}; "
@@ -218,6 +243,12 @@ def prepare_model(config: TrainConfig, reporter: Reporter = NullReporter()) -> P
     method = method_for(config.adapter.fine_tune_type)
     if method.has_adapter:
         total += trainable
+    if DEQUANTIZED_MATMUL and backend.backend_name() in DEQUANTIZED_MATMUL:
+        from mlx_lora.methods.tensors.qmatmul import dequantized_matmul_layers
+
+        if dequantized_matmul_layers(model):
+            notes.append("the quantised base multiplies through dequantised weights, one layer at a time "
+                         "(faster than quantised matmuls for training on this backend)")
     if config.model.grad_checkpoint:
         enable_grad_checkpoint(model.layers)
     adapter_config["model"] = config.model.model

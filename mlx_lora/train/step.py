@@ -46,8 +46,8 @@ def for_objective(model: nn.Module, loss, objective, compiled: bool | None = Non
 
 
 def loss_and_grad(model: nn.Module, loss, compiled: bool | None = None) -> Callable:
-    """``f(model, inputs, targets, mask, positions) -> ((loss sum, tokens), grads)``, compiled
-    on a GPU (``compiled`` overrides)."""
+    """``f(model, inputs, targets, mask, positions[, segments]) -> ((loss sum, tokens), grads)``,
+    compiled on a GPU (``compiled`` overrides); ``segments``: a packed batch (train/packing.py)."""
     value_and_grad = nn.value_and_grad(model, loss)
     if not (on_gpu() if compiled is None else compiled):
         return value_and_grad
@@ -57,7 +57,16 @@ def loss_and_grad(model: nn.Module, loss, compiled: bool | None = None) -> Calla
     def step(inputs, targets, mask):
         return value_and_grad(model, inputs, targets, mask, None)
 
-    return lambda _model, inputs, targets, mask, positions=None: step(inputs, targets, mask)
+    @partial(mx.compile, inputs=state, outputs=state)
+    def packed_step(inputs, targets, mask, segments):  # the packed mask is built inside, from segments
+        return value_and_grad(model, inputs, targets, mask, None, segments)
+
+    def run(_model, inputs, targets, mask, positions=None, segments=None):
+        if segments is None:
+            return step(inputs, targets, mask)
+        return packed_step(inputs, targets, mask, segments)
+
+    return run
 
 
 def optimizer_update(model: nn.Module, optimizer, plain: bool, compiled: bool | None = None) -> Callable:

@@ -1,4 +1,5 @@
-"""The Chat page with a stand-in model session (the real one is in test_whole_flow):
+"""The Chat page with a stand-in model session in a thread (the real one, in its child process, is in
+test_chat_engine and test_whole_flow):
 runs and adapters listed, tokens appended as they stream, base beside tuned with the
 adapter off/on, Stop within one token, Clear, Copy, the sampling settings passed on."""
 
@@ -9,36 +10,49 @@ import threading
 import pytest
 from PySide6.QtGui import QGuiApplication
 
-from app.controllers import chat as chat_module
 from app.controllers.app_state import AppState
-from app.controllers.chat import BASE, TUNED, ChatController, LoadedModel
+from app.controllers.chat import BASE, TUNED, ChatController
+from app.jobs.chat_process import ChatThread
+from mlx_lora.chat.server import ChatLoaded, ChatServer
 from app.pages.chat_page import ChatPage
 from mlx_lora.chat.session import ChatDelta
 from tests.core.test_runs import EVENTS, make_run
 
 
 class FakeSession:
-    """Streams "w0 w1 …" one word per token; ``gate`` lets a test hold the stream, and
-    ``hold_after`` holds it (clears the gate) once that many tokens are out."""
+    """Streams "w0 w1 …" one word per token, base and tuned in turn as the engine's
+    stream_sides does; ``gate`` lets a test hold the stream, and ``hold_after`` holds it
+    (clears the gate) once every side has that many tokens out."""
 
     def __init__(self) -> None:
         self.calls = []
         self.gate = threading.Event()
         self.gate.set()
         self.hold_after: int | None = None
+        self.chat_template = "model"
 
-    def stream(self, messages, settings, should_stop, use_adapter=True):
-        self.calls.append((list(messages), settings, use_adapter))
-        prefix = "tuned" if use_adapter else "base"
+    def set_chat_template(self, name):
+        self.chat_template = name
+
+    def prompt_text(self, messages, settings):
+        return f"[{self.chat_template}] " + " | ".join(m["content"] for m in messages)
+
+    def stream_sides(self, requests, settings, should_stop):
+        for request in requests:
+            self.calls.append((list(request.messages), settings, request.use_adapter))
         for k in range(settings.max_tokens):
             if k == self.hold_after:
                 self.gate.clear()
             self.gate.wait(10)
-            if should_stop():
-                yield ChatDelta("", k, 10.0, True, "cancelled")
-                return
-            yield ChatDelta(f"{prefix}{k} ", k + 1, 10.0)
-        yield ChatDelta("", settings.max_tokens, 10.0, True, "length")
+            for request in requests:
+                if should_stop():
+                    for other in requests:
+                        yield ChatDelta("", k, 10.0, True, "cancelled", side=other.side)
+                    return
+                prefix = "tuned" if request.use_adapter else "base"
+                yield ChatDelta(f"{prefix}{k} ", k + 1, 10.0 + k, side=request.side)
+        for request in requests:
+            yield ChatDelta("", settings.max_tokens, 10.0, True, "length", side=request.side)
 
 
 @pytest.fixture
@@ -50,12 +64,11 @@ def page(qtbot, tmp_path, monkeypatch):
     session = FakeSession()
     loads = []
 
-    def fake_load(reporter, should_stop, current, base, adapter):
+    def fake_load(reporter, current, base, adapter, chat_template="model"):
         loads.append(adapter)
-        return object(), session, LoadedModel("demo", adapter, "run-a", ("a note",))
+        return object(), session, ChatLoaded("demo", adapter, "run-a", ("a note",))
 
-    monkeypatch.setattr(chat_module, "_load", fake_load)
-    controller = ChatController(AppState())
+    controller = ChatController(AppState(), worker=ChatThread(ChatServer(loader=fake_load)))
     page = ChatPage(controller)
     qtbot.addWidget(page)
     page.resize(1100, 700)
@@ -124,3 +137,38 @@ def test_tokens_stream_in_and_stop_cancels_within_one_token(qtbot, page):
     assert page.send_button.isEnabled()
     page.clear_button.click()
     assert page.transcripts[TUNED].toPlainText() == "" and page.controller.conversations[TUNED] == []
+
+
+def test_both_panes_fill_at_once_with_live_tokens_per_second(qtbot, page):
+    load(qtbot, page)
+    page.max_tokens.setValue(50)
+    page.session.hold_after = 2  # both sides have two tokens out, then the stream waits
+    page.input.setPlainText("Tell me a story")
+    page.send_button.click()
+    qtbot.waitUntil(lambda: page.transcripts[BASE].last_answer() == "base0 base1 "
+                    and page.transcripts[TUNED].last_answer() == "tuned0 tuned1 ", timeout=5000)
+    # mid-stream: each pane shows its own count and speed
+    assert page.speed_labels[BASE].text() == "2 tokens · 11.0 tokens/s"
+    assert page.speed_labels[TUNED].text() == "2 tokens · 11.0 tokens/s"
+    assert page.panes[BASE].isVisible() and page.panes[TUNED].isVisible()
+    with qtbot.waitSignal(page.controller.answer_finished, timeout=5000):
+        page.stop_button.click()
+        page.session.gate.set()
+    for side in (BASE, TUNED):
+        assert "stopped" in page.transcripts[side].toPlainText()
+        assert "tokens/s" in page.speed_labels[side].text()
+
+
+def test_the_template_picker_edits_the_one_config_and_the_prompt_follows(qtbot, page):
+    load(qtbot, page)
+    state = page.controller.state
+    index = page.template_box.findData("llama3")
+    page.template_box.setCurrentIndex(index)
+    page.template_box.activated.emit(index)
+    assert state.config.data.chat_template == "llama3"
+    page.max_tokens.setValue(1)
+    send(qtbot, page, "Hi")
+    assert page.session.chat_template == "llama3"
+    assert page.prompt_view.toPlainText() == "[llama3] Hi"
+    state.update_config(chat_template="gemma")  # another page (the Train form) changes it: the picker shows it
+    assert page.template_box.currentData() == "gemma"

@@ -57,3 +57,33 @@ def test_a_model_without_a_shape_says_why_there_is_no_estimate(qtbot, tmp_path):
         page.controller.state.select_model(str(tmp_path / "nowhere"), "nowhere")
     assert estimated.args[0].verdict == "unknown"
     assert "No estimate" in page.fit_label.text() and "config.json" in page.fit_label.text()
+
+
+def test_with_a_dataset_loaded_the_estimate_is_for_its_widest_pass(qtbot, tiny_model, tmp_path):
+    """4 × 2048 on examples of at most 120 tokens is passes of 4 × 120, not 4 × 2048 (the
+    9.8 GB the page said for the demo, against 1.1 GB measured)."""
+    from mlx_lora.train.memory import largest_pass, read_model_shape
+
+    settings = [TrainConfig().replace(batch_size=4, max_seq_length=2048)]
+    page = make_page(qtbot, settings)
+    state = page.controller.state
+    data = tmp_path / "data.jsonl"
+    state.select_dataset(str(data))
+    with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
+        state.select_model(str(tiny_model), "tiny-llama")
+    assert estimated.args[0].batch == (2, 2048) and not estimated.args[0].from_data  # max_batch_tokens 4096 cuts it
+    lengths = [120, 80, 64, 100, 30, 90]
+    with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
+        state.set_data_lengths(str(data), lengths, trained_tokens=240)  # the Data page's statistics arrived
+    estimate = estimated.args[0]
+    config = settings[0].replace(model=str(tiny_model))
+    batch, share = largest_pass(lengths, config, 240)
+    assert batch == (4, 120) and share == 240 / sum(lengths) * (120 + 100 + 90 + 80) / (4 * 120)
+    expected = estimate_training_memory(config, shape=read_model_shape(str(tiny_model)), batch_tokens=batch,
+                                        trained_share=share)
+    assert estimate.from_data and estimate.batch == (4, 120) and estimate.needed_bytes == expected.total_bytes
+    assert "4 × 120 tokens per pass: the widest pass of this dataset" in page.fit_label.text()
+    with qtbot.waitSignal(page.controller.fit_estimated, timeout=30_000) as estimated:
+        state.select_dataset(str(tmp_path / "other.jsonl"))  # another dataset: its lengths are not known yet
+        page.controller.estimate_fit(str(tiny_model), settings[0])
+    assert not estimated.args[0].from_data and state.data_lengths is None

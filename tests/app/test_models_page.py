@@ -59,6 +59,35 @@ def test_gguf_import_reports_progress_and_lists_the_model(qtbot, page, demo_mode
     qtbot.waitUntil(lambda: any(n.startswith("SmolLM2-135M-Instruct.Q4_1") for n in names(page)), timeout=30_000)
 
 
+def test_a_gguf_import_shows_its_stage_and_cancel_leaves_nothing(qtbot, page, demo_model, tmp_path):
+    import shutil
+
+    from mlx_lora import paths
+    from mlx_lora.models.demo import demo_gguf_path
+    from mlx_lora.models.local import imported_gguf_path
+
+    gguf = tmp_path / "cancel-me.gguf"  # a file of its own: never imported before in this session
+    shutil.copyfile(demo_gguf_path(), gguf)
+    before = sorted(p.name for p in paths.models_dir().iterdir())
+    seen = []
+
+    def on_progressed(message, done, total):  # Cancel as soon as the first stage shows
+        seen.append((message, page.progress_label.text(), page.cancel_button.isVisible()))
+        if len(seen) == 1:
+            page.cancel_button.click()
+
+    page.controller.progressed.connect(on_progressed)
+    with qtbot.waitSignal(page.controller.cancelled, timeout=120_000) as cancelled:
+        page.controller.import_gguf(str(gguf))
+    assert cancelled.args == ["import"]
+    assert seen[0] == ("reading cancel-me.gguf", "reading cancel-me.gguf", True)  # what it is doing now
+    qtbot.waitUntil(lambda: not page.controller.is_busy("import"), timeout=5000)
+    assert page.progress_label.text() == "Import cancelled; nothing was written."
+    assert not page.cancel_button.isVisible()
+    assert not imported_gguf_path(gguf).exists()
+    assert sorted(p.name for p in paths.models_dir().iterdir()) == before  # no temporary left either
+
+
 def test_search_as_you_type_details_and_download(qtbot, page, hub):
     assert page.search_box.isEnabled() and not page.hub_note.isVisible()
     with qtbot.waitSignal(page.controller.search_finished, timeout=30_000) as searched:
@@ -99,3 +128,25 @@ def test_every_column_is_named_and_the_selected_model_is_highlighted_at_start(qt
         assert all(headers), headers
     rows = page.local_table.selectionModel().selectedRows()
     assert len(rows) == 1 and page._entries[rows[0].row()].spec == page.controller.state.model == "demo"
+
+
+def test_a_k_quant_gguf_says_the_memory_it_will_take_and_asks_first(qtbot, page, tmp_path, monkeypatch):
+    """The header is read first; a file MLX cannot hold is dequantised on import, so the page
+    asks, with the memory named, before anything is loaded; No imports nothing."""
+    import numpy as np
+    from PySide6.QtWidgets import QMessageBox
+
+    from tests.core.test_gguf_dequant import _raw_tensor, _write
+
+    path = tmp_path / "k.gguf"
+    _write(path, {"a.weight": _raw_tensor("Q4_K", 16, 256, np.random.default_rng(0))})
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda parent, title, text: asked.append(text) or QMessageBox.StandardButton.No)
+    monkeypatch.setattr(page.controller, "import_gguf", lambda gguf: pytest.fail("imported without asking"))
+    monkeypatch.setattr("app.pages.models_page.QFileDialog.getOpenFileName", lambda *a, **k: (str(path), ""))
+    with qtbot.waitSignal(page.controller.import_planned, timeout=30_000):
+        page.import_button.click()
+    assert len(asked) == 1 and "Q4_K" in asked[0] and "dequantised to float16" in asked[0] and "8 kB" in asked[0]
+    qtbot.waitUntil(lambda: not page.controller.is_busy("plan"), timeout=5_000)
+    assert not page.controller.is_busy("import")  # No: nothing is loaded

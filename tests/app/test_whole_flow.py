@@ -1,12 +1,16 @@
-"""The whole app with the real engine, end to end: the demo model and the pirate
-sample → the Train page runs the real trainer child for 3 steps → chart points
-arrive → the run finishes → the Chat page answers with the tuned adapter beside the
-base → the Export page exports the adapter, verified. And a real training child
-killed with SIGKILL mid-run: the app survives, says so in plain words within 5 s,
-offers resume (which continues from the checkpoint), and leaves no orphan."""
+"""The whole app with the real engine, end to end, as a person goes through it: pick the
+model on the Models page → load the pirate sample on the Data page → change a setting there
+and find it in the run's config.yaml → train on the Train page (the real trainer child) →
+stop → resume to the end → chat with the tuned adapter beside the base → an export
+cancelled (nothing written) → the export, verified. One test, in steps (``WHOLE_FLOW``):
+each step is a function of the one :class:`Flow`, so a step (evaluation, streaming both
+chat sides) goes in by adding a function to the list. And a real training child killed with
+SIGKILL mid-run: the app survives, says so in plain words within 5 s, offers resume (which
+continues from the checkpoint), and leaves no orphan."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from app.controllers import AppContext
 from app.controllers.export import ExportController
@@ -21,8 +26,9 @@ from app.main_window import MainWindow
 from mlx_lora import paths
 from mlx_lora.export import PROMPTS
 
-TINY = dict(iters=3, batch_size=1, max_seq_length=128, num_layers=2, rank=4, learning_rate=1e-3,
-            steps_per_report=1, steps_per_eval=3, val_batches=1, save_every=3, warmup_steps=0)
+# Train long enough that Stop lands mid-run (a step of the demo at these settings: ~0.1-0.5 s)
+TINY = dict(iters=40, batch_size=1, num_layers=2, rank=4, learning_rate=1e-3,
+            steps_per_report=1, steps_per_eval=40, val_batches=1, save_every=5, warmup_steps=0)
 
 
 def _alive(pid: int) -> bool:
@@ -48,34 +54,108 @@ def make_window(qtbot, demo_model, **settings) -> MainWindow:
     return window
 
 
-@pytest.mark.timeout(300)
-def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
-    run_dir = paths.runs_dir() / f"flow-{tmp_path.name}"  # in the app's runs folder: the pages list it
-    window = make_window(qtbot, demo_model, run_dir=str(run_dir), **TINY)
-    train, ctx = window.train_page, window.context
-    steps = []
-    ctx.training.step_reported.connect(steps.append)
-    with qtbot.waitSignal(ctx.training.run_ended, timeout=180_000) as ended:
-        train.start_button.click()
-    assert ended.args[0] == "finished", train.log_view.toPlainText()
-    assert [s.step for s in steps] == [1, 2, 3]
-    charts = train.charts.widget  # redrawn at most every REDRAW_MS
-    qtbot.waitUntil(lambda: len(charts.valid.getData()[0] if charts.valid.getData()[0] is not None else []) == 2, timeout=2000)
-    x, y = charts.raw.getData()
-    assert list(x) == [1, 2, 3] and all(v > 0 for v in y)
-    assert list(train.charts.widget.valid.getData()[0]) == [0, 3]  # baseline and final validation
-    assert train.tiles["step"].value.text() == "3 / 3" and train.progress.value() == 3
-    assert (run_dir / "adapters.safetensors").is_file() and (run_dir / "config.yaml").is_file()
+@dataclasses.dataclass
+class Flow:
+    """What the steps share: the window, its controllers, where the run and the export go,
+    and what earlier steps found (``seen``)."""
 
-    # -- Chat: the tuned adapter beside the base ------------------------------------------------
+    qtbot: object
+    window: MainWindow
+    tmp_path: Path
+    run_dir: Path
+    other_model: Path  # a model folder to have open before the demo is picked
+    seen: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ctx(self):
+        return self.window.context
+
+
+def pick_the_demo_model(flow: Flow) -> None:
+    """Another model is open; the demo is chosen from the Models page's list."""
+    qtbot, window, models = flow.qtbot, flow.window, flow.window.models_page
+    window.show_page(0)
+    with qtbot.waitSignal(models.controller.model_opened, timeout=30_000):
+        models.controller.open_folder(str(flow.other_model))
+    assert flow.ctx.state.model == str(flow.other_model)
+    qtbot.waitUntil(lambda: any("(demo)" in models.local_table.item(r, 0).text()
+                                for r in range(models.local_table.rowCount())), timeout=30_000)
+    demo_row = next(r for r in range(models.local_table.rowCount()) if "(demo)" in models.local_table.item(r, 0).text())
+    models.local_table.selectRow(demo_row)
+    models.use_button.click()
+    assert flow.ctx.state.model == "demo"
+    assert window.train_page.config().model.model == "demo"
+
+
+def load_the_pirate_sample(flow: Flow) -> None:
+    data = flow.window.data_page
+    flow.window.show_page(1)
+    with flow.qtbot.waitSignal(data.controller.dataset_checked, timeout=60_000):
+        data.open(str(paths.sample_datasets_dir() / "pirate"))
+    assert flow.window.train_page.config().data.data == str(paths.sample_datasets_dir() / "pirate")
+    assert data.split_label.text().startswith("train 134 · validation 15")  # the folder's own valid.jsonl
+
+
+def change_a_setting_on_the_data_page(flow: Flow) -> None:
+    data = flow.window.data_page
+    data.max_length.setValue(160)
+    data.max_length.editingFinished.emit()
+    data.mask_prompt.setChecked(False)
+    form = flow.window.train_page.form
+    assert form.editor("data", "max_seq_length").value() == 160  # the Train page shows the one config
+    assert form.editor("data", "mask_prompt").isChecked() is False
+    flow.seen["data settings"] = {"max_seq_length": 160, "mask_prompt": False}
+
+
+def train_then_stop(flow: Flow) -> None:
+    qtbot, train, training = flow.qtbot, flow.window.train_page, flow.ctx.training
+    flow.window.show_page(2)
+    train.set_config(train.config().replace(run_dir=str(flow.run_dir), **TINY))
+    steps = []
+    training.step_reported.connect(steps.append)
+    with qtbot.waitSignal(training.step_reported, timeout=180_000):
+        train.start_button.click()
+    assert train.stop_button.isEnabled()
+    with qtbot.waitSignal(training.run_ended, timeout=120_000) as ended:
+        train.stop_button.click()
+    assert ended.args[0] == "stopped", train.log_view.toPlainText()
+    stopped_at = steps[-1].step
+    assert 1 <= stopped_at < TINY["iters"]
+    assert training.last_checkpoint and Path(training.last_checkpoint).is_dir()  # stopping leaves a checkpoint
+    assert train.resume_button.isVisible() and train.start_button.isEnabled()
+    saved = yaml.safe_load((flow.run_dir / "config.yaml").read_text())
+    assert {k: saved["data"][k] for k in flow.seen["data settings"]} == flow.seen["data settings"]
+    assert saved["model"]["model"] == "demo" and saved["data"]["data"] == str(paths.sample_datasets_dir() / "pirate")
+    flow.seen["stopped at"] = stopped_at
+    flow.seen["checkpoint step"] = int(Path(training.last_checkpoint).name.split("-")[1])
+
+
+def resume_to_the_end(flow: Flow) -> None:
+    qtbot, train, training = flow.qtbot, flow.window.train_page, flow.ctx.training
+    steps = []
+    training.step_reported.connect(steps.append)
+    with qtbot.waitSignal(training.run_ended, timeout=180_000) as ended:
+        train.resume_button.click()
+    assert ended.args[0] == "finished", train.log_view.toPlainText()
+    assert steps[0].step == flow.seen["checkpoint step"] + 1  # continues after the checkpoint, not from 1
+    assert steps[-1].step == TINY["iters"]
+    assert train.tiles["step"].value.text() == f"{TINY['iters']} / {TINY['iters']}"
+    assert (flow.run_dir / "adapters.safetensors").is_file()
+    charts = train.charts.widget  # redrawn at most every REDRAW_MS
+    qtbot.waitUntil(lambda: charts.raw.getData()[0] is not None and charts.raw.getData()[0][-1] == TINY["iters"],
+                    timeout=5000)
+
+
+def chat_base_and_tuned(flow: Flow) -> None:
+    qtbot, window, ctx = flow.qtbot, flow.window, flow.ctx
     chat = window.chat_page
-    chat.select_run(str(run_dir))
+    chat.select_run(str(flow.run_dir))
     with qtbot.waitSignal(ctx.chat.runs_listed, timeout=10_000):
         window.show_page(3)
     qtbot.waitUntil(lambda: chat.picker.pending is None, timeout=5000)
     with qtbot.waitSignal(ctx.chat.model_loaded, timeout=120_000):
         chat.load_button.click()
-    assert ctx.chat.loaded.adapter == str(run_dir)
+    assert ctx.chat.loaded.adapter == str(flow.run_dir)
     chat.max_tokens.setValue(6)
     chat.temperature.setValue(0.0)
     tokens = []
@@ -86,15 +166,45 @@ def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
     assert {side for side, _ in tokens} == {"base", "tuned"}
     assert chat.transcripts["tuned"].last_answer().strip() and chat.transcripts["base"].last_answer().strip()
 
-    # -- Export: the mlx-lm adapter, verified -----------------------------------------------------
-    export = window.export_page
-    export.select_run(str(run_dir))  # the run list came when the run ended (or comes when the page shows)
-    window.show_page(4)
-    qtbot.waitUntil(lambda: export.picker.pending is None, timeout=5000)
+
+def _open_the_export_page(flow: Flow) -> None:
+    export = flow.window.export_page
+    export.select_run(str(flow.run_dir))  # the run list came when the run ended (or comes when the page shows)
+    flow.window.show_page(4)
+    flow.qtbot.waitUntil(lambda: export.picker.pending is None, timeout=5000)
     export.format_box.setCurrentIndex(export.format_box.findData("adapter"))
-    out = tmp_path / "exported"
+
+
+def cancel_an_export(flow: Flow) -> None:
+    """Cancel at the first stage: the page said what it was doing, and nothing is written."""
+    qtbot, export = flow.qtbot, flow.window.export_page
+    _open_the_export_page(flow)
+    out = flow.tmp_path / "cancelled-export"
     export.out_edit.setText(str(out))
-    with qtbot.waitSignal(ctx.export.export_finished, timeout=180_000) as finished:
+    stages = []
+
+    def on_progressed(message, done, total):
+        stages.append(export.stage_label.text())
+        if len(stages) == 1:
+            export.cancel_button.click()
+
+    flow.ctx.export.progressed.connect(on_progressed)
+    with qtbot.waitSignal(flow.ctx.export.cancelled, timeout=120_000):
+        export.export_button.click()
+    flow.ctx.export.progressed.disconnect(on_progressed)
+    assert stages[0].endswith("…") and not stages[0].startswith("Exporting to")  # the stage, in words
+    assert export.stage_label.text() == "Export cancelled; nothing was written."
+    assert export.progress.maximum() == 1 and export.progress.value() == 0
+    assert not out.exists() and list(flow.tmp_path.glob(".cancelled-export*")) == []
+    assert export.export_button.isEnabled() and not export.cancel_button.isEnabled()
+
+
+def export_verified(flow: Flow) -> None:
+    qtbot, export = flow.qtbot, flow.window.export_page
+    _open_the_export_page(flow)
+    out = flow.tmp_path / "exported"
+    export.out_edit.setText(str(out))
+    with qtbot.waitSignal(flow.ctx.export.export_finished, timeout=180_000) as finished:
         export.export_button.click()
     assert finished.args[0].passed
     verification = json.loads((out / "verification.json").read_text())
@@ -103,10 +213,36 @@ def test_train_chat_export_with_the_real_engine(qtbot, demo_model, tmp_path):
     assert export.reveal_button.isEnabled()
 
 
+# The order a person goes in. Insert a step where it belongs, e.g. an evaluation after
+# resume_to_the_end, or streaming both chat sides in place of chat_base_and_tuned.
+WHOLE_FLOW = [
+    pick_the_demo_model,
+    load_the_pirate_sample,
+    change_a_setting_on_the_data_page,
+    train_then_stop,
+    resume_to_the_end,
+    chat_base_and_tuned,
+    cancel_an_export,
+    export_verified,
+]
+
+
+@pytest.mark.timeout(600)
+def test_the_whole_flow_with_the_real_engine(qtbot, demo_model, tiny_model, tmp_path):
+    context = AppContext(export=ExportController({"prompts": PROMPTS[:2], "torch_python": None}))
+    window = MainWindow(context=context)
+    qtbot.addWidget(window)
+    window.show()
+    # in the app's runs folder: the Chat and Export pages list it
+    flow = Flow(qtbot, window, tmp_path, paths.runs_dir() / f"flow-{tmp_path.name}", other_model=tiny_model)
+    for step in WHOLE_FLOW:
+        step(flow)
+
+
 @pytest.mark.timeout(300)
 def test_a_killed_trainer_is_reported_and_resumable(qtbot, demo_model, tmp_path):
     run_dir = tmp_path / "runs" / "killed"
-    window = make_window(qtbot, demo_model, **{**TINY, "iters": 500, "save_every": 1, "steps_per_eval": 1000,
+    window = make_window(qtbot, demo_model, **{**TINY, "max_seq_length": 128, "iters": 500, "save_every": 1, "steps_per_eval": 1000,
                                                "run_dir": str(run_dir)})
     train, training = window.train_page, window.context.training
     with qtbot.waitSignal(training.checkpoint_saved, timeout=180_000):

@@ -84,11 +84,26 @@ def test_q8_0_export_reads_back_quantised_and_passes_its_check(tiny_run, tmp_pat
     assert check.mean_abs_logit_diff < 0.1 * check.adapter_effect
 
 
-def test_only_the_llama_family_is_written(tiny_run, tiny_model, tmp_path):
+def test_a_family_llama_cpp_has_no_writer_for_or_would_compute_differently_is_refused(tiny_run, tiny_model,
+                                                                                         tmp_path):
     model, config, _ = fused_model(tiny_model, resolve_adapter(tiny_run))
-    with pytest.raises(UserError, match="llama family"):
-        write_gguf(model, {**config, "model_type": "phi3"}, None, tiny_model, tmp_path / "x.gguf", quantize=None,
+    with pytest.raises(UserError, match=r"GGUF export writes gemma2, .*, not 'gpt_neox'"):
+        write_gguf(model, {**config, "model_type": "gpt_neox"}, None, tiny_model, tmp_path / "x.gguf", quantize=None,
                    eos_ids={2}, name="x")
+    smollm3 = {**config, "model_type": "smollm3", "no_rope_layers": [1, 0] * (config["num_hidden_layers"] // 2)}
+    with pytest.raises(UserError, match=r"every 4th layer of a SmolLM3 \(hard-coded\)"):
+        write_gguf(model, smollm3, None, tiny_model, tmp_path / "x.gguf", quantize=None, eos_ids={2}, name="x")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_metadata_llama_cpp_tools_show(f16_export):
+    _, gguf_file, _ = f16_export
+    _, metadata = read_gguf(gguf_file)
+    general = {k: str(v) for k, v in metadata.items() if k.startswith("general.")}
+    assert general["general.type"] == "model" and general["general.architecture"] == "llama"
+    assert general["general.name"] == f"{general['general.basename']}-{general['general.finetune']}"
+    assert gguf_file.name == f"{general['general.name']}-f16.gguf"
+    assert general["general.size_label"].endswith("M")  # a tiny model: millions of parameters
 
 
 @pytest.mark.demo

@@ -21,10 +21,13 @@ from mlx_lora.adapters import strip_adapters
 from mlx_lora.errors import UserError
 from mlx_lora.export import export_run, handoff, llama_cpp_check
 from mlx_lora.export.exporter import ExportVerificationFailed
+from mlx_lora.export.formats.gguf import MIN_EFFECT_KEPT
 from tests.core.test_chat_helpers import make_run, tiny_run  # noqa: F401
 
 LLAMA_CHECK = "(loaded by llama.cpp)"
 
+
+pytestmark = pytest.mark.llama_cpp  # every test here is judged by llama.cpp
 
 @pytest.fixture(scope="module")
 def llama_cpp():
@@ -68,6 +71,17 @@ def test_f16_export_is_loaded_by_llama_cpp_and_matches_base_plus_adapter(f16_exp
     [greedy] = [n for n in summary["notes"] if n.startswith("llama.cpp's greedy continuation")]
     assert greedy.endswith("the same as base+adapter's for its first 24 of 24 tokens"), greedy
     assert "llama.cpp tokenises the 32 verification chats exactly as the tokenizer does" in summary["notes"]
+    # the quality report: llama.cpp's f16 file is the tuned model, on the prompts and on the run's validation set
+    assert check.adapter_effect_kept > 0.98 and check.adapter_effect_kept_se < 0.02
+    assert check.adapter_top1_changes_kept > 0.95 and check.mean_kl < 0.01 * check.adapter_kl
+    assert check.val_tokens > 100 and abs(check.val_loss - check.val_loss_tuned) < 0.01
+    assert abs(check.val_loss - check.val_loss_base) > 10 * abs(check.val_loss - check.val_loss_tuned)
+    llama = summary["checks"][1]
+    assert llama["val_loss"] == check.val_loss and llama["adapter_effect_kept"] == check.adapter_effect_kept
+    [line] = [n for n in summary["notes"] if n.startswith("validation loss (")]
+    assert f"{check.val_loss:.4f}" in line
+    card = (out / "README.md").read_text()
+    assert "| check | mean KL | adapter KL | effect kept |" in card and f"{check.adapter_effect_kept:.1%}" in card
 
 
 @pytest.mark.parametrize("kind, tensor_type", [("q6_k", "Q6_K"), ("q5_k_m", "Q5_K"), ("q4_k_m", "Q4_K")])
@@ -84,7 +98,9 @@ def test_k_quants_come_from_llama_cpp_and_keep_the_adapter(wide_run, tmp_path, l
     assert [c.check for c in result.checks] == [f"GGUF {kind} (loaded by llama.cpp)"]  # mlx cannot read K-quants
     check = result.checks[0]
     assert check.passed and check.status == "checked"
-    assert check.mean_abs_logit_diff <= 0.5 * check.adapter_effect  # the rule that refuses (formats/gguf.py)
+    # the rule that refuses (formats/gguf.py): the adapter's effect kept, two standard errors included
+    assert check.adapter_effect_kept - 2 * check.adapter_effect_kept_se >= MIN_EFFECT_KEPT
+    assert check.val_loss is not None and check.mean_kl > 0
 
 
 def test_q4_0_that_keeps_the_adapter_is_written_with_a_warning_not_refused(wide_run, tmp_path, llama_cpp):
@@ -92,15 +108,30 @@ def test_q4_0_that_keeps_the_adapter_is_written_with_a_warning_not_refused(wide_
 
     check = _check(result, LLAMA_CHECK)
     assert result.passed and check.top1_agreement < 0.9
-    assert check.mean_abs_logit_diff <= 0.5 * check.adapter_effect
+    assert check.adapter_effect_kept - 2 * check.adapter_effect_kept_se >= MIN_EFFECT_KEPT
     [warning] = [n for n in result.notes if n.startswith("warning: the q4_0 file agrees")]
     assert f"{check.top1_agreement:.1%}" in warning
 
 
 def test_llama_cpp_catches_an_export_that_lost_its_adapter(wide_run, tmp_path, llama_cpp):
-    with pytest.raises(ExportVerificationFailed, match=r"loaded by llama.cpp.*the adapter was lost"):
+    with pytest.raises(ExportVerificationFailed, match=r"loaded by llama.cpp.*the adapter was lost") as failed:
         export_run(wide_run, tmp_path / "lost", "gguf", quantize="q6_k", fuse=strip_adapters)
     assert not (tmp_path / "lost").exists()
+    [check] = failed.value.checks
+    assert abs(check.adapter_effect_kept) < 0.1 and check.adapter_top1_changes_kept < 0.1
+
+
+def test_imatrix_from_the_runs_data_reaches_llama_cpps_quantiser(wide_run, tmp_path, llama_cpp):
+    plain = export_run(wide_run, tmp_path / "plain", "gguf", quantize="q4_k_m")
+    weighted = export_run(wide_run, tmp_path / "imatrix", "gguf", quantize="q4_k_m", imatrix=True)
+
+    [note] = [n for n in weighted.notes if n.startswith("quantised with an importance matrix")]
+    assert "of 14 weights from the run's training data" in note  # 7 linears × 2 layers
+    [a], [b] = (tmp_path / "plain").glob("*.gguf"), (tmp_path / "imatrix").glob("*.gguf")
+    assert a.read_bytes() != b.read_bytes()  # the same types, rounded otherwise
+    assert weighted.passed and weighted.checks[0].adapter_effect_kept > 0.5
+    with pytest.raises(UserError, match="--imatrix applies to llama.cpp's K-quants"):
+        export_run(wide_run, tmp_path / "q8", "gguf", quantize=8, imatrix=True)
 
 
 def test_a_crash_inside_llama_cpp_is_a_user_error_not_a_dead_process(tmp_path, llama_cpp):
@@ -183,7 +214,7 @@ def test_cli_hands_off_to_lmstudio_and_refuses_it_for_a_non_gguf_format(f16_expo
 
     assert main(["export", "--run", str(tiny_run), "--out", str(tmp_path / "peft"), "--format", "peft",
                  "--to", "lmstudio"]) == 2
-    assert "--to lmstudio hands on a GGUF file: add --format gguf" in capsys.readouterr().err
+    assert "--to lmstudio hands on a GGUF file or an MLX folder: add --format gguf (or mlx)" in capsys.readouterr().err
     assert not (tmp_path / "peft").exists()
 
     monkeypatch.setenv(handoff.LMSTUDIO_HOME_ENV, str(tmp_path / "lms"))

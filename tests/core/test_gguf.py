@@ -80,3 +80,23 @@ def test_truncated_gguf_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="truncated.gguf"):
         import_gguf(truncated, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("stop_at_call", [2, 4])  # after reading the file; after writing, before publishing
+def test_a_cancelled_import_leaves_nothing(demo_model, tmp_path, stop_at_call):
+    from mlx_lora.errors import Cancelled
+    from mlx_lora.events import RecordingReporter
+    from mlx_lora.models.demo import demo_gguf_path
+
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= stop_at_call
+
+    reporter = RecordingReporter()
+    with pytest.raises(Cancelled):
+        import_gguf(demo_gguf_path(), tmp_path / "imported", reporter=reporter, should_stop=should_stop)
+    assert len(calls) == stop_at_call
+    assert [e.done for e in reporter.events] == list(range(stop_at_call - 1))  # the stages it reached
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary

@@ -20,13 +20,13 @@ ENGINE = ROOT / "mlx_lora"
 # named by its first component (``train`` for mlx_lora/train/…, ``config`` for config.py).
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "events", "atomic", "paths", "backend", "presets", "tree_paths", "config_fields",
-     "registry"),
+     "registry", "chat_templates"),
     ("run_events", "methods"),
     ("config",),
     ("run_folder", "data", "models", "rewards"),
     ("adapters", "run_history"),
     ("chat",),
-    ("train", "export"),
+    ("train", "export", "evaluation"),
     ("demo_training", "cli"),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -30,6 +30,7 @@ STAGES = {
     "test_chat_stops_on_end_of_turn": "chat",
     "test_preview_marks_assistant_turns": "preview",
     "test_peft_adapter_from_elsewhere": "import-peft",
+    "test_gguf": "gguf",
 }
 
 

@@ -4,7 +4,7 @@
     $MLX_LORA_TORCH_PYTHON tests/models/make_tiny.py OUT DEMO_TOKENIZER_FOLDER DATASETS_FOLDER
 
 Each family is ``AutoConfig.for_model(model_type, ...)`` → ``AutoModelForCausalLM.from_config``
-→ ``save_pretrained`` (safetensors, float32), 2 layers, hidden 64, with a real tokenizer: the
+→ ``save_pretrained`` (safetensors, float32), 2 layers (SmolLM3: 4), hidden 64, with a real tokenizer: the
 demo model's byte-level BPE (SmolLM2's, 49,152 tokens) plus the family's special tokens, or,
 for mistral, a SentencePiece model trained here on the sample datasets' text (as Mistral-7B-v0.3
 ships one). Each gets its family's chat template and end-of-turn token in tokenizer_config.json.
@@ -89,8 +89,11 @@ FAMILIES: dict[str, dict] = {
                                                 pad_token_id=None, original_max_position_embeddings=2048),
                  template=PHI3, special=["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"], eos="<|end|>",
                  bos=None, tokenizer="bpe"),
+    # SmolLM3-3B's layout: every 4th layer without rope (llama.cpp hard-codes it: src/models/smollm3.cpp),
+    # so 4 layers, the last one without
     "smollm3": dict(model_type="smollm3", config=dict(tie_word_embeddings=True, rope_theta=5000000.0,
-                                                      no_rope_layers=[1, 0], no_rope_layer_interval=2),
+                                                      num_hidden_layers=4, no_rope_layers=[1, 1, 1, 0],
+                                                      no_rope_layer_interval=4),
                     template=CHATML, special=["<|im_start|>", "<|im_end|>"], eos="<|im_end|>", bos=None,
                     tokenizer="bpe"),
 }

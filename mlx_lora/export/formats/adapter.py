@@ -32,7 +32,7 @@ class MlxLmAdapter(ExportFormat):
         fresh = load_chat_model(ctx.base_spec, ctx.folder, compute_dtype="float32")
         ctx.compare("mlx-lm adapter (loaded on a fresh base)", verify.logits_of(fresh.model), THRESHOLDS["exact"])
 
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         return f'''```python
 from mlx_lm import load
 model, tokenizer = load("{base}", adapter_path="{repo}")

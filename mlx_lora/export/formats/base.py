@@ -36,6 +36,16 @@ def base_model_name(spec: str) -> str:
     return spec
 
 
+def hub_id(spec: str) -> str | None:
+    """The Hub model ``spec`` is (or, for the demo, was made from); None for a local path."""
+    import re
+
+    name = base_model_name(spec)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not Path(name).expanduser().exists():
+        return name
+    return None
+
+
 def thresholds(dtype, quantize: int | None) -> verify.Thresholds:
     """The check's tolerances for an export stored as ``dtype`` (an mx dtype or its name),
     quantised to ``quantize`` bits or not."""
@@ -80,8 +90,23 @@ class ExportContext:
     reporter: Any
     fuse: Callable[[Any], None]  # merges the adapter layers in place (tests pass a broken one)
     torch_python: str | None  # a Python with torch+transformers+peft, or None
+    imatrix: bool = False  # quantise with an importance matrix from the run's training data (GGUF K-quants)
     notes: list[str] = dataclasses.field(default_factory=list)  # for the result and the model card
     checks: list[ExportVerified] = dataclasses.field(default_factory=list)
+    trained_base: dict | None = None  # what the adapter was trained on (mlx_lora.export.provenance)
+    _validation: Any = None
+
+    def validation(self) -> tuple[list, str | None, tuple[float, float, int] | None]:
+        """The run's validation examples (:mod:`mlx_lora.export.val_loss`), why there are none,
+        and (base+adapter's loss, the base's loss, trained targets) in float32; computed once."""
+        if self._validation is None:
+            from mlx_lora.export.val_loss import mlx_losses, validation_examples
+
+            examples, why = validation_examples(self.files, self.reference.tokenizer)
+            if why:
+                self.notes.append(f"validation loss not measured: {why}")
+            self._validation = (examples, why, mlx_losses(self.reference.model, examples) if examples else None)
+        return self._validation
 
     @property
     def base_model_name(self) -> str:
@@ -91,10 +116,15 @@ class ExportContext:
         self.checks.append(check)
         self.reporter.emit(check)
 
-    def compare(self, check: str, export_fn, thresholds: verify.Thresholds, batch_size: int = 4) -> None:
-        """Logits of ``export_fn`` (token-id batches → logits) against the reference, recorded."""
-        self.record(verify.compare_logits(self.reference_logits, export_fn, self.prompt_ids, check, thresholds,
-                                          self.should_stop, batch_size))
+    def compare(self, check: str, export_fn, thresholds: verify.Thresholds, batch_size: int = 4,
+                **figures: Any) -> ExportVerified:
+        """Logits of ``export_fn`` (token-id batches → logits) against the reference, recorded;
+        ``figures``: more fields of the check (its validation loss…)."""
+        result = verify.compare_logits(self.reference_logits, export_fn, self.prompt_ids, check, thresholds,
+                                       self.should_stop, batch_size)
+        result = dataclasses.replace(result, **figures)
+        self.record(result)
+        return result
 
     def torch_compare(self, check: str, base: Path, peft: Path | None, thresholds: verify.Thresholds) -> None:
         """The export loaded with transformers (and peft) on torch, in a child process; recorded
@@ -146,6 +176,10 @@ class ExportFormat(abc.ABC):
         None. Asked before anything loads."""
         return None
 
+    def takes_imatrix(self, quantize: int | str | None) -> bool:
+        """Whether ``quantize`` can use an importance matrix (llama.cpp's K-quants)."""
+        return False
+
     def quantize_label(self, bits: int | str | None) -> str:
         if bits is None:
             return "no (as trained)"
@@ -174,5 +208,5 @@ class ExportFormat(abc.ABC):
         """Write the export into ``ctx.folder`` and check it against ``ctx``'s reference."""
 
     @abc.abstractmethod
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         """The model card's usage snippet (markdown) for the export at ``repo`` of ``base``."""

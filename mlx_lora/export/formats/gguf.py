@@ -11,33 +11,38 @@ base+adapter's and a greedy continuation compared token by token. Without the ex
 that check is recorded as not run, and the K-quants are refused (llama.cpp makes them).
 
 The pass rule for the quantised types, q8_0, the K-quants and q4_0 (README, "GGUF"), which
-replaces verify.py's top-1 minimums for GGUF files: the adapter must still be
-in there (verify.py's rule 3: mean error ≤ ½ × the adapter's mean effect), with no
-minimum top-1 agreement — a 4-bit file of a small model disagrees with its float
-original on many near-ties, which is a warning in the notes, not a refusal.
+replaces verify.py's top-1 minimums and mean-error rule for GGUF files: refused only when
+the adapter's effect is lost — when, two standard errors included, less than
+:data:`MIN_EFFECT_KEPT` of the fine-tune's shift of the logits survives in the file
+(verify.py, "the adapter's effect kept"); a top-1 agreement under 90 % or less than 80 %
+of the effect kept is a warning in the notes. Every llama.cpp check also carries the
+quality report: mean KL against base+adapter (MLX, float32), the adapter's effect kept, its
+top-1 changes kept, and the run's validation loss through llama.cpp next to base+adapter's
+and the base's (:mod:`mlx_lora.export.val_loss`). With ``imatrix``, the K-quants are
+quantised with an importance matrix from the run's training data
+(:mod:`mlx_lora.export.imatrix`).
 """
 
 from __future__ import annotations
 
 import gc
 
-from mlx_lora.export import verify
+from mlx_lora.export import val_loss, verify
 from mlx_lora.export.formats.base import ExportContext, ExportFormat, fused_bytes, thresholds
 from mlx_lora.export.gguf_export import GGUF_TYPES, LLAMA_CPP_TYPES, gguf_type
 
-# The quantised types: no top-1 minimum (module docstring); ``rounding`` (mean |Δlogit| the
-# type alone may cause, for "too small to verify") from verify.THRESHOLDS' q8 / q4 measurements.
-# Measured (wide tiny llama, hidden 256, random LoRA of mean effect 0.836; llama.cpp's figures):
-# f16 top-1 100 % / max 0.0045, bf16 99.6 % / 0.033, q8_0 96.5 % / mean 0.013, q6_k 86.8 % /
-# 0.042, q5_k_m 82.6 % / 0.052, q4_k_m 77.9 % / 0.093, q4_0 64.5 % / 0.113: every one keeps the adapter.
+# The quantised types: no top-1 minimum and no mean-error rule (module docstring): refused
+# only when less than MIN_EFFECT_KEPT of the adapter's shift of the logits survives
+# (verify.py, "the adapter's effect kept"). ``rounding``: verify.THRESHOLDS' q8 / q4 figures.
+# Measured by llama.cpp (README, "GGUF"; bench/gguf_types.py): the demo model's pirate run keeps
+# FIXME of its shift at q4_k_m; an export whose fuse dropped the adapter keeps FIXME.
+MIN_EFFECT_KEPT = 0.5
 QUANTISED_THRESHOLDS = {
-    "q8_0": verify.Thresholds(0.0, None, rounding=0.15),
-    "q4_0": verify.Thresholds(0.0, None, rounding=3.8),
-    "q6_k": verify.Thresholds(0.0, None, rounding=0.15),
-    "q5_k_m": verify.Thresholds(0.0, None, rounding=3.8),
-    "q4_k_m": verify.Thresholds(0.0, None, rounding=3.8),
+    kind: verify.Thresholds(0.0, None, rounding=rounding, min_effect_kept=MIN_EFFECT_KEPT)
+    for kind, rounding in (("q8_0", 0.15), ("q6_k", 0.15), ("q5_k_m", 3.8), ("q4_k_m", 3.8), ("q4_0", 3.8))
 }
 WARN_BELOW_TOP1 = 0.90  # a quantised file agreeing less than this with the tuned model gets a warning note
+WARN_BELOW_KEPT = 0.80  # …or keeping less than this of the adapter's effect
 GREEDY_TOKENS = 24
 
 
@@ -46,6 +51,20 @@ def gguf_thresholds(type_name: str) -> verify.Thresholds:
         return QUANTISED_THRESHOLDS[type_name]
     # the file's tensors are float16 (f16) / bfloat16, so those dtypes' tolerances
     return thresholds("bfloat16" if type_name == "bf16" else "float16", None)
+
+
+def quality_warnings(type_name: str, check: verify.ExportVerified) -> list[str]:
+    """The notes a quantised file that passed gets when it kept less than it might."""
+    notes = []
+    if check.top1_agreement < WARN_BELOW_TOP1:
+        notes.append(f"warning: the {type_name} file agrees with the tuned model on the most likely next "
+                     f"token {check.top1_agreement:.1%} of the time (f16: ≥ 99%): expect its answers "
+                     "to differ from the tuned model's more than the f16 file's; q8_0 or q6_k keeps more")
+    if check.adapter_effect_kept is not None and check.adapter_effect_kept < WARN_BELOW_KEPT:
+        notes.append(f"warning: the {type_name} file keeps {check.adapter_effect_kept:.0%} of the fine-tune's shift "
+                     f"of the logits (refused below {MIN_EFFECT_KEPT:.0%}): the tuned behaviour is weakened; "
+                     "q8_0 or q6_k keeps more")
+    return notes
 
 
 def _mlx_greedy(model, ids: list[int], n: int, stop_ids) -> list[int]:
@@ -81,6 +100,9 @@ class GgufFile(ExportFormat):
                     "or export f16, bf16, q8_0 or q4_0")
         return None
 
+    def takes_imatrix(self, quantize) -> bool:
+        return gguf_type(quantize) in LLAMA_CPP_TYPES
+
     def estimated_bytes(self, files, base_dir, quantize) -> int:
         # the file, and beside it (same disk) an f32 file or the float32 read-back: twice the 16-bit size
         bits = quantize if isinstance(quantize, int) else None
@@ -96,19 +118,21 @@ class GgufFile(ExportFormat):
 
         type_name = gguf_type(ctx.quantize)
         model, config, _ = ctx.fused_model()
-        name = f"{ctx.base_model_name.split('/')[-1]}-{ctx.files.label.replace('/', '-')}"
+        basename, finetune = ctx.base_model_name.split('/')[-1], ctx.files.label.replace('/', '-')
+        name = f"{basename}-{finetune}"
         gguf_path = ctx.folder / f"{name}-{type_name}.gguf"
         write = lambda path, kind: ctx.notes.extend(write_gguf(  # noqa: E731
             model, config, ctx.reference.tokenizer, ctx.base_dir, path, quantize=kind,
-            eos_ids=ctx.session.stop_ids, name=name))
+            eos_ids=ctx.session.stop_ids, name=name, basename=basename, finetune=finetune))
         if type_name in LLAMA_CPP_TYPES:
             with ctx.scratch(".gguf-f32-") as scratch:
                 ctx.step("writing an f32 GGUF for llama.cpp's quantiser")
                 write(scratch / "model-f32.gguf", "f32")
+                matrix = self._imatrix(ctx, model, config, scratch / "imatrix.npz") if ctx.imatrix else None
                 del model
                 gc.collect()
                 ctx.step(f"quantising to {type_name} with llama.cpp")
-                llama_cpp_check.quantize_gguf(scratch / "model-f32.gguf", gguf_path, type_name)
+                llama_cpp_check.quantize_gguf(scratch / "model-f32.gguf", gguf_path, type_name, imatrix=matrix)
         else:
             ctx.step(f"writing {gguf_path.name}")
             write(gguf_path, ctx.quantize)
@@ -117,12 +141,22 @@ class GgufFile(ExportFormat):
             self._read_back(ctx, gguf_path, type_name)
         self._llama_cpp(ctx, gguf_path, type_name)
         checked = [c for c in ctx.checks if c.status == "checked"]  # llama.cpp's when it ran
-        if type_name in QUANTISED_THRESHOLDS and checked and checked[-1].top1_agreement < WARN_BELOW_TOP1:
-            ctx.notes.append(f"warning: the {type_name} file agrees with the tuned model on the most likely next "
-                             f"token {checked[-1].top1_agreement:.1%} of the time (f16: ≥ 99%): expect its answers "
-                             "to differ from the tuned model's more than the f16 file's; q8_0 or q6_k keeps more")
+        if type_name in QUANTISED_THRESHOLDS and checked:
+            ctx.notes.extend(quality_warnings(type_name, checked[-1]))
         write_modelfile(ctx.folder, gguf_path.name, ctx.reference.tokenizer, ctx.session.stop_ids,
                         _chat_template(ctx.base_dir), num_ctx=min(4096, int(config.get("max_position_embeddings", 4096))))
+
+    def _imatrix(self, ctx: ExportContext, model, config: dict, path):
+        from mlx_lora.errors import UserError
+        from mlx_lora.export import imatrix
+
+        examples, why = imatrix.training_tokens(ctx.files, ctx.reference.tokenizer)
+        if why:
+            raise UserError(f"--imatrix: {why}")
+        matrix = imatrix.importance_matrix(model, config, examples)
+        ctx.notes.append(f"quantised with an importance matrix of {len(matrix)} weights from the run's training data "
+                         f"({len(examples)} examples, {sum(map(len, examples))} tokens)")
+        return imatrix.save(matrix, path)
 
     def _read_back(self, ctx: ExportContext, gguf_path, type_name: str) -> None:
         from mlx_lora.export.fused import load_float32
@@ -150,10 +184,16 @@ class GgufFile(ExportFormat):
         tokenizer = ctx.reference.tokenizer  # mlx-lm's TokenizerWrapper → the transformers tokenizer
         tokenizer = tokenizer if hasattr(tokenizer, "apply_chat_template") else tokenizer._tokenizer
         texts = [tokenizer.decode(ids) for ids in ctx.prompt_ids]  # the 32 chats as text, special tokens in
+        examples, _, losses = ctx.validation()
         logits, info = llama_cpp_check.llama_cpp_logits(gguf_path, ctx.prompt_ids, stop_ids=ctx.session.stop_ids,
-                                                        n_predict=GREEDY_TOKENS, texts=texts)
+                                                        n_predict=GREEDY_TOKENS, texts=texts, scored=examples)
         by_prompt = {tuple(ids): mx.array(out)[None] for ids, out in zip(ctx.prompt_ids, logits)}
-        ctx.compare(check, lambda batch: by_prompt[tuple(batch[0])], gguf_thresholds(type_name), batch_size=1)
+        figures = {} if losses is None else {"val_loss": info["nll"] / info["targets"], "val_loss_tuned": losses[0],
+                                             "val_loss_base": losses[1], "val_tokens": losses[2]}
+        result = ctx.compare(check, lambda batch: by_prompt[tuple(batch[0])], gguf_thresholds(type_name),
+                             batch_size=1, **figures)
+        if losses is not None:
+            ctx.notes.append(val_loss.summary(result))
         ours_tokens = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
         same_tokens = sum(a == b for a, b in zip(ours_tokens, info["tokens"]))
         if same_tokens == len(texts):
@@ -170,7 +210,7 @@ class GgufFile(ExportFormat):
                          f"{info['text']!r} — the same as base+adapter's for its first {same} of "
                          f"{max(len(ours), len(theirs))} tokens")
 
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         file = next((f for f in files if f.endswith(".gguf")), "model.gguf")
         return (f"```sh\nllama-cli -m {file} -cnv\nollama create {repo.split('/')[-1].lower()} -f Modelfile\n```")
 

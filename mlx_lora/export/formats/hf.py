@@ -21,7 +21,7 @@ class HfFolder(MlxFolder):
         ctx.torch_compare("fused hf folder (loaded with transformers on torch)", ctx.folder, None,
                           thresholds(dtype, None))
 
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         return f'''```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained("{repo}")

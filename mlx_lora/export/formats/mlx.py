@@ -44,7 +44,7 @@ class MlxFolder(ExportFormat):
     def check_elsewhere(self, ctx: ExportContext, dtype) -> None:
         """Checks of the saved folder by other libraries (none for mlx)."""
 
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         return f'''```python
 from mlx_lm import load, generate
 model, tokenizer = load("{repo}")

@@ -28,7 +28,7 @@ class PeftAdapter(ExportFormat):
         from mlx_lora.export.peft_export import check_peft_numpy, write_peft
 
         ctx.step("writing the PEFT adapter")
-        write_peft(ctx.files, ctx.folder, ctx.base_model_name)
+        write_peft(ctx.files, ctx.folder, ctx.base_model_name, ctx.trained_base)
         ctx.step("checking the PEFT tensors against base+adapter")
         check_peft_numpy(ctx.folder, ctx.base_dir, ctx.files, ctx.compare)
         if ctx.torch_python is None:
@@ -44,11 +44,12 @@ class PeftAdapter(ExportFormat):
             del base_model
             ctx.torch_compare(TORCH_CHECK, base_hf, ctx.folder, THRESHOLDS["exact"])
 
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
+        load = (trained_base or {}).get("load") or f'AutoModelForCausalLM.from_pretrained("{base}")'
         return f'''```python
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
-base = AutoModelForCausalLM.from_pretrained("{base}")
+base = {load}  # the base as the adapter was trained on it
 model = PeftModel.from_pretrained(base, "{repo}")
 ```'''
 
