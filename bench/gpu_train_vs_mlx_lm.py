@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -251,13 +252,25 @@ def steady(r: dict, key: str) -> float:
     return statistics.mean(r[key][1:] or r[key])
 
 
+def loss_cell(r: dict, results: dict) -> str:
+    """The run's final loss, flagged when it is not finite or 1.5x the naive PEFT's (or ours'): a broken run."""
+    loss = r.get("final_loss")
+    if loss is None:
+        return ""
+    ref = (results.get("peft") or results.get("ours") or {}).get("final_loss")
+    broken = not math.isfinite(loss) or (ref is not None and math.isfinite(ref) and loss > 1.5 * ref)
+    return f"{loss:.3g}" + (" **broken**" if broken else "")
+
+
 def table(results: dict, flops: float) -> str:
-    """Markdown: one row per trainer, ratios against mlx-lm, naive PEFT and the fastest strong PEFT run."""
+    """Markdown: one row per trainer, ratios against mlx-lm, naive PEFT and the fastest strong PEFT run
+    whose loss is sound."""
     base, naive = results.get("mlx-lm"), results.get("peft")
     strong_runs = [name for name in results if name.startswith("peft-strong")]
-    best = max(strong_runs, key=lambda name: steady(results[name], "windows")) if strong_runs else None
+    sound = [name for name in strong_runs if "broken" not in loss_cell(results[name], results)] or strong_runs
+    best = max(sound, key=lambda name: steady(results[name], "windows")) if strong_runs else None
     strong = results.get(best)
-    header = "| trainer | examples/s | dataset tokens/s | MFU | peak GB | torch reserved GB |"
+    header = "| trainer | examples/s | dataset tokens/s | MFU | peak GB | torch reserved GB | final loss |"
     header += " × mlx-lm examples/s | × mlx-lm memory |" if base else ""
     header += " × PEFT tokens/s | × PEFT memory |" if naive else ""
     header += " × strong PEFT tokens/s | × strong PEFT memory |" if strong else ""
@@ -265,7 +278,7 @@ def table(results: dict, flops: float) -> str:
     for name, r in results.items():
         tokens, examples = steady(r, "windows"), steady(r, "examples")
         cells = [f"{examples:.1f}", f"{tokens:,.0f}", f"{flops * tokens / PEAK_BF16_FLOPS:.1%}", f"{r['peak_gb']:.1f}",
-                 f"{r['reserved_gb']:.1f}" if "reserved_gb" in r else ""]
+                 f"{r['reserved_gb']:.1f}" if "reserved_gb" in r else "", loss_cell(r, results)]
         for other, key in ((base, "examples"), (naive, "windows"), (strong, "windows")):
             if other:
                 cells += [f"{examples / steady(other, 'examples'):.2f}×" if key == "examples"
