@@ -5,7 +5,7 @@
 # cut-cross-entropy, bf16 autocast, fused AdamW, torch.compile; each piece that fails is skipped
 # with a note), on the 1B shape: fixed length 4 x 1024, then the long-tailed chats (batch 8).
 #   PYTHONPATH=/tmp/site:. bash bench/gpu_issue21.sh [TOKENIZER_DIR]
-# About 7-8 minutes on an H200 (8 processes of 30 steps, 10 a window, the first window dropped;
+# About 5-7 minutes on an H200 (9 processes of 30 steps, 10 a window, the first window dropped;
 # at most 150 s each). Tables on stdout; the raw results as JSON under $OUT (or /tmp).
 set -u
 tokenizer=${1:-.whl/small}
