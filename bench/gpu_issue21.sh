@@ -5,8 +5,8 @@
 # cut-cross-entropy, bf16 autocast, fused AdamW, torch.compile; each piece that fails is skipped
 # with a note), on the 1B shape: fixed length 4 x 1024, then the long-tailed chats (batch 8).
 #   PYTHONPATH=/tmp/site:. bash bench/gpu_issue21.sh [TOKENIZER_DIR]
-# About 6-8 minutes on an H200 (each trainer its own process, capped at 200 s; the first window
-# of each run is dropped). Tables on stdout; the raw results as JSON under $OUT (or /tmp).
+# About 5-7 minutes on an H200 (9 processes of 30 steps, 10 a window, the first window dropped;
+# at most 150 s each). Tables on stdout; the raw results as JSON under $OUT (or /tmp).
 set -u
 tokenizer=${1:-.whl/small}
 out=${OUT:-/tmp}
@@ -29,10 +29,13 @@ for name in ("torch", "transformers", "peft", "triton", "liger_kernel", "cut_cro
     except Exception as exc:
         print(name, "does not import:", type(exc).__name__, str(exc)[:120])
 EOF
-# PACK: after merging branch `pack`, set this to "--variants pack" (our trainer with sequence packing
-# joins the long-tailed table, same run):
+# PACK: our trainer with sequence packing joins the long-tailed table, same run ("" to leave it out):
 ours_variants="--variants pack"
-run() { echo "\$ $*"; "$@"; echo; }
-bench="python bench/gpu_train_vs_mlx_lm.py --tokenizer $tokenizer --timeout 200"
-run $bench --data fixed --batch-size 4 --iters 30 --only ours,peft,peft-strong --json "$out/issue21-fixed.json"
-run $bench --iters 40 --only ours,peft,peft-strong $ours_variants --json "$out/issue21-long-tailed.json"
+run() { echo "\$ $*"; local t0=$SECONDS; "$@"; echo "(took $((SECONDS - t0)) s)"; echo; }
+# each trainer its own process, capped at 150 s; the strong baseline also once without
+# torch.compile (a number even if compiling fails or runs past the cap)
+bench="python bench/gpu_train_vs_mlx_lm.py --tokenizer $tokenizer --timeout 150"
+run $bench --data fixed --batch-size 4 --iters 30 --only ours,peft,peft-strong --strong-variants no-compile \
+    --json "$out/issue21-fixed.json"
+run $bench --iters 30 --only ours,peft,peft-strong --strong-variants no-compile $ours_variants \
+    --json "$out/issue21-long-tailed.json"

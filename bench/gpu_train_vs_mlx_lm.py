@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -162,7 +163,8 @@ def main() -> None:
                         help="more peft-strong runs, each with one piece changed (a+b: both): "
                              + ", ".join(STRONG_VARIANTS))
     parser.add_argument("--shape", choices=("1b", "8b", "tiny"), default="1b",
-                        help="tiny: the 1B's --smoke model (2 layers, 256 wide), to try the script on a CPU")
+                        help="tiny: the 1B's --smoke model (2 layers, 256 wide, examples cut at 128 tokens), "
+                             "to try the script on a CPU")
     parser.add_argument("--data", choices=("long-tailed", "fixed"), default="long-tailed")
     parser.add_argument("--batch-size", type=int, default=SETTINGS["batch_size"])
     parser.add_argument("--variants", default="", help="comma-separated: not-compiled, chunk-2048, unchunked, "
@@ -172,7 +174,7 @@ def main() -> None:
                                                                    "one past it is reported as failed")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gpu-bench"))
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--smoke", action="store_true", help="a 2-layer 256-wide model, to try the script on a CPU")
+    parser.add_argument("--smoke", action="store_true", help="= --shape tiny")
     args = parser.parse_args()
     args.smoke = args.smoke or args.shape == "tiny"
     full = LLAMA_8B if args.shape == "8b" else LLAMA_1B
@@ -181,6 +183,8 @@ def main() -> None:
     # torch, e.g. MLX_LORA_TORCH_PYTHON=/work/main/.venv-judges/bin/python
     torch_python = os.environ.get("MLX_LORA_TORCH_PYTHON") or sys.executable
     settings = {**SETTINGS, "batch_size": args.batch_size}
+    if args.smoke:  # on a CPU bf16 is slow: 128-token examples (the fixed set cut at 128: still fixed)
+        settings["max_seq_length"] = 128
 
     import mlx_lora  # noqa: F401
     import mlx.core as mx
@@ -238,7 +242,7 @@ def main() -> None:
 
     flops = 4 * matmul_parameters(shape)
     print(f"\n{'tiny' if args.smoke else args.shape.upper()} Llama-shape, random bf16, {args.data} chats, LoRA r16 all "
-          f"linear layers, batch {args.batch_size}, ≤1024 tokens, {args.iters} steps (first {args.window} dropped), "
+          f"linear layers, batch {args.batch_size}, ≤{settings['max_seq_length']} tokens, {args.iters} steps (first {args.window} dropped), "
           "largest batch first.\n")
     print(table(results, flops))
 
@@ -248,13 +252,25 @@ def steady(r: dict, key: str) -> float:
     return statistics.mean(r[key][1:] or r[key])
 
 
+def loss_cell(r: dict, results: dict) -> str:
+    """The run's final loss, flagged when it is not finite or 1.5x the naive PEFT's (or ours'): a broken run."""
+    loss = r.get("final_loss")
+    if loss is None:
+        return ""
+    ref = (results.get("peft") or results.get("ours") or {}).get("final_loss")
+    broken = not math.isfinite(loss) or (ref is not None and math.isfinite(ref) and loss > 1.5 * ref)
+    return f"{loss:.3g}" + (" **broken**" if broken else "")
+
+
 def table(results: dict, flops: float) -> str:
-    """Markdown: one row per trainer, ratios against mlx-lm, naive PEFT and the fastest strong PEFT run."""
+    """Markdown: one row per trainer, ratios against mlx-lm, naive PEFT and the fastest strong PEFT run
+    whose loss is sound."""
     base, naive = results.get("mlx-lm"), results.get("peft")
     strong_runs = [name for name in results if name.startswith("peft-strong")]
-    best = max(strong_runs, key=lambda name: steady(results[name], "windows")) if strong_runs else None
+    sound = [name for name in strong_runs if "broken" not in loss_cell(results[name], results)] or strong_runs
+    best = max(sound, key=lambda name: steady(results[name], "windows")) if strong_runs else None
     strong = results.get(best)
-    header = "| trainer | examples/s | dataset tokens/s | MFU | peak GB | torch reserved GB |"
+    header = "| trainer | examples/s | dataset tokens/s | MFU | peak GB | torch reserved GB | final loss |"
     header += " × mlx-lm examples/s | × mlx-lm memory |" if base else ""
     header += " × PEFT tokens/s | × PEFT memory |" if naive else ""
     header += " × strong PEFT tokens/s | × strong PEFT memory |" if strong else ""
@@ -262,7 +278,7 @@ def table(results: dict, flops: float) -> str:
     for name, r in results.items():
         tokens, examples = steady(r, "windows"), steady(r, "examples")
         cells = [f"{examples:.1f}", f"{tokens:,.0f}", f"{flops * tokens / PEAK_BF16_FLOPS:.1%}", f"{r['peak_gb']:.1f}",
-                 f"{r['reserved_gb']:.1f}" if "reserved_gb" in r else ""]
+                 f"{r['reserved_gb']:.1f}" if "reserved_gb" in r else "", loss_cell(r, results)]
         for other, key in ((base, "examples"), (naive, "windows"), (strong, "windows")):
             if other:
                 cells += [f"{examples / steady(other, 'examples'):.2f}×" if key == "examples"

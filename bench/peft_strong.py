@@ -23,14 +23,17 @@ how the step runs, each piece one that Hugging Face's own docs recommend:
   fused AdamW, and **torch.compile** of the forward and loss (``compile: "step"``;
   ``"layers"`` compiles each decoder layer; ``"none"``).
 
-Each optional piece is tried; when the run fails, the piece the traceback points at
+Each optional piece is tried; when the run fails (an error, or a loss that is not finite or
+passes twice the first step's plus one: the H200's first run went to 4e27 with Liger and
+the compiled step together), the piece the traceback points at
 (else the next in the order compile, liger, cce, attention, fused-adamw, autocast) is
-turned off, one NOTE line says so and why, and the run starts again from a fresh
+turned off (attention falls back to sdpa), one NOTE line says so and why, and the run starts again from a fresh
 model. The RESULT line lists what was used (``used``) and the notes.
 """
 
 import gc
 import json
+import math
 import random
 import sys
 import time
@@ -177,6 +180,9 @@ def train(plan: dict, model_path: str, examples, batches, iters: int, window: in
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())  # synchronises
+            if not math.isfinite(losses[-1]) or losses[-1] > 2 * losses[0] + 1:  # a speed-up that breaks training
+                raise FloatingPointError(f"diverged: loss {losses[-1]:.4g} at step {step + 1} "
+                                         f"(first step {losses[0]:.4g})")
             step_s.append(time.perf_counter() - t0)
             real += sum(len(ids) for ids, _ in chosen)
             rows += len(chosen)
@@ -264,10 +270,7 @@ def main() -> None:
             culprit = blame(plan, text)
             if culprit is None:
                 raise
-            if culprit == "compile" and plan["compile"] == "step":
-                fallback = "layers"
-            else:
-                fallback = {"compile": "none", "attn": "sdpa"}.get(culprit, False)
+            fallback = {"compile": "none", "attn": "sdpa"}.get(culprit, False)
             note(f"{culprit}={plan[culprit]}: failed ({short(exc)}); again with {culprit}={fallback}")
             plan[culprit] = fallback
         if result is not None:
