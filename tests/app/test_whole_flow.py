@@ -1,7 +1,8 @@
 """The whole app with the real engine, end to end, as a person goes through it: pick the
 model on the Models page → load the pirate sample on the Data page → change a setting there
 and find it in the run's config.yaml → train on the Train page (the real trainer child) →
-stop → resume to the end → chat with the tuned adapter beside the base → an export
+stop → resume to the end → evaluate it on the Runs page (base vs tuned answers scored) →
+chat with the tuned adapter beside the base, both streaming at once → an export
 cancelled (nothing written) → the export, verified. One test, in steps (``WHOLE_FLOW``):
 each step is a function of the one :class:`Flow`, so a step (evaluation, streaming both
 chat sides) goes in by adding a function to the list. And a real training child killed with
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PySide6.QtCore import Qt
 
 from app.controllers import AppContext
 from app.controllers.export import ExportController
 from app.main_window import MainWindow
+from app.pages.runs_page import COLUMNS
 from mlx_lora import paths
 from mlx_lora.export import PROMPTS
 
@@ -165,7 +168,36 @@ def chat_base_and_tuned(flow: Flow) -> None:
     with qtbot.waitSignal(ctx.chat.answer_finished, timeout=120_000):
         chat.send_button.click()
     assert {side for side, _ in tokens} == {"base", "tuned"}
+    # both at once: the tuned side's first token came before the base side's last
+    sides = [side for side, _ in tokens]
+    assert sides.index("tuned") < len(sides) - 1 - sides[::-1].index("base"), sides
     assert chat.transcripts["tuned"].last_answer().strip() and chat.transcripts["base"].last_answer().strip()
+    for side in ("base", "tuned"):  # each pane's own count and speed
+        assert "tokens/s" in chat.speed_labels[side].text()
+
+
+def evaluate_on_the_runs_page(flow: Flow) -> None:
+    """Evaluate the run on the Runs page: base and tuned answers scored, and the headline in
+    the history next to the run."""
+    from mlx_lora.run_folder import GENERATION_EVAL_FILE
+
+    qtbot, window, ctx = flow.qtbot, flow.window, flow.ctx
+    runs = window.runs_page
+    with qtbot.waitSignal(ctx.runs.runs_listed, timeout=10_000):
+        window.show_page(5)
+    def row_of_the_run() -> int:
+        return next(r for r in range(runs.table.rowCount())
+                    if runs.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == str(flow.run_dir))
+
+    runs.select_rows([row_of_the_run()])
+    panel = runs.evaluation
+    panel.limit.setValue(2)
+    panel.max_tokens.setValue(4)
+    with qtbot.waitSignal(ctx.runs.evaluation.evaluation_finished, timeout=300_000):
+        runs.evaluate_button.click()
+    assert panel.summary.rowCount() >= 4 and panel.examples.rowCount() == 2
+    assert (flow.run_dir / GENERATION_EVAL_FILE).is_file()
+    qtbot.waitUntil(lambda: "→" in runs.table.item(row_of_the_run(), COLUMNS.index("ROUGE-L")).text(), timeout=30_000)
 
 
 def _open_the_export_page(flow: Flow) -> None:
@@ -222,6 +254,7 @@ WHOLE_FLOW = [
     change_a_setting_on_the_data_page,
     train_then_stop,
     resume_to_the_end,
+    evaluate_on_the_runs_page,
     chat_base_and_tuned,
     cancel_an_export,
     export_verified,
