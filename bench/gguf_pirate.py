@@ -8,6 +8,9 @@ matrix, and the GGUF adapter on the f16 base.
 
     PYTHONPATH=$PWD python bench/gguf_pirate.py [--run RUN] [--types f16,q8_0,q4_k_m] [--json out.json]
 
+(on a busy machine, MLX_LORA_LLAMA_CPP_THREADS=1: llama.cpp's spin barriers make more threads slower.)
+Answers are greedy, 32 tokens at most.
+
 Without --run it first trains the pirate run (`mlx-lora demo`'s settings: 30 steps of LoRA on
 the demo model; equivalent to `mlx-lora train --model demo --data resources/datasets/pirate
 --iters 30 --batch-size 4 --num-layers 16 --rank 8 --alpha 16 --learning-rate 1e-3 ...`).
@@ -45,7 +48,7 @@ def style(answers: list[str]) -> dict:
 def answers_of(gguf: Path, prompt_ids, stop_ids, lora: Path | None = None) -> list[str]:
     from mlx_lora.export.llama_cpp_check import llama_cpp_logits
 
-    _, info = llama_cpp_logits(gguf, prompt_ids[:1], stop_ids=stop_ids, n_predict=48, answer=prompt_ids, lora=lora)
+    _, info = llama_cpp_logits(gguf, prompt_ids[:1], stop_ids=stop_ids, n_predict=32, answer=prompt_ids, lora=lora)
     return info["answers"]
 
 
