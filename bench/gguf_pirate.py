@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--json")
     parser.add_argument("--skip-extras", action="store_true", help="no dropped-adapter, imatrix or adapter rows")
+    parser.add_argument("--skip-base", action="store_true", help="no row for the base's own answers")
     args = parser.parse_args()
 
     from mlx_lora.adapters import strip_adapters
@@ -105,9 +106,10 @@ def main() -> None:
     config = json.loads((base_dir / "config.json").read_text())
     write_gguf(load_base_float32(base_dir, files), config, chat.tokenizer, base_dir, base_gguf, quantize=None,
                eos_ids=stop_ids, name="base")
-    base_answers = answers_of(base_gguf, prompt_ids, stop_ids)
-    rows.append({"type": "base (f16, no adapter)", **style(base_answers), "answers": base_answers})
-    print(json.dumps(rows[-1])[:300], flush=True)
+    if not args.skip_base:
+        base_answers = answers_of(base_gguf, prompt_ids, stop_ids)
+        rows.append({"type": "base (f16, no adapter)", **style(base_answers), "answers": base_answers})
+        print(json.dumps(rows[-1])[:300], flush=True)
     del chat, session
 
     for name in args.types.split(","):
