@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--json")
     parser.add_argument("--skip-extras", action="store_true", help="no dropped-adapter, imatrix or adapter rows")
+    parser.add_argument("--extras", default="imatrix,dropped,adapter", help="which extra rows")
     parser.add_argument("--skip-base", action="store_true", help="no row for the base's own answers")
     args = parser.parse_args()
 
@@ -112,7 +113,7 @@ def main() -> None:
         print(json.dumps(rows[-1])[:300], flush=True)
     del chat, session
 
-    for name in args.types.split(","):
+    for name in filter(None, args.types.split(",")):
         t = time.time()
         out = tmp / f"out-{name}"
         result = export_run(run, out, "gguf", quantize=QUANTIZE[name], torch_python=None)
@@ -122,14 +123,15 @@ def main() -> None:
                         "; ".join(n for n in result.notes if n.startswith("warning"))))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
 
-    if not args.skip_extras:
+    extras = set() if args.skip_extras else set(args.extras.split(","))
+    if "imatrix" in extras:
         t = time.time()
         result = export_run(run, tmp / "out-imatrix", "gguf", quantize="q4_k_m", torch_python=None, imatrix=True)
         [check] = [c for c in result.checks if c.check.endswith("(loaded by llama.cpp)")]
         [gguf] = (tmp / "out-imatrix").glob("*.gguf")
         rows.append(row("q4_k_m + imatrix", check, answers_of(gguf, prompt_ids, stop_ids), time.time() - t))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
-
+    if "dropped" in extras:
         t = time.time()
         try:
             export_run(run, tmp / "out-dropped", "gguf", quantize="q4_k_m", torch_python=None, fuse=strip_adapters)
@@ -138,7 +140,7 @@ def main() -> None:
             [check] = [c for c in exc.checks if c.check.endswith("(loaded by llama.cpp)")]
             rows.append(row("q4_k_m, adapter dropped by the fuse", check, None, time.time() - t, "refused"))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
-
+    if "adapter" in extras:
         t = time.time()
         result = export_run(run, tmp / "out-adapter", "gguf-adapter", torch_python=None)
         answers = answers_of(base_gguf, prompt_ids, stop_ids, lora=tmp / "out-adapter" / "adapter.gguf")
