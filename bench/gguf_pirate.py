@@ -8,6 +8,9 @@ matrix, and the GGUF adapter on the f16 base.
 
     PYTHONPATH=$PWD python bench/gguf_pirate.py [--run RUN] [--types f16,q8_0,q4_k_m] [--json out.json]
 
+(on a busy machine, MLX_LORA_LLAMA_CPP_THREADS=1: llama.cpp's spin barriers make more threads slower.)
+Answers are greedy, 32 tokens at most.
+
 Without --run it first trains the pirate run (`mlx-lora demo`'s settings: 30 steps of LoRA on
 the demo model; equivalent to `mlx-lora train --model demo --data resources/datasets/pirate
 --iters 30 --batch-size 4 --num-layers 16 --rank 8 --alpha 16 --learning-rate 1e-3 ...`).
@@ -45,7 +48,7 @@ def style(answers: list[str]) -> dict:
 def answers_of(gguf: Path, prompt_ids, stop_ids, lora: Path | None = None) -> list[str]:
     from mlx_lora.export.llama_cpp_check import llama_cpp_logits
 
-    _, info = llama_cpp_logits(gguf, prompt_ids[:1], stop_ids=stop_ids, n_predict=48, answer=prompt_ids, lora=lora)
+    _, info = llama_cpp_logits(gguf, prompt_ids[:1], stop_ids=stop_ids, n_predict=32, answer=prompt_ids, lora=lora)
     return info["answers"]
 
 
@@ -67,6 +70,8 @@ def main() -> None:
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--json")
     parser.add_argument("--skip-extras", action="store_true", help="no dropped-adapter, imatrix or adapter rows")
+    parser.add_argument("--extras", default="imatrix,dropped,adapter", help="which extra rows")
+    parser.add_argument("--skip-base", action="store_true", help="no row for the base's own answers")
     args = parser.parse_args()
 
     from mlx_lora.adapters import strip_adapters
@@ -102,12 +107,13 @@ def main() -> None:
     config = json.loads((base_dir / "config.json").read_text())
     write_gguf(load_base_float32(base_dir, files), config, chat.tokenizer, base_dir, base_gguf, quantize=None,
                eos_ids=stop_ids, name="base")
-    base_answers = answers_of(base_gguf, prompt_ids, stop_ids)
-    rows.append({"type": "base (f16, no adapter)", **style(base_answers), "answers": base_answers})
-    print(json.dumps(rows[-1])[:300], flush=True)
+    if not args.skip_base:
+        base_answers = answers_of(base_gguf, prompt_ids, stop_ids)
+        rows.append({"type": "base (f16, no adapter)", **style(base_answers), "answers": base_answers})
+        print(json.dumps(rows[-1])[:300], flush=True)
     del chat, session
 
-    for name in args.types.split(","):
+    for name in filter(None, args.types.split(",")):
         t = time.time()
         out = tmp / f"out-{name}"
         result = export_run(run, out, "gguf", quantize=QUANTIZE[name], torch_python=None)
@@ -117,14 +123,15 @@ def main() -> None:
                         "; ".join(n for n in result.notes if n.startswith("warning"))))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
 
-    if not args.skip_extras:
+    extras = set() if args.skip_extras else set(args.extras.split(","))
+    if "imatrix" in extras:
         t = time.time()
         result = export_run(run, tmp / "out-imatrix", "gguf", quantize="q4_k_m", torch_python=None, imatrix=True)
         [check] = [c for c in result.checks if c.check.endswith("(loaded by llama.cpp)")]
         [gguf] = (tmp / "out-imatrix").glob("*.gguf")
         rows.append(row("q4_k_m + imatrix", check, answers_of(gguf, prompt_ids, stop_ids), time.time() - t))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
-
+    if "dropped" in extras:
         t = time.time()
         try:
             export_run(run, tmp / "out-dropped", "gguf", quantize="q4_k_m", torch_python=None, fuse=strip_adapters)
@@ -133,7 +140,7 @@ def main() -> None:
             [check] = [c for c in exc.checks if c.check.endswith("(loaded by llama.cpp)")]
             rows.append(row("q4_k_m, adapter dropped by the fuse", check, None, time.time() - t, "refused"))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
-
+    if "adapter" in extras:
         t = time.time()
         result = export_run(run, tmp / "out-adapter", "gguf-adapter", torch_python=None)
         answers = answers_of(base_gguf, prompt_ids, stop_ids, lora=tmp / "out-adapter" / "adapter.gguf")

@@ -80,7 +80,11 @@ class _Printer:
                 verdict = event.status if event.status == TOO_SMALL else "passed" if event.passed else "FAILED"
                 print(f"  {event.check}: {verdict} — top-1 agreement {event.top1_agreement:.2%}, max |Δlogit| "
                       f"{event.max_abs_logit_diff:.3g} (the adapter's: {event.adapter_max_effect:.3g}), mean "
-                      f"{event.mean_abs_logit_diff:.3g} (the adapter's: {event.adapter_effect:.3g})",
+                      f"{event.mean_abs_logit_diff:.3g} (the adapter's: {event.adapter_effect:.3g})"
+                      + (f"; mean KL {event.mean_kl:.3g} (KL tuned‖base {event.adapter_kl:.3g}), the adapter's "
+                         f"effect kept {event.adapter_effect_kept:.1%}" if event.adapter_effect_kept is not None else "")
+                      + (f"; validation loss {event.val_loss:.4f} (base+adapter {event.val_loss_tuned:.4f}, base "
+                         f"{event.val_loss_base:.4f})" if event.val_loss is not None else ""),
                       file=sys.stderr, flush=True)
 
 

@@ -73,7 +73,7 @@ def test_every_format_is_whole_and_offered_by_the_cli_and_the_model_card(name):
 
 
 def test_an_unknown_format_names_the_choices():
-    with pytest.raises(UserError, match="unknown export format 'onnx': choose one of mlx, hf, gguf, peft, adapter"):
+    with pytest.raises(UserError, match="unknown export format 'onnx': choose one of mlx, hf, gguf, gguf-adapter, peft, adapter"):
         format_for("onnx")
 
 

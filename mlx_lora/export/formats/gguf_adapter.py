@@ -168,7 +168,8 @@ class GgufAdapter(ExportFormat):
         gc.collect()
 
     def usage(self, repo: str, base: str, files: list[str]) -> str:
-        return (f"```sh\n# onto a GGUF of {base} (the f16 file of `mlx-lora export --format gguf`, or one from the Hub)\n"
+        return (f"```sh\n# {ADAPTER_FILE} of {repo}, onto a GGUF of {base} (the f16 file of "
+                f"`mlx-lora export --format gguf`, or one from the Hub)\n"
                 f"llama-cli -m {base.split('/')[-1]}-f16.gguf --lora {ADAPTER_FILE} -cnv\n"
                 f"# Ollama: a Modelfile with `FROM <that base GGUF>` and `ADAPTER ./{ADAPTER_FILE}`\n```")
 
