@@ -156,6 +156,7 @@ def chat_base_and_tuned(flow: Flow) -> None:
     chat.select_run(str(flow.run_dir))
     with qtbot.waitSignal(ctx.chat.runs_listed, timeout=10_000):
         window.show_page(3)
+        ctx.chat.refresh_runs()  # the page lists runs when it has none; after the Runs page it may have them
     qtbot.waitUntil(lambda: chat.picker.pending is None, timeout=5000)
     with qtbot.waitSignal(ctx.chat.model_loaded, timeout=120_000):
         chat.load_button.click()
