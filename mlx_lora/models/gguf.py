@@ -305,25 +305,10 @@ def build_tokenizer_files(metadata: dict, where: str | Path = "the GGUF file") -
         },
     }
     ids = {name: special_id(name) for name in ("bos", "eos", "padding", "unknown")}
-    config: dict[str, Any] = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": 1_000_000,
-        "clean_up_tokenization_spaces": False,
-        "add_bos_token": bool(_scalar(metadata.get("tokenizer.ggml.add_bos_token", False))),
-        "add_eos_token": False,
-    }
-    for key, name in (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding"), ("unk_token", "unknown")):
-        if ids[name] is not None and ids[name] < len(tokens):
-            config[key] = tokens[ids[name]]
-    template = metadata.get("tokenizer.chat_template")
-    if template:
-        config["chat_template"] = str(template)
-    special_map = {k: config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if k in config}
-    return {
-        "tokenizer.json": json.dumps(tokenizer_json, ensure_ascii=False),
-        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False),
-        "special_tokens_map.json": json.dumps(special_map, indent=2, ensure_ascii=False),
-    }
+    from mlx_lora.models.gguf_spm import tokenizer_file_texts
+
+    return tokenizer_file_texts(tokenizer_json, tokens, ids, metadata, add_eos_token=False, add_bos_token=bool(
+        _scalar(metadata.get("tokenizer.ggml.add_bos_token", False))))
 
 
 def _sha256(path: Path) -> str:

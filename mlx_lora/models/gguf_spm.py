@@ -117,11 +117,17 @@ def spm_tokenizer_files(metadata: dict, where) -> dict[str, str]:
             "merges": merges_from_scores(tokens, scores, types),
         },
     }
-    config: dict[str, Any] = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1_000_000,
-        "clean_up_tokenization_spaces": False, "add_bos_token": add_bos, "add_eos_token": add_eos,
-        "legacy": True,  # a space after special tokens, as llama.cpp adds one
-    }
+    return tokenizer_file_texts(tokenizer_json, tokens, ids, metadata, add_bos_token=add_bos, add_eos_token=add_eos,
+                                legacy=True)  # legacy: a space after special tokens, as llama.cpp adds one
+
+
+def tokenizer_file_texts(tokenizer_json: dict, tokens: list[str], ids: dict, metadata: dict,
+                         **settings: Any) -> dict[str, str]:
+    """tokenizer.json, tokenizer_config.json and special_tokens_map.json of a GGUF's vocabulary
+    (byte-level BPE or SentencePiece): ``ids`` the GGUF's bos/eos/padding/unknown token ids,
+    ``settings`` the tokenizer_config entries of its kind (add_bos_token, …)."""
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 1_000_000,
+                              "clean_up_tokenization_spaces": False, **settings}
     for key, name in (("bos_token", "bos"), ("eos_token", "eos"), ("pad_token", "padding"), ("unk_token", "unknown")):
         if ids[name] is not None and ids[name] < len(tokens):
             config[key] = tokens[ids[name]]
