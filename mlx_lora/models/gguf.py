@@ -345,7 +345,7 @@ def import_gguf(
     gguf_path, out_dir = Path(gguf_path), Path(out_dir)
     header = _checked_header(gguf_path, check_model=True)
     plan = import_plan(gguf_path, dequantize, header)
-    stage(plan.summary, 0)  # the memory it will take, first
+    stage(f"reading {gguf_path.name}", 0)  # (the memory it will take was said before: the CLI and the Models page)
     if plan.must_dequantize:  # K-quants, Q5_*, BF16…: read and dequantised by gguf-py, exactly
         metadata = read_gguf_header(gguf_path, values=True).metadata
         config = gguf_to_hf_config(metadata, has_output="output.weight" in header.tensors)
