@@ -167,7 +167,7 @@ class GgufAdapter(ExportFormat):
         del model
         gc.collect()
 
-    def usage(self, repo: str, base: str, files: list[str]) -> str:
+    def usage(self, repo: str, base: str, files: list[str], trained_base: dict | None = None) -> str:
         return (f"```sh\n# {ADAPTER_FILE} of {repo}, onto a GGUF of {base} (the f16 file of "
                 f"`mlx-lora export --format gguf`, or one from the Hub)\n"
                 f"llama-cli -m {base.split('/')[-1]}-f16.gguf --lora {ADAPTER_FILE} -cnv\n"
