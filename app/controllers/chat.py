@@ -53,6 +53,7 @@ class ChatController(QObject):
     prompt_rendered = Signal(object)  # ChatPrompt: the tuned side's prompt as the model reads it
     answer_finished = Signal(dict)  # {side: (text, last ChatDelta)}
     busy_changed = Signal(bool)
+    load_cancelled = Signal()
     failed = Signal(str)
 
     def __init__(self, state: AppState, worker=None) -> None:
@@ -133,6 +134,21 @@ class ChatController(QObject):
         if self._doing == "answer":
             self.worker.stop(self._answer_id)
 
+    def is_loading(self) -> bool:
+        return self._doing == "load"
+
+    def cancel_load(self) -> None:
+        """Stop a load in progress. The chat child is ended (mid-load it holds nothing worth
+        keeping) and started again by the next command; on the thread fallback, which cannot
+        be interrupted, the load runs on and its result is dropped."""
+        if self._doing != "load":
+            return
+        self._drop_load = self.worker.pid is None  # a thread: its ChatLoaded/ChatFailed still comes
+        self.worker.kill()
+        self._end()
+        self.loaded = None
+        self.load_cancelled.emit()
+
     def clear(self) -> None:
         self.conversations = {BASE: [], TUNED: []}
 
@@ -158,6 +174,9 @@ class ChatController(QObject):
             self.delta_received.emit(event.side, event)
         elif isinstance(event, ChatPrompt):
             self.prompt_rendered.emit(event)
+        elif isinstance(event, (ChatLoaded, ChatFailed)) and getattr(self, "_drop_load", False) and \
+                self._doing is None:
+            self._drop_load = False  # the cancelled load's late result
         elif isinstance(event, ChatLoaded):
             self._end()
             self.loaded = LoadedModel(event.base_spec, event.adapter, event.label, tuple(event.notes))

@@ -73,6 +73,9 @@ class ChatPage(QWidget):
         self.load_button = QPushButton("Load")
         self.load_button.setObjectName("primary")
         row.addWidget(self.load_button)
+        self.cancel_load_button = QPushButton("Cancel")
+        self.cancel_load_button.setVisible(False)  # while a model loads
+        row.addWidget(self.cancel_load_button)
         self.refresh_button = QPushButton("Refresh")
         row.addWidget(self.refresh_button)
         self.compare_box = QCheckBox("Compare with the base model")
@@ -175,6 +178,7 @@ class ChatPage(QWidget):
 
         # -- wiring ------------------------------------------------------------------------------
         self.load_button.clicked.connect(self._on_load_clicked)
+        self.cancel_load_button.clicked.connect(self.controller.cancel_load)
         self.refresh_button.clicked.connect(controller.refresh_runs)
         self.compare_box.toggled.connect(lambda _on: self._update_panes())
         self.template_box.activated.connect(self._on_template_picked)
@@ -193,6 +197,7 @@ class ChatPage(QWidget):
         c.prompt_rendered.connect(self._on_prompt_rendered)
         c.answer_finished.connect(self._on_answer_finished)
         c.busy_changed.connect(lambda _busy: self._update_buttons())
+        c.load_cancelled.connect(lambda: self.status.setText("Loading cancelled; no model is loaded."))
         c.failed.connect(self._on_failed)
         self._update_panes()
         self._update_buttons()
@@ -239,6 +244,7 @@ class ChatPage(QWidget):
     def _update_buttons(self) -> None:
         busy, answering = self.controller.is_busy(), self.controller.is_answering()
         self.load_button.setEnabled(not busy)
+        self.cancel_load_button.setVisible(self.controller.is_loading())
         self.send_button.setEnabled(not busy and self.controller.loaded is not None)
         self.stop_button.setEnabled(answering)
         self.clear_button.setEnabled(not answering)

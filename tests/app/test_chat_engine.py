@@ -1,6 +1,6 @@
 """The Chat page over the real engine in its child process, on the tiny model: base and tuned
-stream at once into both panes, Stop ends both mid-stream, and the template picker changes
-the prompt the model reads."""
+stream at once into both panes, Stop ends both mid-stream, the template picker changes
+the prompt the model reads, and a load cancelled midway ends the child and loads again."""
 
 from __future__ import annotations
 
@@ -61,3 +61,40 @@ def _drive(qtbot, controller, page, tiny_run):
     answers = finished.args[0]
     assert {answers[side][1].finish_reason for side in (BASE, TUNED)} == {"cancelled"}
     assert all(answers[side][1].token_count < 50 for side in (BASE, TUNED))
+
+
+def test_a_load_cancelled_midway_ends_the_child_and_the_next_load_works(qtbot, tiny_run):
+    controller = ChatController(AppState())
+    page = ChatPage(controller)
+    qtbot.addWidget(page)
+    page.show()
+    try:
+        controller.load(str(tiny_run))
+        assert page.cancel_load_button.isVisible() and not page.load_button.isEnabled()
+        pid = controller.worker.pid
+        assert pid is not None  # the child is starting (imports, then the model)
+        with qtbot.waitSignal(controller.load_cancelled, timeout=5_000):
+            page.cancel_load_button.click()
+        assert controller.worker.pid is None and controller.loaded is None and not controller.is_busy()
+        assert not page.cancel_load_button.isVisible() and page.load_button.isEnabled()
+        assert page.status.text() == "Loading cancelled; no model is loaded."
+        qtbot.waitUntil(lambda: not _alive(pid), timeout=5_000)  # no orphan
+        with qtbot.waitSignal(controller.model_loaded, timeout=120_000):  # a fresh child loads it
+            controller.load(str(tiny_run))
+        assert controller.loaded.adapter == str(tiny_run)
+    finally:
+        controller.worker.kill()
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (killed, not yet reaped by Qt) is gone for our purpose
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
