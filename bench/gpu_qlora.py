@@ -45,6 +45,22 @@ RUNS = {  # key: (label, settings for our trainer)
         "ours": {"quantize_bits": 4, "memory_limit_gb": 14}, "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}}),
     "4bit-limit16": ("QLoRA 4-bit, dequantised matmul, memory limit 16 GB", {
         "ours": {"quantize_bits": 4, "memory_limit_gb": 16}, "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}}),
+    # the quantised kernel forward (fast on sm90), dense only for the backward's dy @ W (CUDA has
+    # no fast kernel for it: qmatmul.py)
+    "4bit-hybrid": ("QLoRA 4-bit, kernel forward, dequantised backward", {
+        "ours": {"quantize_bits": 4},
+        "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"], "prepare.DEQUANTIZED_MATMUL_FORWARD": "kernel"}}),
+    # the guard's line at 16 GB and MLX's own at 0.8 of it (12.8 GB), where its eval starts
+    # waiting for queued work (memory_guard.THROTTLE_SHARE)
+    "4bit-hybrid-throttle": ("QLoRA 4-bit, kernel forward, dequantised backward, MLX limit 12.8 GB", {
+        "ours": {"quantize_bits": 4, "memory_limit_gb": 16},
+        "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"], "prepare.DEQUANTIZED_MATMUL_FORWARD": "kernel",
+                   "memory_guard.THROTTLE_SHARE": 0.8}}),
+    "4bit-throttle": ("QLoRA 4-bit, dequantised matmul, MLX limit 12.8 GB", {
+        "ours": {"quantize_bits": 4, "memory_limit_gb": 16},
+        "module": {"prepare.DEQUANTIZED_MATMUL": ["cuda"], "memory_guard.THROTTLE_SHARE": 0.8}}),
+    "4bit-kernels-throttle": ("QLoRA 4-bit, MLX quantised matmul, MLX limit 12.8 GB", {
+        "ours": {"quantize_bits": 4, "memory_limit_gb": 16}, "module": {"memory_guard.THROTTLE_SHARE": 0.8}}),
 }
 
 
@@ -73,6 +89,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--70b-dequantised", dest="dequantised_70b", action="store_true",
                         help="the 70B shape through dequantised matmuls (default: MLX's quantised ones)")
+    parser.add_argument("--70b-hybrid", dest="hybrid_70b", action="store_true",
+                        help="the 70B shape through the kernel forward and the dequantised backward")
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, to try the script on a CPU")
     args = parser.parse_args()
     only = args.only.split(",")
@@ -113,6 +131,8 @@ def main() -> None:
                           "ours": {"max_batch_tokens": 1024, "quantize_bits": 4, "grad_checkpoint": True}}
                 if args.dequantised_70b:
                     merged["module"] = {"prepare.DEQUANTIZED_MATMUL": ["cuda"]}
+                if args.hybrid_70b:
+                    merged["module"] = {"prepare.DEQUANTIZED_MATMUL": ["cuda"], "prepare.DEQUANTIZED_MATMUL_FORWARD": "kernel"}
                 result = run_one(f"70B shape, {layers} layers, QLoRA 4-bit, checkpointed, 1 x 1024", folder, data,
                                  args.work, 3 * args.window, args.window, merged)
                 if result:

@@ -50,6 +50,7 @@ model, data, run_dir, iters, window, s = sys.argv[1], sys.argv[2], sys.argv[3], 
 from mlx_lora.train import evaluate
 from mlx_lora.methods import lora
 from mlx_lora.train import prepare
+from mlx_lora.train import memory_guard
 rows = []  # per step: (examples, real tokens)
 def counting_micro_batches(indices, lengths, cap):  # the loop's one call per step (no accumulation here)
     flat = indices[indices >= 0] if indices.ndim == 2 else indices  # a packed batch: rows of examples
@@ -57,7 +58,7 @@ def counting_micro_batches(indices, lengths, cap):  # the loop's one call per st
     return micro_batches(indices, lengths, cap)
 for name, value in s.get("module", {}).items():  # e.g. {"lora.CAST_LORA": false}: module settings to measure
     module, attr = name.split(".")
-    setattr({"evaluate": evaluate, "lora": lora, "prepare": prepare}[module], attr, value)
+    setattr({"evaluate": evaluate, "lora": lora, "prepare": prepare, "memory_guard": memory_guard}[module], attr, value)
 class WorstFirst(PackedPlan if s.get("ours", {}).get("pack") else BatchPlan):  # the batch with the most padded tokens comes first: its peak counts
     def epoch(self, epoch):
         batches = list(super().epoch(epoch))

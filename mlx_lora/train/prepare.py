@@ -77,6 +77,10 @@ def trainable_count(model: nn.Module) -> int:
 # ahead of the GPU, so QLoRA's memory saving is gone. QLoRA is for memory, so the kernels
 # stay; the bench sets ("cuda",) to measure this path.
 DEQUANTIZED_MATMUL: tuple[str, ...] = ()
+# "dequantize": forward and input gradient both dense; "kernel": MLX's quantised kernel for the
+# forward, dense only for the backward's dy @ W (qmatmul.py's docstring: CUDA has no fast kernel
+# for that product)
+DEQUANTIZED_MATMUL_FORWARD = "dequantize"
 
 
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
@@ -246,7 +250,7 @@ def prepare_model(config: TrainConfig, reporter: Reporter = NullReporter()) -> P
     if DEQUANTIZED_MATMUL and backend.backend_name() in DEQUANTIZED_MATMUL:
         from mlx_lora.methods.tensors.qmatmul import dequantized_matmul_layers
 
-        if dequantized_matmul_layers(model):
+        if dequantized_matmul_layers(model, forward=DEQUANTIZED_MATMUL_FORWARD):
             notes.append("the quantised base multiplies through dequantised weights, one layer at a time "
                          "(faster than quantised matmuls for training on this backend)")
     if config.model.grad_checkpoint:

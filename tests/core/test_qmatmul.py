@@ -10,12 +10,17 @@ import pytest
 from mlx.utils import tree_flatten
 
 from mlx_lora.config import TrainConfig
-from mlx_lora.methods.tensors.qmatmul import DequantizedMatmulLinear, dequantized_matmul_layers
+from mlx_lora import backend
+from mlx_lora.methods.tensors.qmatmul import DequantizedBackwardLinear, DequantizedMatmulLinear, dequantized_matmul_layers
 from mlx_lora.train import prepare
 
 
+FORWARDS = {"dequantize": DequantizedMatmulLinear, "kernel": DequantizedBackwardLinear}
+
+
+@pytest.mark.parametrize("forward", list(FORWARDS))
 @pytest.mark.parametrize("bits", [4, 8])
-def test_dequantised_matmul_gives_the_quantised_layers_output_and_input_gradient(bits):
+def test_dequantised_matmul_gives_the_quantised_layers_output_and_input_gradient(bits, forward):
     mx.random.seed(0)
     layer = nn.QuantizedLinear.from_linear(nn.Linear(128, 64, bias=True), group_size=64, bits=bits)
     layer.bias = mx.random.normal((64,))
@@ -27,7 +32,7 @@ def test_dequantised_matmul_gives_the_quantised_layers_output_and_input_gradient
         return np.array(out[0]), np.array(vjp[0])
 
     expected_out, expected_dx = output_and_input_gradient()
-    assert dequantized_matmul_layers(layer) == 1 and type(layer) is DequantizedMatmulLinear
+    assert dequantized_matmul_layers(layer, forward=forward) == 1 and type(layer) is FORWARDS[forward]
     out, dx = output_and_input_gradient()
     np.testing.assert_allclose(out, expected_out, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-4)
@@ -36,10 +41,12 @@ def test_dequantised_matmul_gives_the_quantised_layers_output_and_input_gradient
     assert sorted(k for k, _ in tree_flatten(layer.parameters())) == ["bias", "biases", "scales", "weight"]
 
 
-def test_a_lora_step_on_a_quantised_base_is_the_same_through_dequantised_matmuls(tiny_model):
+@pytest.mark.parametrize("forward", list(FORWARDS))
+def test_a_lora_step_on_a_quantised_base_is_the_same_through_dequantised_matmuls(tiny_model, forward):
     """One LoRA gradient on a 4-bit base through dequantised matmuls equals the same step on
     the dense dequantised weights (the reference: on CUDA MLX's quantised kernels round
-    differently, 0.2% in this loss, so they are not the reference)."""
+    differently, 0.2% in this loss, so they are not the reference; the "kernel" forward is
+    theirs, so on the GPU it gets their rounding as its tolerance)."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
     from mlx_lm.utils import dequantize_model, load, quantize_model
 
@@ -53,7 +60,7 @@ def test_a_lora_step_on_a_quantised_base_is_the_same_through_dequantised_matmuls
         linear_to_lora_layers(model, 2, {"rank": 4, "scale": 2.0, "dropout": 0.0})
         model.update(_random_lora_b(model))  # B starts at 0, which would hide a wrong path through it
         if not dense:
-            assert dequantized_matmul_layers(model) > 0
+            assert dequantized_matmul_layers(model, forward=forward) > 0
         return model
 
     tokens = mx.array([[1, 5, 9, 200, 33, 7, 2, 8]])
@@ -65,9 +72,11 @@ def test_a_lora_step_on_a_quantised_base_is_the_same_through_dequantised_matmuls
     dense, swapped = lora_model(dense=True), lora_model(dense=False)
     value_a, grads_a = nn.value_and_grad(dense, loss)(dense)
     value_b, grads_b = nn.value_and_grad(swapped, loss)(swapped)
-    assert value_a.item() == pytest.approx(value_b.item(), rel=1e-5)
+    kernels_round = forward == "kernel" and backend.device_kind() == "gpu"
+    assert value_a.item() == pytest.approx(value_b.item(), rel=5e-3 if kernels_round else 1e-5)
     for (name, a), (_, b) in zip(tree_flatten(grads_a), tree_flatten(grads_b)):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=5e-2 if kernels_round else 1e-3,
+                                   atol=1e-3 if kernels_round else 1e-5, err_msg=name)
 
 
 def _random_lora_b(model):

@@ -10,6 +10,13 @@ needs ``dy @ W``: a custom VJP dequantises again instead of keeping the dense co
 the packed weights stay resident (what QLoRA is for) and the dense weight lives for one
 product at a time.
 
+``forward="kernel"`` keeps MLX's quantised kernel for the forward product and dequantises
+only for the backward's ``dy @ W``: MLX 0.32's CUDA backend has fast tensor-core kernels
+(sm80/sm90) for ``x @ W.T`` with the packed weight, but none for the untransposed product the
+input gradient needs, which falls to its naive kernel (``supports_qmm_sm90`` / ``_sm80``
+return false for ``transpose=False``, mlx/backend/cuda/quantized/qmm/qmm.cu) — that is where
+the quantised step's time goes on the GPU (bench/gpu_qmm_probe.py).
+
 Only the base layers' forward and the input gradient are changed: the base is frozen, so the
 weight cotangents are never asked for (zeros, never evaluated). Swapped in by class, like
 :func:`~mlx_lora.methods.tensors.layers.cast_lora_layers`, so saving and fusing see mlx-lm's
@@ -26,9 +33,12 @@ def _dequantized(weight, scales, biases, group_size: int, bits: int, mode: str, 
     return mx.dequantize(weight, scales, biases, group_size=group_size, bits=bits, mode=mode).astype(dtype)
 
 
-def _product(group_size: int, bits: int, mode: str):
+def _product(group_size: int, bits: int, mode: str, forward: str = "dequantize"):
     @mx.custom_function
     def product(x, weight, scales, biases):
+        if forward == "kernel":
+            return mx.quantized_matmul(x, weight, scales, biases, transpose=True, group_size=group_size,
+                                       bits=bits, mode=mode)
         return x @ _dequantized(weight, scales, biases, group_size, bits, mode, x.dtype).T
 
     @product.vjp
@@ -46,9 +56,11 @@ _PRODUCTS: dict = {}
 class DequantizedMatmulLinear(nn.QuantizedLinear):
     """``QuantizedLinear`` whose forward dequantises the weight for a dense product."""
 
+    FORWARD = "dequantize"
+
     def __call__(self, x):
         mode = self.mode
-        key = (self.group_size, self.bits, mode)
+        key = (self.group_size, self.bits, mode, self.FORWARD)
         if key not in _PRODUCTS:
             _PRODUCTS[key] = _product(*key)
         biases = self.get("biases")
@@ -61,12 +73,21 @@ class DequantizedMatmulLinear(nn.QuantizedLinear):
         return y
 
 
-def dequantized_matmul_layers(model: nn.Module) -> int:
+class DequantizedBackwardLinear(DequantizedMatmulLinear):
+    """``QuantizedLinear`` whose forward is MLX's quantised kernel and whose input gradient
+    is a dense product with the weight dequantised for it (module docstring)."""
+
+    FORWARD = "kernel"
+
+
+def dequantized_matmul_layers(model: nn.Module, forward: str = "dequantize") -> int:
     """Swap every ``QuantizedLinear`` of ``model`` (adapted or not) to
-    :class:`DequantizedMatmulLinear`; returns how many."""
+    :class:`DequantizedMatmulLinear` (``forward="kernel"``: :class:`DequantizedBackwardLinear`);
+    returns how many."""
+    cls = DequantizedBackwardLinear if forward == "kernel" else DequantizedMatmulLinear
     swapped = 0
     for _, module in model.named_modules():
         if type(module) is nn.QuantizedLinear:
-            module.__class__ = DequantizedMatmulLinear
+            module.__class__ = cls
             swapped += 1
     return swapped
