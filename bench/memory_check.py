@@ -35,6 +35,9 @@ from mlx_lora.train.prepare import prepare_model
 from mlx_lora.train.optim import Optimizer
 from mlx_lora.train import step as step_fn
 s = json.loads(sys.argv[1])
+from mlx_lora.train import prepare
+for name, value in s.get("prepare", {}).items():  # e.g. {"LEAN_SWIGLU": false}: mlx-lm's own SwiGLU
+    setattr(prepare, name, value)
 config = TrainConfig().replace(**s["config"])
 prepared = prepare_model(config)
 model = prepared.model
@@ -56,6 +59,8 @@ update = step_fn.optimizer_update(model, optimizer, plain=True)
 before = mx.get_active_memory()
 mx.reset_peak_memory()
 peaks = []
+import time
+started = time.perf_counter()
 for _ in range(s.get("steps", 1)):
     (value, count), grads = loss_and_grad(model, *batch)
     mx.eval(grads, value, count)
@@ -63,7 +68,7 @@ for _ in range(s.get("steps", 1)):
     update(model, tree_map(lambda g: g / count, grads))
     mx.eval(model.parameters(), optimizer.state)
     peaks.append(mx.get_peak_memory())
-print("RESULT " + json.dumps({"peak": max(peaks), "before": before, "loss": value.item() / count.item(),
+print("RESULT " + json.dumps({"peak": max(peaks), "before": before, "step_s": (time.perf_counter() - started) / len(peaks), "loss": value.item() / count.item(),
                               "split": loss.split is not None}))
 """
 
@@ -85,9 +90,10 @@ CONFIGS = {
 
 
 def measure(model: str, overrides: dict, batch: int, length: int, share: float, loss: dict | None = None,
-            steps: int = 1) -> dict:
+            steps: int = 1, prepare: dict | None = None) -> dict:
     spec = {"config": {"model": model, "max_seq_length": length, "batch_size": batch, **overrides},
-            "batch": batch, "length": length, "trained_share": share, "loss": loss or {}, "steps": steps}
+            "batch": batch, "length": length, "trained_share": share, "loss": loss or {}, "steps": steps,
+            "prepare": prepare or {}}
     return run(STEP, json.dumps(spec))
 
 
@@ -96,21 +102,30 @@ def main() -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--mlx-lm-swiglu", action="store_true",
+                        help="also measure each config with mlx-lm's own SwiGLU (prepare.LEAN_SWIGLU off)")
     args = parser.parse_args()
     from mlx_lora.config import TrainConfig
     from mlx_lora.train.memory import estimate_training_memory
 
     rows = []
-    print("| config | estimate (GB) | measured peak (GB) | estimate / measured |")
-    print("|---|---:|---:|---:|")
+    lean_column = " mlx-lm's SwiGLU peak (GB) | lean / mlx-lm's (step's own) | step time, lean vs mlx-lm's |" if args.mlx_lm_swiglu else ""
+    print("| config | estimate (GB) | measured peak (GB) | estimate / measured |" + lean_column)
+    print("|---|---:|---:|---:|" + ("---:|---:|---:|" if args.mlx_lm_swiglu else ""))
     for name in args.configs.split(","):
         overrides, batch, length, share = CONFIGS[name]
         result = measure(args.model, overrides, batch, length, share)
         config = TrainConfig().replace(model=args.model, max_seq_length=length, batch_size=batch, **overrides)
         estimate = estimate_training_memory(config, batch_tokens=(batch, length), trained_share=share)
         rows.append({"name": name, **result, "estimate": estimate.total_bytes, "parts": estimate.parts})
+        extra = ""
+        if args.mlx_lm_swiglu:
+            plain = measure(args.model, overrides, batch, length, share, prepare={"LEAN_SWIGLU": False})
+            rows[-1]["mlx_lm_swiglu_peak"] = plain["peak"]
+            extra = (f" {plain['peak'] / 1e9:.2f} | {(result['peak'] - result['before']) / (plain['peak'] - plain['before']):.2f} |"
+                     f" {result['step_s']:.1f} s vs {plain['step_s']:.1f} s |")
         print(f"| {name} | {estimate.total_bytes / 1e9:.2f} | {result['peak'] / 1e9:.2f} | "
-              f"{estimate.total_bytes / result['peak']:.2f} |", flush=True)
+              f"{estimate.total_bytes / result['peak']:.2f} |" + extra, flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

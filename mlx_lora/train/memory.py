@@ -35,6 +35,7 @@ from typing import Sequence
 
 from mlx_lora.errors import UserError
 from mlx_lora.methods import method_for
+from mlx_lora.methods.tensors.swiglu import SWIGLU_MODEL_TYPES
 from mlx_lora.train.batches import rows_per_pass
 
 GB = 1e9
@@ -47,6 +48,11 @@ GB = 1e9
 HIDDEN_PER_TOKEN = 5.25
 INTERMEDIATE_PER_TOKEN = 5.0
 QKV_PER_TOKEN = 1.0
+# Where the trainer's SwiGLU keeps only gate and up (mlx_lora/methods/tensors/swiglu.py, the
+# model types of its SWIGLU_MODEL_TYPES): 2 fewer (sigmoid and silu), the 3 left are gate, up and
+# the product. Measured with bench/memory_check.py --mlx-lm-swiglu on the demo model:
+# 10.04 GB against 11.55 at 4 x 1024 (r16, every layer), 1.38 against 1.48 at 2 x 512 (8 layers).
+LEAN_INTERMEDIATE_PER_TOKEN = 3.0
 # The unchunked loss keeps ≈ 4.5 vocabulary-wide float32 rows per position it is computed
 # at (the head's output, the softmax, the gradient flowing back; measured 4.3 on the demo
 # model, 4.9 at D=256 V=8192). The chunked, fused loss (evaluate._head_loss) holds ≈ 8
@@ -98,6 +104,7 @@ class ModelShape:
     experts_per_token: int = 0  # active experts per token
     expert_intermediate_size: int = 0
     full_logits: bool = False  # the loss cannot run the head at trained positions only (gemma)
+    swiglu: bool = False  # its MLP is mlx-lm's swiglu (the trainer's lean SwiGLU applies)
     logit_softcapping: bool = False  # gemma2: tanh(logits / cap) · cap over the whole (B, L, V)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
@@ -165,6 +172,7 @@ def shape_from_config(config: dict) -> ModelShape:
             # the Model, not its args), so the trained-positions loss cannot split them (evaluate._split_head)
             full_logits=kind.startswith("gemma") or bool(text.get("final_logit_softcapping")),
             logit_softcapping=bool(text.get("final_logit_softcapping", kind == "gemma2")),
+            swiglu=kind in SWIGLU_MODEL_TYPES,
             hidden_size=hidden, intermediate_size=int(text["intermediate_size"]),
             num_layers=int(text["num_hidden_layers"]), num_heads=heads,
             num_kv_heads=int(text.get("num_key_value_heads") or heads),
@@ -377,7 +385,10 @@ def estimate_training_memory(config, *, shape: ModelShape | None = None, device:
     tokens = rows * length
     d, i = shape.hidden_size, shape.active_intermediate_size
     qkv = (shape.num_heads + 2 * shape.num_kv_heads) * shape.head_dim
-    per_token = HIDDEN_PER_TOKEN * d + INTERMEDIATE_PER_TOKEN * i + QKV_PER_TOKEN * qkv  # values, one layer
+    from mlx_lora.train import prepare
+
+    intermediate = LEAN_INTERMEDIATE_PER_TOKEN if shape.swiglu and prepare.LEAN_SWIGLU else INTERMEDIATE_PER_TOKEN
+    per_token = HIDDEN_PER_TOKEN * d + intermediate * i + QKV_PER_TOKEN * qkv  # values, one layer
     per_token_bytes = per_token * compute
     per_token_bytes += method.activation_bytes_per_token(adapter, targeted, compute)  # DoRA's float32 copies
     if not on_cpu:

@@ -81,6 +81,10 @@ DEQUANTIZED_MATMUL: tuple[str, ...] = ()
 # forward, dense only for the backward's dy @ W (qmatmul.py's docstring: CUDA has no fast kernel
 # for that product)
 DEQUANTIZED_MATMUL_FORWARD = "dequantize"
+# SwiGLU's backward recomputes its sigmoid instead of keeping it and silu's output: two fewer
+# (tokens x intermediate) arrays a layer (mlx_lora/methods/tensors/swiglu.py; the bench's
+# False measures mlx-lm's own)
+LEAN_SWIGLU = True
 
 
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
@@ -253,6 +257,10 @@ def prepare_model(config: TrainConfig, reporter: Reporter = NullReporter()) -> P
         if dequantized_matmul_layers(model, forward=DEQUANTIZED_MATMUL_FORWARD):
             notes.append("the quantised base multiplies through dequantised weights, one layer at a time "
                          "(faster than quantised matmuls for training on this backend)")
+    if LEAN_SWIGLU:
+        from mlx_lora.methods.tensors.swiglu import use_lean_swiglu
+
+        use_lean_swiglu(model)
     if config.model.grad_checkpoint:
         enable_grad_checkpoint(model.layers)
     adapter_config["model"] = config.model.model
