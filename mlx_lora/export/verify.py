@@ -99,6 +99,31 @@ class Thresholds:
     min_adapter_effect: float = 1e-4  # below this the adapter does nothing measurable
     # None: rule 3 as above; a share: rule 3 is "kept ≥ this" instead (quantised GGUF files)
     min_effect_kept: float | None = None
+    # rule 2 leaves out this share of the positions, the worst (mixtures of experts: :func:`for_model`)
+    max_diff_spared: float = 0.0
+
+
+# A router picks each token's experts by their top-k scores: where two experts' scores are all
+# but tied, the rounding of the stored weights (float16) can pick the other one at that position,
+# a jump of the logits there that no other position shows. Measured on the tiny qwen3_moe
+# (8 experts, 2 a token) as a float16 GGUF in llama.cpp: 548 of 552 positions within 0.06, then
+# 0.11, 0.13, 0.39 and 0.57. Rule 2 is then taken over all positions but the worst 1 %; top-1
+# agreement and the adapter's rule still count every position.
+ROUTER_SPARED = 0.01
+
+
+def routes_experts(config: dict) -> bool:
+    """Whether a model's config.json describes a mixture of experts (a router picking k of n)."""
+    n = max(int(config.get(key) or 0) for key in ("num_experts", "num_local_experts", "n_routed_experts"))
+    return n > 1 and int(config.get("num_experts_per_tok") or 1) < n
+
+
+def for_model(thresholds: Thresholds, config: dict) -> Thresholds:
+    """``thresholds`` as they apply to this model: a mixture of experts spares :data:`ROUTER_SPARED`
+    of the positions from the max rule (router near-ties, above); other models are checked everywhere."""
+    if thresholds.max_abs_logit_diff is None or not routes_experts(config):
+        return thresholds
+    return dataclasses.replace(thresholds, max_diff_spared=max(thresholds.max_diff_spared, ROUTER_SPARED))
 
 
 # Measured on the demo model with a 30-step LoRA (adapter effect: mean |Δlogit| 1.94):
@@ -173,6 +198,7 @@ class _Sums:
     changes_kept: int = 0
     kept_num: list = dataclasses.field(default_factory=list)  # per prompt: Σ ⟨e − b, t − b⟩ (centred)
     kept_den: list = dataclasses.field(default_factory=list)  # per prompt: Σ ‖t − b‖²
+    position_max: list = dataclasses.field(default_factory=list)  # per position: max |Δlogit| over the vocabulary
 
 
 def _kept(num: list[float], den: list[float]) -> tuple[float | None, float | None]:
@@ -261,6 +287,7 @@ def compare_logits(
         sums.agree += int(agree.sum().item())
         sums.adapter_changes += int(changes.sum().item())
         sums.max_diff = max(sums.max_diff, float(mx.where(mask, diff, 0).max().item()))
+        sums.position_max += [d for row, n in zip(diff.tolist(), lengths) for d in row[:n]]
         sums.max_effect = max(sums.max_effect, float(mx.where(mask, max_effect, 0).max().item()))
         sums.sum_diff += float(mx.where(mask, mean_diff, 0).sum().item())
         sums.sum_effect += float(mx.where(mask, effect, 0).sum().item())
@@ -271,8 +298,13 @@ def compare_logits(
     problems = []
     if top1 < thresholds.min_top1_agreement:
         problems.append(f"top-1 agreement {top1:.2%} is below {thresholds.min_top1_agreement:.0%}")
-    if thresholds.max_abs_logit_diff is not None and sums.max_diff > thresholds.max_abs_logit_diff:
-        problems.append(f"max |Δlogit| {sums.max_diff:.4g} is above the tolerance {thresholds.max_abs_logit_diff:g}")
+    spared = int(thresholds.max_diff_spared * len(sums.position_max))
+    checked_max = sorted(sums.position_max, reverse=True)[spared] if len(sums.position_max) > spared else 0.0
+    if thresholds.max_abs_logit_diff is not None and checked_max > thresholds.max_abs_logit_diff:
+        over = sum(d > thresholds.max_abs_logit_diff for d in sums.position_max)
+        problems.append(f"max |Δlogit| {checked_max:.4g} is above the tolerance {thresholds.max_abs_logit_diff:g}"
+                        + (f" at {over} of {len(sums.position_max)} positions, more than the {spared} a router's "
+                           "near-ties may account for (a mixture of experts)" if spared else ""))
     status = "checked"
     kept, kept_se = _kept(sums.kept_num, sums.kept_den)
     if thresholds.min_effect_kept is None:

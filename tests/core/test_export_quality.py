@@ -97,3 +97,41 @@ def test_the_importance_matrix_is_the_mean_square_of_each_layers_input(tiny_mode
     np.testing.assert_allclose(matrix["blk.0.attn_q.weight"], np.array((x * x).mean(axis=0)), rtol=1e-5)
     np.testing.assert_array_equal(matrix["blk.0.attn_q.weight"], matrix["blk.0.attn_v.weight"])  # one input
     assert model.model.layers[0].self_attn.q_proj.__class__.__name__ == "Linear"  # the layers put back
+
+
+MOE = {"model_type": "qwen3_moe", "num_experts": 8, "num_experts_per_tok": 2}
+ROUTED_PROMPTS = [[i] * 8 for i in range(25)]  # 200 positions: the 1 % spared is 2 of them
+
+
+def _routed_check(jumps: int, config: dict):
+    """An f16-like export (0.01 of noise) whose logits jump by 0.5 at the first position of the
+    first ``jumps`` prompts, as where a router's near-tie picked another expert."""
+    import mlx.core as mx
+
+    from mlx_lora.export.formats.gguf import gguf_thresholds
+    from mlx_lora.export.verify import for_model
+
+    reference = lambda batch: (_logits(1, batch) + _logits(2, batch), _logits(1, batch))  # noqa: E731
+
+    def export(batch):
+        jump = np.zeros((len(batch), len(batch[0]), V), np.float32)
+        for row, ids in enumerate(batch):
+            if ids[0] < jumps:
+                jump[row, 0, 0] = 0.5
+        return reference(batch)[0] + _logits(3, batch, scale=0.01) + mx.array(jump)
+
+    return compare_logits(reference, export, ROUTED_PROMPTS, "synthetic f16", for_model(gguf_thresholds("f16"), config))
+
+
+def test_a_mixture_of_experts_spares_a_routers_near_ties_from_the_max_rule_and_no_more():
+    dense = _routed_check(1, {"model_type": "qwen3"})
+    assert not dense.passed and dense.problems[0].startswith("max |Δlogit| 0.4") and "tolerance 0.25" in dense.problems[0]
+    moe = _routed_check(1, MOE)
+    assert moe.passed, moe.problems
+    assert moe.max_abs_logit_diff == pytest.approx(0.5, abs=0.05)  # reported as it is; only the rule spares it
+    assert moe.thresholds["max_diff_spared"] == 0.01
+    too_many = _routed_check(3, MOE)
+    assert not too_many.passed
+    assert "at 3 of 200 positions, more than the 2 a router's near-ties" in too_many.problems[0]
+    # the top-1 rule still counts every position
+    assert too_many.top1_agreement >= 0.99

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -116,12 +117,17 @@ class ExportContext:
         self.checks.append(check)
         self.reporter.emit(check)
 
+    def thresholds_for_model(self, thresholds: verify.Thresholds) -> verify.Thresholds:
+        """``thresholds`` as they apply to this base (a mixture of experts: :func:`verify.for_model`)."""
+        config = self.base_dir / "config.json"
+        return verify.for_model(thresholds, json.loads(config.read_text()) if config.is_file() else {})
+
     def compare(self, check: str, export_fn, thresholds: verify.Thresholds, batch_size: int = 4,
                 **figures: Any) -> ExportVerified:
         """Logits of ``export_fn`` (token-id batches → logits) against the reference, recorded;
         ``figures``: more fields of the check (its validation loss…)."""
-        result = verify.compare_logits(self.reference_logits, export_fn, self.prompt_ids, check, thresholds,
-                                       self.should_stop, batch_size)
+        result = verify.compare_logits(self.reference_logits, export_fn, self.prompt_ids, check,
+                                       self.thresholds_for_model(thresholds), self.should_stop, batch_size)
         result = dataclasses.replace(result, **figures)
         self.record(result)
         return result

@@ -147,8 +147,8 @@ class GgufAdapter(ExportFormat):
         ctx.compare(CHECK, logits_of(with_adapter), f16, batch_size=1)
         # the adapter against the fused file, both in llama.cpp: the fused logits play the tuned model
         fused_reference = lambda batch: (logits_of(fused)(batch), logits_of(base)(batch))  # noqa: E731
-        ctx.record(verify.compare_logits(fused_reference, logits_of(with_adapter), ctx.prompt_ids, FUSED_CHECK, f16,
-                                         ctx.should_stop, batch_size=1))
+        ctx.record(verify.compare_logits(fused_reference, logits_of(with_adapter), ctx.prompt_ids, FUSED_CHECK,
+                                         ctx.thresholds_for_model(f16), ctx.should_stop, batch_size=1))
 
     def _write_base_and_fused(self, ctx: ExportContext, config: dict, base_gguf: Path, fused_gguf: Path) -> None:
         from mlx_lora.export.fused import load_base_float32
