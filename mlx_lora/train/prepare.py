@@ -87,10 +87,52 @@ DEQUANTIZED_MATMUL_FORWARD = "dequantize"
 LEAN_SWIGLU = True
 
 
+def single_group_fix(in_dims: int, group_size: int) -> int | None:
+    """The group size to quantise a layer with `in_dims` inputs on CUDA: MLX 0.32.4's CUDA
+    quantised matmul returns wrong values (relative error 1 to 6, sometimes nan) for two or more
+    rows when a weight's row is one group (in_dims == group_size: 64 with group size 64), while
+    the same shapes at group size 32, and every width of two or more groups, are right
+    (bench/results/h200-2026-12-04-s2/qmm-check.log, measured on the H200). No released model is
+    that narrow; the tiny test models are. Returns the group size to use, or None to leave the
+    layer unquantised where no smaller valid group size divides it."""
+    if in_dims != group_size:
+        return group_size
+    smaller = group_size // 2
+    return smaller if smaller >= 32 and in_dims % smaller == 0 else None
+
+
+def quantize_base(model: nn.Module, model_config: dict, group_size: int, bits: int, notes: list[str]) -> nn.Module:
+    """mlx-lm's `quantize_model`, with the model's own predicate kept and, on CUDA, the
+    single-group layers of `single_group_fix` quantised with a smaller group."""
+    from mlx_lm.utils import quantize_model
+
+    own = getattr(model, "quant_predicate", None)
+    changed: list[str] = []
+
+    def predicate(path: str, module: nn.Module):
+        decision = own(path, module) if own is not None else True
+        if decision is False or backend.backend_name() != "cuda":
+            return decision
+        size = decision.get("group_size", group_size) if isinstance(decision, dict) else group_size
+        fixed = single_group_fix(module.weight.shape[-1], size)
+        if fixed == size:
+            return decision
+        changed.append(path)
+        if fixed is None:
+            return False
+        return {**(decision if isinstance(decision, dict) else {"bits": bits, "mode": "affine"}), "group_size": fixed}
+
+    model, _ = quantize_model(model, model_config, group_size, bits, quant_predicate=predicate)
+    if changed:
+        notes.append(f"{len(changed)} layer(s) one quantisation group wide ({changed[0]}, …) were quantised with a "
+                     "smaller group: MLX's CUDA quantised matmul is wrong for them")
+    return model
+
+
 def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple[nn.Module, Any, Path, str, list[str]]:
     """(model, tokenizer, folder, compute dtype name, notes): the base, quantised and/or
     dequantised as the config and the device call for."""
-    from mlx_lm.utils import load, quantize_model
+    from mlx_lm.utils import load
 
     from mlx_lora.models.dequant import dequantize_model
 
@@ -116,7 +158,7 @@ def load_base(config: TrainConfig, reporter: Reporter = NullReporter()) -> tuple
             notes.append(f"the model is already quantised ({'/'.join(map(str, _quantized_bits(model)))}-bit); "
                          "quantize_bits was not applied")
         else:
-            model, _ = quantize_model(model, model_config, settings.quantize_group_size, settings.quantize_bits)
+            model = quantize_base(model, model_config, settings.quantize_group_size, settings.quantize_bits, notes)
             notes.append(f"quantised the base to {settings.quantize_bits}-bit (QLoRA)")
     if lazy:
         for layer in getattr(model, "layers", []):
