@@ -5,7 +5,7 @@
 ``make test-models`` runs tests/models, whose conftest writes tests/models/results.json
 (family → cell → outcome and measured numbers); this rewrites the block between
 ``<!-- family-table -->`` and ``<!-- /family-table -->`` in README.md and between
-``<!-- family-results -->`` and ``<!-- /family-results -->`` in bench/RESULTS.md. Nothing
+``<!-- family-results -->`` and ``<!-- /family-results -->`` (and ``gguf-results``) in bench/RESULTS.md. Nothing
 here is written by hand: a cell the matrix did not run shows as "–".
 """
 
@@ -19,12 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+GGUF_KINDS = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")  # tests/models' GGUF_TYPES_TESTED
 # the table's columns: (heading, cells that must all pass); the issue's stage numbers
 COLUMNS = [
     ("1 load", ["load"]), ("1 will it fit", ["fit"]), ("1 past the sliding window", ["sliding-window"]), ("2 preview", ["preview"]),
     ("3 LoRA", ["train-lora"]), ("3 DoRA", ["train-dora"]), ("3 QLoRA", ["train-qlora"]),
     ("4 chat", ["chat"]), ("5 hf", ["export-hf"]), ("5 peft", ["export-peft"]), ("5 mlx", ["export-mlx"]),
-    ("5 GGUF f16, q4_k_m (llama.cpp)", ["gguf-f16", "gguf-q4_k_m"]),
+    ("5 GGUF, all 7 types (llama.cpp)", [f"gguf-{kind}" for kind in GGUF_KINDS]),
     ("6 PEFT import", ["import-peft"]),
 ]
 MARK = {"passed": "✓", "failed": "✗", "xfailed": "✗ (known)", "xpassed": "✓", "skipped": "–"}
@@ -68,6 +69,24 @@ def numbers_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def gguf_table(results: dict) -> str:
+    """llama.cpp's top-1 agreement with base+adapter, and the adapter's effect kept, per family and type."""
+    from tests.models.make_tiny import FAMILIES
+
+    lines = ["| family | " + " | ".join(GGUF_KINDS) + " |", "|---|" + "---|" * len(GGUF_KINDS)]
+    for family in FAMILIES:
+        row = []
+        for kind in GGUF_KINDS:
+            entry = results.get(family, {}).get(f"gguf-{kind}", {})
+            if entry.get("outcome") not in ("passed", "xpassed") or "top1_agreement" not in entry:
+                row.append(MARK.get(entry.get("outcome"), "–") if entry else "–")
+                continue
+            kept = entry.get("adapter_effect_kept")
+            row.append(f"{entry['top1_agreement']:.1%}" + (f" · {kept:.0%}" if kept is not None else ""))
+        lines.append(f"| {family} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def replace_block(path: Path, tag: str, body: str) -> None:
     text = path.read_text(encoding="utf-8")
     start, end = f"<!-- {tag} -->", f"<!-- /{tag} -->"
@@ -87,6 +106,7 @@ def main() -> None:
     results = json.loads(args.results.read_text())
     replace_block(REPO / "README.md", "family-table", family_table(results))
     replace_block(REPO / "bench" / "RESULTS.md", "family-results", numbers_table(results))
+    replace_block(REPO / "bench" / "RESULTS.md", "gguf-results", gguf_table(results))
 
 
 if __name__ == "__main__":

@@ -234,9 +234,9 @@ def dequantize_weights(weights: dict, quant: dict, dtype) -> dict:
     out = {}
     for key, tensor in weights.items():
         module, _, suffix = key.rpartition(".")
-        if module in quant:
-            if suffix != "weight":
-                continue
+        if module in quant and suffix in ("scales", "biases"):  # folded into the weight below
+            continue
+        if module in quant and suffix == "weight":  # a layer's own `bias` stays as it is
             q = quant[module]
             # in float32, exact (models/dequant.py), rounded once to dtype
             tensor = dequantize_exact(tensor, weights[f"{module}.scales"], weights[f"{module}.biases"],

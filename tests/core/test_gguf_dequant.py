@@ -143,3 +143,23 @@ def test_the_import_plan_says_what_a_k_quant_file_will_cost_first(tmp_path):
     _write(tmp_path / "q4.gguf", {"a.weight": (q4, q4type)})
     kept = import_plan(tmp_path / "q4.gguf")
     assert not kept.must_dequantize and kept.dequantize is None and kept.model_bytes == 16 * 256 * 5 // 8
+
+
+def test_a_quantised_layer_keeps_its_own_bias_when_dequantised():
+    """Qwen2's q/k/v projections have a bias: in a Q8_0 file the weight arrives as MLX's
+    weight/scales/biases and the layer's bias beside them; dequantising folds scales and biases
+    into the weight and keeps the bias (it was dropped: the family matrix's qwen2 q8_0 and q4_0
+    exports failed to load back with 'Missing 6 parameters: ….q_proj.bias')."""
+    import mlx.core as mx
+
+    from mlx_lora.models.gguf import dequantize_weights
+
+    dense = mx.random.normal((64, 64))
+    packed, scales, biases = mx.quantize(dense, group_size=32, bits=8)
+    bias = mx.arange(64, dtype=mx.float32)
+    weights = {"q.weight": packed, "q.scales": scales, "q.biases": biases, "q.bias": bias, "norm.weight": bias}
+    out = dequantize_weights(weights, {"q": {"group_size": 32, "bits": 8}}, mx.float32)
+    assert sorted(out) == ["norm.weight", "q.bias", "q.weight"]
+    np.testing.assert_array_equal(np.array(out["q.bias"]), np.array(bias))
+    np.testing.assert_allclose(np.array(out["q.weight"]),
+                               np.array(mx.dequantize(packed, scales, biases, group_size=32, bits=8)), atol=1e-6)

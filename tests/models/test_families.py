@@ -253,9 +253,11 @@ def test_export(family, format, tiny_families, memorise_data, tmp_path_factory, 
 
 # family → why llama-cpp-python 0.3.36 cannot load or run its GGUF (a strict xfail: it must fail)
 GGUF_GAPS: dict[str, str] = {}
-# f16 (written here) and q4_k_m (llama.cpp's quantiser; on these 64-wide rows it falls back to its
-# 5-bit Q5_0 for the tensors a K-quant's 256-wide blocks do not fit)
-GGUF_TYPES_TESTED = ("f16", "q4_k_m")
+# Every type the export offers: f16, bf16, q8_0 and q4_0 written here (gguf-py), the K-quants by
+# llama.cpp's own quantiser (on these 64-wide rows it falls back to a legacy type for the tensors a
+# K-quant's 256-wide blocks do not fit, so the demo model's tests in make test are where the
+# K-quant blocks themselves are judged)
+GGUF_TYPES_TESTED = ("f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0")
 GGUF_CELLS = [pytest.param(family, kind, marks=pytest.mark.xfail(strict=True, reason=GGUF_GAPS[family]))
               if family in GGUF_GAPS else pytest.param(family, kind)
               for family in NAMES for kind in GGUF_TYPES_TESTED]
@@ -264,15 +266,16 @@ GGUF_CELLS = [pytest.param(family, kind, marks=pytest.mark.xfail(strict=True, re
 @pytest.mark.parametrize("family, kind", GGUF_CELLS)
 def test_gguf(family, kind, tiny_families, memorise_data, tmp_path_factory, record_property):
     """The tuned model as GGUF, loaded by llama.cpp itself: its logits on the verification
-    prompts against MLX base+adapter's (f16: top-1 ≥ 99%; q4_k_m: the adapter survives, the
-    export's own rule), and its architecture, tokenizer and general.* metadata as llama.cpp reads them."""
+    prompts against MLX base+adapter's (f16: top-1 ≥ 99%; bf16 and the quantised types: the
+    adapter survives, the export's own rule), and its architecture, tokenizer and general.* metadata as llama.cpp reads them."""
     from mlx_lora.export import export_run, llama_cpp_check
-    from mlx_lora.export.gguf_export import GGUF_ARCHS
+    from mlx_lora.export.gguf_export import GGUF_ARCHS, GGUF_TYPES
 
     assert llama_cpp_check.available(), "llama-cpp-python is not importable: run `make setup-gguf` (the gguf extra)"
     result, _ = trained_run(family, "lora", tiny_families / family, memorise_data, tmp_path_factory)
     out = tmp_path_factory.mktemp(f"gguf-{family}-{kind}") / "out"
-    exported = export_run(result.run_dir, out, "gguf", quantize=None if kind == "f16" else kind, torch_python=None)
+    quantize = {name: value for value, name in GGUF_TYPES.items()}[kind]  # "q8_0" → 8, as --quantize maps it
+    exported = export_run(result.run_dir, out, "gguf", quantize=quantize, torch_python=None)
     [llama] = [c for c in exported.checks if c.check == f"GGUF {kind} (loaded by llama.cpp)"]
     assert llama.status == "checked" and exported.passed, {c.check: c.problems for c in exported.checks}
     assert llama.adapter_effect > 1e-3  # the adapter changes the logits, so the match means something
@@ -281,6 +284,10 @@ def test_gguf(family, kind, tiny_families, memorise_data, tmp_path_factory, reco
     record_property("top1_agreement", round(llama.top1_agreement, 4))
     record_property("mean_abs_logit_diff", round(llama.mean_abs_logit_diff, 4))
     record_property("adapter_effect", round(llama.adapter_effect, 4))
+    if llama.adapter_effect_kept is not None:
+        record_property("adapter_effect_kept", round(llama.adapter_effect_kept, 4))
+    if llama.mean_kl is not None:
+        record_property("mean_kl", round(llama.mean_kl, 6))
 
     import gguf
 

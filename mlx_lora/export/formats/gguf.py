@@ -10,7 +10,7 @@ llama.cpp itself (:mod:`mlx_lora.export.llama_cpp_check`), its logits compared w
 base+adapter's and a greedy continuation compared token by token. Without the extra
 that check is recorded as not run, and the K-quants are refused (llama.cpp makes them).
 
-The pass rule for the quantised types, q8_0, the K-quants and q4_0 (README, "GGUF"), which
+The pass rule for the rounded types, bf16, q8_0, the K-quants and q4_0 (README, "GGUF"), which
 replaces verify.py's top-1 minimums and mean-error rule for GGUF files: refused only when
 the adapter's effect is lost — when, two standard errors included, less than
 :data:`MIN_EFFECT_KEPT` of the fine-tune's shift of the logits survives in the file
@@ -38,9 +38,14 @@ from mlx_lora.export.gguf_export import GGUF_TYPES, LLAMA_CPP_TYPES, gguf_type
 # 84.3 % ± 0.1 % of its shift at q4_k_m (top-1 79 %, every held-out answer still in the pirate voice);
 # with the adapter dropped by the fuse, −1.8 % ± 0.2 %.
 MIN_EFFECT_KEPT = 0.5
+# bf16 is one of them: its 8 significant bits are q8_0's precision, and rounding a float32
+# model to them moved top-1 agreement to 93.7-98.7 % on the tiny family models (tests/models,
+# the same figure from llama.cpp and from mlx reading the file back: rounding, not the writer),
+# where f16 keeps ≥ 99 %. A bf16-trained model's bf16 file is near exact either way.
 QUANTISED_THRESHOLDS = {
     kind: verify.Thresholds(0.0, None, rounding=rounding, min_effect_kept=MIN_EFFECT_KEPT)
-    for kind, rounding in (("q8_0", 0.15), ("q6_k", 0.15), ("q5_k_m", 3.8), ("q4_k_m", 3.8), ("q4_0", 3.8))
+    for kind, rounding in (("bf16", 0.2), ("q8_0", 0.15), ("q6_k", 0.15), ("q5_k_m", 3.8), ("q4_k_m", 3.8),
+                           ("q4_0", 3.8))
 }
 WARN_BELOW_TOP1 = 0.90  # a quantised file agreeing less than this with the tuned model gets a warning note
 WARN_BELOW_KEPT = 0.80  # …or keeping less than this of the adapter's effect
@@ -50,21 +55,22 @@ GREEDY_TOKENS = 24
 def gguf_thresholds(type_name: str) -> verify.Thresholds:
     if type_name in QUANTISED_THRESHOLDS:
         return QUANTISED_THRESHOLDS[type_name]
-    # the file's tensors are float16 (f16) / bfloat16, so those dtypes' tolerances
-    return thresholds("bfloat16" if type_name == "bf16" else "float16", None)
+    # f16: the file's tensors are float16, so that dtype's tolerances
+    return thresholds("float16", None)
 
 
 def quality_warnings(type_name: str, check: verify.ExportVerified) -> list[str]:
     """The notes a quantised file that passed gets when it kept less than it might."""
     notes = []
+    milder = "f16 keeps more" if type_name == "bf16" else "q8_0 or q6_k keeps more"
     if check.top1_agreement < WARN_BELOW_TOP1:
         notes.append(f"warning: the {type_name} file agrees with the tuned model on the most likely next "
                      f"token {check.top1_agreement:.1%} of the time (f16: ≥ 99%): expect its answers "
-                     "to differ from the tuned model's more than the f16 file's; q8_0 or q6_k keeps more")
+                     f"to differ from the tuned model's more than the f16 file's; {milder}")
     if check.adapter_effect_kept is not None and check.adapter_effect_kept < WARN_BELOW_KEPT:
         notes.append(f"warning: the {type_name} file keeps {check.adapter_effect_kept:.0%} of the fine-tune's shift "
                      f"of the logits (refused below {MIN_EFFECT_KEPT:.0%}): the tuned behaviour is weakened; "
-                     "q8_0 or q6_k keeps more")
+                     f"{milder}")
     return notes
 
 
