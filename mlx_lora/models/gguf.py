@@ -21,7 +21,7 @@ header (MLX's C reader trusts every length in it) and checks that it describes
 a model this importer can build (head counts, token list, shapes).
 
 Supported: the llama architecture family with byte-level BPE vocabularies
-(llama 3, SmolLM, Qwen2, Mistral-Nemo-style) and SentencePiece ("llama" model:
+(llama 3, SmolLM, Qwen2, Qwen3, Mistral-Nemo-style) and SentencePiece ("llama" model:
 Llama 2, Mistral) vocabularies, rebuilt to tokenise as llama.cpp does
 (:mod:`mlx_lora.models.gguf_spm`).
 
@@ -60,6 +60,8 @@ _LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",  # qwen3
+    "attn_k_norm": "self_attn.k_norm",
 }
 _TOP_NAMES = {
     "token_embd": "model.embed_tokens",
@@ -99,7 +101,9 @@ _PRE_TOKENIZERS = {
     "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_REGEX), _byte_level(False)]},
 }
 
-SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2"})
+SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# llama.cpp architecture → (mlx-lm model_type, transformers class); others are the llama family
+_MODEL_TYPES = {"qwen2": ("qwen2", "Qwen2ForCausalLM"), "qwen3": ("qwen3", "Qwen3ForCausalLM")}
 
 
 def _scalar(value: Any) -> Any:
@@ -152,10 +156,11 @@ def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
     n_heads = int(meta("attention.head_count"))
     hidden = int(meta("embedding_length"))
     vocab = meta("vocab_size") or len(metadata["tokenizer.ggml.tokens"])
-    head_dim = meta("rope.dimension_count") or hidden // n_heads
+    head_dim = meta("attention.key_length") or meta("rope.dimension_count") or hidden // n_heads
+    model_type, architecture = _MODEL_TYPES.get(arch, ("llama", "LlamaForCausalLM"))
     config = {
-        "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
-        "model_type": "qwen2" if arch == "qwen2" else "llama",
+        "architectures": [architecture],
+        "model_type": model_type,
         "hidden_size": hidden,
         "intermediate_size": int(meta("feed_forward_length")),
         "num_attention_heads": n_heads,

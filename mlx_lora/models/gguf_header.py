@@ -207,6 +207,7 @@ _SIZES = {
     "attention.head_count": "num_attention_heads",
     "attention.head_count_kv": "num_key_value_heads",
     "rope.dimension_count": "head_dim",
+    "attention.key_length": "head_dim",  # after the rotary width: a head's own width where the file says it
     "context_length": "max_position_embeddings",
     "vocab_size": "vocab_size",
 }
@@ -302,6 +303,8 @@ def _check_tensor_shapes(tensors: dict[str, GGUFTensor], sizes: dict[str, int], 
                  "attn_norm.weight": (hidden,), "ffn_norm.weight": (hidden,)}
         if arch == "qwen2":  # mlx-lm's qwen2 has q/k/v biases
             block.update({"attn_q.bias": (q_rows,), "attn_k.bias": (kv_rows,), "attn_v.bias": (kv_rows,)})
+        if arch == "qwen3":  # Qwen3's per-head RMSNorm of queries and keys
+            block.update({"attn_q_norm.weight": (sizes["head_dim"],), "attn_k_norm.weight": (sizes["head_dim"],)})
         expected.update({f"blk.{i}.{name}": shape for name, shape in block.items()})
     for name, shape in expected.items():
         if name not in tensors:
