@@ -21,7 +21,7 @@ header (MLX's C reader trusts every length in it) and checks that it describes
 a model this importer can build (head counts, token list, shapes).
 
 Supported: the llama architecture family with byte-level BPE vocabularies
-(llama 3, SmolLM, Qwen2, Qwen3, Mistral-Nemo-style) and SentencePiece ("llama" model:
+(llama 3, SmolLM, SmolLM3, Qwen2, Qwen3, Mistral-Nemo-style) and SentencePiece ("llama" model:
 Llama 2, Mistral) vocabularies, rebuilt to tokenise as llama.cpp does
 (:mod:`mlx_lora.models.gguf_spm`).
 
@@ -101,9 +101,12 @@ _PRE_TOKENIZERS = {
     "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_REGEX), _byte_level(False)]},
 }
 
-SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
 # llama.cpp architecture → (mlx-lm model_type, transformers class); others are the llama family
-_MODEL_TYPES = {"qwen2": ("qwen2", "Qwen2ForCausalLM"), "qwen3": ("qwen3", "Qwen3ForCausalLM")}
+_MODEL_TYPES = {"qwen2": ("qwen2", "Qwen2ForCausalLM"), "qwen3": ("qwen3", "Qwen3ForCausalLM"),
+                "smollm3": ("smollm3", "SmolLM3ForCausalLM")}
+# llama.cpp's converter permutes q/k rows for these (the interleaved rotary layout)
+_PERMUTED = ("llama", "smollm3")
 
 
 def _scalar(value: Any) -> Any:
@@ -176,6 +179,8 @@ def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
         "attention_bias": arch == "qwen2",
         "mlp_bias": False,
     }
+    if arch == "smollm3":  # llama.cpp skips the rotary embedding on every 4th layer, with no key to say so
+        config["no_rope_layer_interval"] = 4
     for key, name in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
         value = metadata.get(f"tokenizer.ggml.{name}_token_id")
         if value is not None:
@@ -201,7 +206,7 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
     n_heads = config["num_attention_heads"]
     n_kv = config["num_key_value_heads"]
     # llama.cpp's converter permutes q/k only for the llama family (LlamaModel), not qwen2
-    permuted = config["model_type"] == "llama"
+    permuted = config["model_type"] in _PERMUTED
     for name, tensor in weights.items():
         stem, _, suffix = name.rpartition(".")  # suffix: weight | scales | biases | bias
         parts = stem.split(".")
