@@ -21,7 +21,7 @@ header (MLX's C reader trusts every length in it) and checks that it describes
 a model this importer can build (head counts, token list, shapes).
 
 Supported: the llama architecture family with byte-level BPE vocabularies
-(llama 3, SmolLM, SmolLM3, Qwen2, Qwen3, Mistral-Nemo-style) and SentencePiece ("llama" model:
+(llama 3, SmolLM, SmolLM3, Qwen2, Qwen3, Phi-3, Mistral-Nemo-style) and SentencePiece ("llama" model:
 Llama 2, Mistral) vocabularies, rebuilt to tokenise as llama.cpp does
 (:mod:`mlx_lora.models.gguf_spm`).
 
@@ -101,10 +101,12 @@ _PRE_TOKENIZERS = {
     "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_REGEX), _byte_level(False)]},
 }
 
-SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3"})
+SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3"})
 # llama.cpp architecture → (mlx-lm model_type, transformers class); others are the llama family
 _MODEL_TYPES = {"qwen2": ("qwen2", "Qwen2ForCausalLM"), "qwen3": ("qwen3", "Qwen3ForCausalLM"),
-                "smollm3": ("smollm3", "SmolLM3ForCausalLM")}
+                "smollm3": ("smollm3", "SmolLM3ForCausalLM"), "phi3": ("phi3", "Phi3ForCausalLM")}
+# Phi-3 keeps q/k/v and gate/up fused, in llama.cpp's file and in mlx-lm's model alike
+_PHI3_NAMES = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 # llama.cpp's converter permutes q/k rows for these (the interleaved rotary layout)
 _PERMUTED = ("llama", "smollm3")
 
@@ -181,6 +183,12 @@ def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
     }
     if arch == "smollm3":  # llama.cpp skips the rotary embedding on every 4th layer, with no key to say so
         config["no_rope_layer_interval"] = 4
+    if arch == "phi3":
+        rotary = meta("rope.dimension_count")
+        if rotary and int(rotary) != int(head_dim):
+            config["partial_rotary_factor"] = int(rotary) / int(head_dim)
+        original = meta("rope.scaling.original_context_length")
+        config["original_max_position_embeddings"] = int(original or config["max_position_embeddings"])
     for key, name in (("bos_token_id", "bos"), ("eos_token_id", "eos"), ("pad_token_id", "padding")):
         value = metadata.get(f"tokenizer.ggml.{name}_token_id")
         if value is not None:
@@ -212,10 +220,11 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
         parts = stem.split(".")
         if parts[0] == "blk":
             layer, kind = parts[1], parts[2]
-            if kind not in _LAYER_NAMES:
+            names = {**_LAYER_NAMES, **_PHI3_NAMES} if config["model_type"] == "phi3" else _LAYER_NAMES
+            if kind not in names:
                 log.debug("skipping GGUF tensor %s", name)
                 continue
-            module = f"model.layers.{layer}.{_LAYER_NAMES[kind]}"
+            module = f"model.layers.{layer}.{names[kind]}"
             if permuted and kind == "attn_q":
                 tensor = _unpermute(tensor, n_heads)
             elif permuted and kind == "attn_k":

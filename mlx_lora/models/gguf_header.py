@@ -305,7 +305,14 @@ def _check_tensor_shapes(tensors: dict[str, GGUFTensor], sizes: dict[str, int], 
             block.update({"attn_q.bias": (q_rows,), "attn_k.bias": (kv_rows,), "attn_v.bias": (kv_rows,)})
         if arch == "qwen3":  # Qwen3's per-head RMSNorm of queries and keys
             block.update({"attn_q_norm.weight": (sizes["head_dim"],), "attn_k_norm.weight": (sizes["head_dim"],)})
+        if arch == "phi3":  # q/k/v fused in attn_qkv, gate and up in ffn_up
+            for fused in ("attn_q.weight", "attn_k.weight", "attn_v.weight", "ffn_gate.weight"):
+                del block[fused]
+            block.update({"attn_qkv.weight": (hidden, q_rows + 2 * kv_rows), "ffn_up.weight": (hidden, 2 * ffn)})
         expected.update({f"blk.{i}.{name}": shape for name, shape in block.items()})
+    if arch == "phi3" and "rope_factors_long.weight" in tensors:
+        raise bad("Phi-3's long-context rope factors (rope_factors_long) are not imported yet: "
+                  "use the model's safetensors from the Hub")
     for name, shape in expected.items():
         if name not in tensors:
             raise bad(f"tensor {name} is missing (the metadata says {layers} blocks of width {hidden})")
