@@ -21,7 +21,7 @@ header (MLX's C reader trusts every length in it) and checks that it describes
 a model this importer can build (head counts, token list, shapes).
 
 Supported: the llama architecture family with byte-level BPE vocabularies
-(llama 3, SmolLM, SmolLM3, Qwen2, Qwen3, Phi-3, Mistral-Nemo-style) and SentencePiece ("llama" model:
+(llama 3, SmolLM, SmolLM3, Qwen2, Qwen3, Phi-3, Gemma 2/3, Mistral-Nemo-style) and SentencePiece ("llama" model:
 Llama 2, Mistral) vocabularies, rebuilt to tokenise as llama.cpp does
 (:mod:`mlx_lora.models.gguf_spm`).
 
@@ -101,10 +101,15 @@ _PRE_TOKENIZERS = {
     "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_REGEX), _byte_level(False)]},
 }
 
-SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3"})
+SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3"})
 # llama.cpp architecture → (mlx-lm model_type, transformers class); others are the llama family
 _MODEL_TYPES = {"qwen2": ("qwen2", "Qwen2ForCausalLM"), "qwen3": ("qwen3", "Qwen3ForCausalLM"),
-                "smollm3": ("smollm3", "SmolLM3ForCausalLM"), "phi3": ("phi3", "Phi3ForCausalLM")}
+                "smollm3": ("smollm3", "SmolLM3ForCausalLM"), "phi3": ("phi3", "Phi3ForCausalLM"),
+                "gemma2": ("gemma2", "Gemma2ForCausalLM"), "gemma3": ("gemma3_text", "Gemma3ForCausalLM")}
+# Gemma's four norms a block (llama.cpp's names for the two it adds)
+_GEMMA_NAMES = {"attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
+                "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm"}
+_GEMMA_TYPES = ("gemma2", "gemma3_text")
 # Phi-3 keeps q/k/v and gate/up fused, in llama.cpp's file and in mlx-lm's model alike
 _PHI3_NAMES = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
 # llama.cpp's converter permutes q/k rows for these (the interleaved rotary layout)
@@ -112,9 +117,10 @@ _PERMUTED = ("llama", "smollm3")
 
 
 def _scalar(value: Any) -> Any:
-    """GGUF metadata scalars arrive as 0-d mx.arrays."""
+    """GGUF metadata scalars arrive as 0-d mx.arrays (arrays, such as Gemma 3's per-layer
+    sliding-window pattern, as lists)."""
     if hasattr(value, "item"):
-        return value.item()
+        return value.item() if getattr(value, "size", 1) == 1 else value.tolist()
     return value
 
 
@@ -183,6 +189,8 @@ def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
     }
     if arch == "smollm3":  # llama.cpp skips the rotary embedding on every 4th layer, with no key to say so
         config["no_rope_layer_interval"] = 4
+    if arch in ("gemma2", "gemma3"):
+        config.update(_gemma_config(arch, meta, config))
     if arch == "phi3":
         rotary = meta("rope.dimension_count")
         if rotary and int(rotary) != int(head_dim):
@@ -194,6 +202,35 @@ def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
         if value is not None:
             config[key] = int(_scalar(value))
     return config
+
+
+def _gemma_config(arch: str, meta: Callable[..., Any], config: dict) -> dict:
+    """Gemma 2/3's keys, read as llama.cpp reads them (src/models/gemma2.cpp, gemma3.cpp): the
+    attention scale is 1/sqrt(head_dim) except for the 27B (46 or 62 layers: 1/sqrt(hidden/heads))."""
+    layers, hidden, heads = config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"]
+    out: dict[str, Any] = {"hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True,
+                           "query_pre_attn_scalar": hidden // heads if layers in (46, 62) else config["head_dim"],
+                           "sliding_window": int(meta("attention.sliding_window", 4096))}
+    if arch == "gemma2":
+        out["attn_logit_softcapping"] = float(meta("attn_logit_softcapping", 50.0))
+        out["final_logit_softcapping"] = float(meta("final_logit_softcapping", 30.0))
+        return out
+    if meta("final_logit_softcapping") is not None:
+        out["final_logit_softcapping"] = float(meta("final_logit_softcapping"))
+    out["rope_local_base_freq"] = float(meta("rope.freq_base_swa", 10000.0))
+    pattern = meta("attention.sliding_window_pattern")
+    sliding = [bool(x) for x in (pattern.tolist() if hasattr(pattern, "tolist") else pattern or [])]
+    if sliding:  # every layer slides but each n-th: mlx-lm's sliding_window_pattern n
+        n = sliding.index(False) + 1 if False in sliding else len(sliding) + 1
+        if sliding != [(i + 1) % n != 0 for i in range(len(sliding))]:
+            raise UserError(f"this Gemma 3's sliding-window layers ({sliding}) are not every layer but each n-th, "
+                            "which mlx-lm's gemma3_text needs")
+        out["sliding_window_pattern"] = n
+    else:
+        out["sliding_window_pattern"] = 6  # llama.cpp's default without the key
+    if str(meta("rope.scaling.type", "")).lower() == "linear" and meta("rope.scaling.factor"):
+        out["rope_scaling"] = {"rope_type": "linear", "factor": float(meta("rope.scaling.factor"))}
+    return out
 
 
 def _unpermute(x, n_head: int):
@@ -209,6 +246,8 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
 
     Returns (weights, per-module quantisation {module: {"bits", "group_size"}}).
     """
+    import mlx.core as mx
+
     out: dict = {}
     quant: dict = {}
     n_heads = config["num_attention_heads"]
@@ -220,7 +259,8 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
         parts = stem.split(".")
         if parts[0] == "blk":
             layer, kind = parts[1], parts[2]
-            names = {**_LAYER_NAMES, **_PHI3_NAMES} if config["model_type"] == "phi3" else _LAYER_NAMES
+            names = ({**_LAYER_NAMES, **_PHI3_NAMES} if config["model_type"] == "phi3" else
+                     {**_LAYER_NAMES, **_GEMMA_NAMES} if config["model_type"] in _GEMMA_TYPES else _LAYER_NAMES)
             if kind not in names:
                 log.debug("skipping GGUF tensor %s", name)
                 continue
@@ -234,6 +274,9 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
         else:
             log.debug("skipping GGUF tensor %s", name)
             continue
+        if config["model_type"] in _GEMMA_TYPES and module.endswith("norm") and suffix == "weight":
+            # llama.cpp's Gemma norms compute x·w, mlx-lm's x·(1 + w): the converter wrote w + 1
+            tensor = tensor.astype(mx.float32) - 1.0
         out[f"{module}.{suffix}"] = tensor
     for key, scales in out.items():
         if key.endswith(".scales"):

@@ -303,7 +303,9 @@ def _check_tensor_shapes(tensors: dict[str, GGUFTensor], sizes: dict[str, int], 
                  "attn_norm.weight": (hidden,), "ffn_norm.weight": (hidden,)}
         if arch == "qwen2":  # mlx-lm's qwen2 has q/k/v biases
             block.update({"attn_q.bias": (q_rows,), "attn_k.bias": (kv_rows,), "attn_v.bias": (kv_rows,)})
-        if arch == "qwen3":  # Qwen3's per-head RMSNorm of queries and keys
+        if arch in ("gemma2", "gemma3"):  # the norms after attention and after the MLP
+            block.update({"post_attention_norm.weight": (hidden,), "post_ffw_norm.weight": (hidden,)})
+        if arch in ("qwen3", "gemma3"):  # the per-head RMSNorm of queries and keys
             block.update({"attn_q_norm.weight": (sizes["head_dim"],), "attn_k_norm.weight": (sizes["head_dim"],)})
         if arch == "phi3":  # q/k/v fused in attn_qkv, gate and up in ffn_up
             for fused in ("attn_q.weight", "attn_k.weight", "attn_v.weight", "ffn_gate.weight"):
