@@ -21,7 +21,7 @@ header (MLX's C reader trusts every length in it) and checks that it describes
 a model this importer can build (head counts, token list, shapes).
 
 Supported: the llama architecture family with byte-level BPE vocabularies
-(llama 3, SmolLM, SmolLM3, Qwen2, Qwen3, Phi-3, Gemma 2/3, Mistral-Nemo-style) and SentencePiece ("llama" model:
+(llama 3, SmolLM, SmolLM3, Qwen2, Qwen3, Qwen3-MoE, Phi-3, Gemma 2/3, Mistral-Nemo-style) and SentencePiece ("llama" model:
 Llama 2, Mistral) vocabularies, rebuilt to tokenise as llama.cpp does
 (:mod:`mlx_lora.models.gguf_spm`).
 
@@ -101,11 +101,15 @@ _PRE_TOKENIZERS = {
     "qwen2": {"type": "Sequence", "pretokenizers": [_split(_QWEN2_REGEX), _byte_level(False)]},
 }
 
-SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "gemma2", "gemma3"})
+SUPPORTED_ARCHS = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen3moe", "smollm3", "phi3", "gemma2", "gemma3"})
 # llama.cpp architecture → (mlx-lm model_type, transformers class); others are the llama family
 _MODEL_TYPES = {"qwen2": ("qwen2", "Qwen2ForCausalLM"), "qwen3": ("qwen3", "Qwen3ForCausalLM"),
                 "smollm3": ("smollm3", "SmolLM3ForCausalLM"), "phi3": ("phi3", "Phi3ForCausalLM"),
-                "gemma2": ("gemma2", "Gemma2ForCausalLM"), "gemma3": ("gemma3_text", "Gemma3ForCausalLM")}
+                "gemma2": ("gemma2", "Gemma2ForCausalLM"), "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
+                "qwen3moe": ("qwen3_moe", "Qwen3MoeForCausalLM")}
+# Qwen3-MoE's router and stacked experts (mlx-lm's SwitchGLU holds them stacked too)
+_MOE_NAMES = {"ffn_gate_inp": "mlp.gate", "ffn_gate_exps": "mlp.switch_mlp.gate_proj",
+              "ffn_up_exps": "mlp.switch_mlp.up_proj", "ffn_down_exps": "mlp.switch_mlp.down_proj"}
 # Gemma's four norms a block (llama.cpp's names for the two it adds)
 _GEMMA_NAMES = {"attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
                 "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm"}
@@ -191,6 +195,10 @@ def gguf_to_hf_config(metadata: dict, has_output: bool) -> dict:
         config["no_rope_layer_interval"] = 4
     if arch in ("gemma2", "gemma3"):
         config.update(_gemma_config(arch, meta, config))
+    if arch == "qwen3moe":  # experts in every layer, the chosen ones' weights renormalised: llama.cpp's qwen3moe
+        config.update(num_experts=int(meta("expert_count")), num_experts_per_tok=int(meta("expert_used_count")),
+                      moe_intermediate_size=int(meta("expert_feed_forward_length")), decoder_sparse_step=1,
+                      mlp_only_layers=[], norm_topk_prob=True)
     if arch == "phi3":
         rotary = meta("rope.dimension_count")
         if rotary and int(rotary) != int(head_dim):
@@ -260,7 +268,8 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
         if parts[0] == "blk":
             layer, kind = parts[1], parts[2]
             names = ({**_LAYER_NAMES, **_PHI3_NAMES} if config["model_type"] == "phi3" else
-                     {**_LAYER_NAMES, **_GEMMA_NAMES} if config["model_type"] in _GEMMA_TYPES else _LAYER_NAMES)
+                     {**_LAYER_NAMES, **_GEMMA_NAMES} if config["model_type"] in _GEMMA_TYPES else
+                     {**_LAYER_NAMES, **_MOE_NAMES} if config["model_type"] == "qwen3_moe" else _LAYER_NAMES)
             if kind not in names:
                 log.debug("skipping GGUF tensor %s", name)
                 continue
@@ -285,7 +294,7 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
             # weight (out, in*bits/32), scales (out, in/group): with MLX's GGUF groups of 32,
             # bits = packed columns * 32 / (groups * 32).
             group_size = 32
-            bits = packed.shape[1] * 32 // (scales.shape[1] * group_size)
+            bits = packed.shape[-1] * 32 // (scales.shape[-1] * group_size)  # the last axis: stacked experts too
             quant[module] = {"group_size": group_size, "bits": bits}
     return out, quant
 

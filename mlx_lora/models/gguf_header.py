@@ -210,6 +210,8 @@ _SIZES = {
     "attention.key_length": "head_dim",  # after the rotary width: a head's own width where the file says it
     "context_length": "max_position_embeddings",
     "vocab_size": "vocab_size",
+    "expert_count": "num_experts",
+    "expert_feed_forward_length": "moe_intermediate_size",
 }
 # architecture metadata key -> the config.json key whose limit applies (local.CONFIG_POSITIVE)
 _POSITIVE = {"attention.layer_norm_rms_epsilon": "rms_norm_eps", "rope.freq_base": "rope_theta"}
@@ -303,6 +305,13 @@ def _check_tensor_shapes(tensors: dict[str, GGUFTensor], sizes: dict[str, int], 
                  "attn_norm.weight": (hidden,), "ffn_norm.weight": (hidden,)}
         if arch == "qwen2":  # mlx-lm's qwen2 has q/k/v biases
             block.update({"attn_q.bias": (q_rows,), "attn_k.bias": (kv_rows,), "attn_v.bias": (kv_rows,)})
+        if arch == "qwen3moe":  # a router and stacked experts instead of one MLP
+            experts, width = sizes.get("num_experts", 0), sizes.get("moe_intermediate_size", 0)
+            for dense in ("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"):
+                del block[dense]
+            block.update({"ffn_gate_inp.weight": (hidden, experts), "ffn_gate_exps.weight": (hidden, width, experts),
+                          "ffn_up_exps.weight": (hidden, width, experts),
+                          "ffn_down_exps.weight": (width, hidden, experts)})
         if arch in ("gemma2", "gemma3"):  # the norms after attention and after the MLP
             block.update({"post_attention_norm.weight": (hidden,), "post_ffw_norm.weight": (hidden,)})
         if arch in ("qwen3", "gemma3"):  # the per-head RMSNorm of queries and keys
