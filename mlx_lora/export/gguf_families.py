@@ -99,25 +99,13 @@ def _moe_keys(writer, config: Config) -> None:
 
 def _llama3_rope_freqs(config: Config) -> dict[str, np.ndarray]:
     """Llama 3's frequency-dependent rope scaling as llama.cpp's ``rope_freqs`` tensor
-    (``LlamaModel.generate_extra_tensors``)."""
+    (``LlamaModel.generate_extra_tensors``; :mod:`mlx_lora.models.rope`)."""
+    from mlx_lora.models.rope import llama3_rope_factors
+
     rope = rope_parameters(config)
     if str(rope.get("rope_type", "")).lower() != "llama3":
         return {}
-    dim = head_dim(config)
-    freqs = 1.0 / (float(rope["rope_theta"]) ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
-    factor, low, high = rope.get("factor", 8.0), rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
-    old_context = rope.get("original_max_position_embeddings", 8192)
-    factors = []
-    for freq in freqs:
-        wavelength = 2 * math.pi / freq
-        if wavelength < old_context / high:
-            factors.append(1.0)
-        elif wavelength > old_context / low:
-            factors.append(factor)
-        else:
-            smooth = (old_context / wavelength - low) / (high - low)
-            factors.append(1 / ((1 - smooth) / factor + smooth))
-    return {"rope_freqs.weight": np.array(factors, dtype=np.float32)}
+    return {"rope_freqs.weight": llama3_rope_factors(rope, head_dim(config))}
 
 
 def _phi3_rope_factors(config: Config) -> dict[str, np.ndarray]:

@@ -241,6 +241,23 @@ def _gemma_config(arch: str, meta: Callable[..., Any], config: dict) -> dict:
     return out
 
 
+def _rope_freqs(weights: dict, config: dict, path: Path) -> None:
+    """Llama 3's ``rope_freqs`` tensor becomes the config's ``rope_scaling`` (mlx-lm's Llama 3
+    rotary computes the same factors from it); a tensor that no Llama 3 setting makes is refused."""
+    import numpy as np
+
+    from mlx_lora.models.rope import llama3_scaling
+
+    factors = weights.pop("rope_freqs.weight", None)
+    if factors is None:
+        return
+    scaling = llama3_scaling(np.array(factors, dtype=np.float32), config["rope_theta"], config["head_dim"])
+    if scaling is None or config["model_type"] != "llama":
+        raise UserError(f"{path}: its rope_freqs tensor is not Llama 3's rope scaling (factor, low/high 1/4, "
+                        "context 8192); importing it would change the model")
+    config["rope_scaling"] = scaling
+
+
 def _unpermute(x, n_head: int):
     """Undo llama.cpp's rotary row permutation. ``x``: (rows, …) with rows = n_head * head_dim."""
     rows = x.shape[0]
@@ -427,6 +444,7 @@ def import_gguf(
         config = gguf_to_hf_config(metadata, has_output="output.weight" in weights)
         tokenizer_files = build_tokenizer_files(metadata, gguf_path)
     stage("converting tensors", 1)
+    _rope_freqs(weights, config, gguf_path)
     weights, quant = convert_weights(weights, config)
     dequantize = plan.dequantize
     if dequantize:
