@@ -279,9 +279,9 @@ def test_gguf(family, kind, tiny_families, memorise_data, tmp_path_factory, reco
     [llama] = [c for c in exported.checks if c.check == f"GGUF {kind} (loaded by llama.cpp)"]
     assert llama.status == "checked" and exported.passed, {c.check: c.problems for c in exported.checks}
     assert llama.adapter_effect > 1e-3  # the adapter changes the logits, so the match means something
-    if FAMILIES[family]["tokenizer"] != "sentencepiece" and kind in ("f16", "bf16", "q8_0", "q4_0"):
-        # our own GGUF importer reads every byte-level BPE family's file back too (models/gguf.py),
-        # held to the same rule (the K-quants: llama.cpp's judgement only)
+    if kind in ("f16", "bf16", "q8_0", "q4_0"):
+        # our own GGUF importer reads every family's file back too (models/gguf.py), held to the
+        # same rule (the K-quants: llama.cpp's judgement only)
         [back] = [c for c in exported.checks if c.check == f"GGUF {kind} (read back with mlx.core.load)"]
         assert back.status == "checked", back
     if kind == "f16":

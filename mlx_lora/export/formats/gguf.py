@@ -95,9 +95,9 @@ def _not_importable(config: dict, base_dir) -> str | None:
 
     family = FAMILIES[config["model_type"]]
     extra = set(family.tensors(config)) - {"rope_freqs.weight"}  # Llama 3's rope_freqs is read back (models/rope.py)
-    if family.arch not in SUPPORTED_ARCHS or (base_dir / "tokenizer.model").is_file() or extra:
-        return (f"not read back: the importer reads {', '.join(sorted(SUPPORTED_ARCHS))} GGUFs with byte-level BPE "
-                "vocabularies and no rope tensors; llama.cpp's load is this file's check")
+    if family.arch not in SUPPORTED_ARCHS or extra:
+        return (f"not read back: the importer reads {', '.join(sorted(SUPPORTED_ARCHS))} GGUFs without Phi-3's "
+                "long-context rope factors; llama.cpp's load is this file's check")
     return None
 
 
