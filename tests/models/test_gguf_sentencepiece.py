@@ -62,8 +62,10 @@ json.dump({"tokens": tokens, "scores": scores, "types": types,
 """
 
 
-@pytest.fixture(scope="module")
-def spm_gguf(tiny_families, judges_python, tmp_path_factory):
+@pytest.fixture(scope="module", params=[True, False], ids=["space-prefix", "no-space-prefix"])
+def spm_gguf(request, tiny_families, judges_python, tmp_path_factory):
+    """The vocabulary as Llama 2 and Mistral write it (a space before the text), and as Gemma's
+    does (``add_space_prefix`` false: Gemma2Model.set_vocab in llama.cpp's converter)."""
     import gguf
 
     from tests.reliability.ggufs import tiny_spec, write_gguf
@@ -86,7 +88,7 @@ def spm_gguf(tiny_families, judges_python, tmp_path_factory):
         "tokenizer.ggml.tokens": (vocab["tokens"], "ARRAY", "STRING"),
         "tokenizer.ggml.scores": (vocab["scores"], "ARRAY", "FLOAT32"),
         "tokenizer.ggml.token_type": (vocab["types"], "ARRAY", "INT32"),
-        "tokenizer.ggml.add_space_prefix": (bool(vocab["add_space_prefix"]), "BOOL"),
+        "tokenizer.ggml.add_space_prefix": (bool(vocab["add_space_prefix"]) and request.param, "BOOL"),
         "tokenizer.ggml.unknown_token_id": (0, "UINT32"),
         "tokenizer.ggml.bos_token_id": (1, "UINT32"),
         "tokenizer.ggml.eos_token_id": (2, "UINT32"),
@@ -94,7 +96,7 @@ def spm_gguf(tiny_families, judges_python, tmp_path_factory):
         "llama.vocab_size": (len(vocab["tokens"]), "UINT32"),
     })
     assert gguf  # the writer's package
-    return write_gguf(spec, work / "tiny-spm.gguf"), vocab
+    return write_gguf(spec, work / "tiny-spm.gguf"), {**vocab, "written_space_prefix": request.param}
 
 
 def test_sentencepiece_gguf_tokenises_as_llama_cpp_does(spm_gguf, tiny_families, tmp_path):
@@ -115,6 +117,8 @@ def test_sentencepiece_gguf_tokenises_as_llama_cpp_does(spm_gguf, tiny_families,
     original = PreTrainedTokenizerFast(tokenizer_file=str(tiny_families / "mistral" / "tokenizer.json"))
     differ = [t for t, theirs in zip(TEXTS, info["tokens"]) if original.encode(t, add_special_tokens=False) != theirs]
     assert len(differ) >= 3, differ
+    if not vocab["written_space_prefix"]:  # no space is added: "Hello" and " Hello" tokenise apart
+        assert ours.encode("Hello", add_special_tokens=False) != ours.encode(" Hello", add_special_tokens=False)
     # BOS as llama.cpp adds it, and the text comes back from the ids
     assert ours.encode("Hello world")[:1] == [1]
     for text in TEXTS[:6] + TEXTS[8:]:
