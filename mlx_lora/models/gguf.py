@@ -116,6 +116,8 @@ _GEMMA_NAMES = {"attn_norm": "input_layernorm", "post_attention_norm": "post_att
 _GEMMA_TYPES = ("gemma2", "gemma3_text")
 # Phi-3 keeps q/k/v and gate/up fused, in llama.cpp's file and in mlx-lm's model alike
 _PHI3_NAMES = {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"}
+# mlx-lm model_type → its layer names beyond the llama family's (_LAYER_NAMES)
+_FAMILY_NAMES = {"phi3": _PHI3_NAMES, "gemma2": _GEMMA_NAMES, "gemma3_text": _GEMMA_NAMES, "qwen3_moe": _MOE_NAMES}
 # llama.cpp's converter permutes q/k rows for these (the interleaved rotary layout)
 _PERMUTED = ("llama", "smollm3")
 
@@ -284,9 +286,7 @@ def convert_weights(weights: dict, config: dict) -> tuple[dict, dict]:
         parts = stem.split(".")
         if parts[0] == "blk":
             layer, kind = parts[1], parts[2]
-            names = ({**_LAYER_NAMES, **_PHI3_NAMES} if config["model_type"] == "phi3" else
-                     {**_LAYER_NAMES, **_GEMMA_NAMES} if config["model_type"] in _GEMMA_TYPES else
-                     {**_LAYER_NAMES, **_MOE_NAMES} if config["model_type"] == "qwen3_moe" else _LAYER_NAMES)
+            names = {**_LAYER_NAMES, **_FAMILY_NAMES.get(config["model_type"], {})}
             if kind not in names:
                 log.debug("skipping GGUF tensor %s", name)
                 continue
